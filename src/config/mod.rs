@@ -1,0 +1,480 @@
+//! The service's one typed configuration, loaded once at start-up from the environment (the
+//! upstream's variable names and defaults) layered over an optional TOML file, and validated
+//! before anything starts. Every error names the variable; secrets are never printed.
+
+mod duration;
+mod secret;
+mod settings;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+pub use duration::parse_go_duration;
+pub use secret::Secret;
+pub use settings::Settings;
+
+/// Every setting the service reads. Deployment manifests are checked against this list.
+pub const KNOWN_SETTINGS: &[&str] = &[
+    "LISTEN_ADDRESS",
+    "PUBLIC_PORT",
+    "PRIVATE_PORT",
+    "METRICS_PORT",
+    "PUBLIC_HTTP_SERVER_READ_TIMEOUT",
+    "PUBLIC_HTTP_SERVER_WRITE_TIMEOUT",
+    "PRIVATE_HTTP_SERVER_READ_TIMEOUT",
+    "PRIVATE_HTTP_SERVER_WRITE_TIMEOUT",
+    "SHUTDOWN_TIMEOUT",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "DEBUG",
+    "HOSTNAME",
+    "DATABASE_URL",
+    "PGSQL_USER",
+    "PGSQL_PASSWORD",
+    "PGSQL_HOSTNAME",
+    "PGSQL_PORT",
+    "PGSQL_DATABASE",
+    "PGSQL_SSLMODE",
+    "PGSQL_SSLROOTCERT",
+    "DB_MAX_CONNECTIONS",
+    "DB_MIGRATE_ON_START",
+    "EXPORT_EXPIRY_DAYS",
+    "EXPORT_ENABLE_APPS",
+    "RATE_LIMIT_RATE",
+    "RATE_LIMIT_BURST",
+];
+
+/// The upstream's default allow-list of exportable application resources.
+pub const DEFAULT_ENABLED_APPS: &str =
+    r#"{"exampleApp":["exampleResource","anotherExampleResource"]}"#;
+
+/// Why the configuration could not be loaded. Each variant names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a value the service cannot use.
+    #[error("invalid {name}: {reason}")]
+    Invalid {
+        /// The environment variable (or config file key).
+        name: &'static str,
+        /// What is wrong, including the value unless it is a secret.
+        reason: String,
+    },
+    /// The config file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable lines (development).
+    Text,
+}
+
+/// Which (application, resource) pairs tenants may request, from `EXPORT_ENABLE_APPS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnabledApps(BTreeMap<String, BTreeSet<String>>);
+
+impl EnabledApps {
+    /// Parses the upstream's JSON shape: `{"<application>": ["<resource>", …], …}`.
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let map: BTreeMap<String, Vec<String>> = serde_json::from_str(json).map_err(|error| {
+            format!("expected a JSON object of application → list of resources ({error})")
+        })?;
+        Ok(Self(
+            map.into_iter()
+                .map(|(app, resources)| (app, resources.into_iter().collect()))
+                .collect(),
+        ))
+    }
+
+    /// Whether tenants may export `resource` of `application` (exact, case-sensitive match).
+    pub fn allows(&self, application: &str, resource: &str) -> bool {
+        self.0
+            .get(application)
+            .is_some_and(|resources| resources.contains(resource))
+    }
+}
+
+/// Connection settings for PostgreSQL.
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// Where and how to connect (includes the password: never print it).
+    pub connect_options: PgConnectOptions,
+    /// Upper bound of pooled connections per process.
+    pub max_connections: u32,
+    /// Whether `serve` applies pending migrations before it starts listening.
+    pub migrate_on_start: bool,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options = &self.connect_options;
+        formatter
+            .debug_struct("DatabaseConfig")
+            .field("host", &options.get_host())
+            .field("port", &options.get_port())
+            .field("username", &options.get_username())
+            .field("database", &options.get_database())
+            .field("max_connections", &self.max_connections)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Timeouts of one HTTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// Time allowed to receive a request body.
+    pub read: Duration,
+    /// Time allowed to produce a (non-streaming) response.
+    pub write: Duration,
+}
+
+/// The public API's per-organisation rate limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per organisation.
+    pub rate: f64,
+    /// Requests an organisation may make at once before the rate applies.
+    pub burst: u32,
+}
+
+/// The whole configuration of the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address all listeners bind to.
+    pub listen_address: IpAddr,
+    /// Port of the public (tenant) API.
+    pub public_port: u16,
+    /// Port of the internal (source application) API.
+    pub private_port: u16,
+    /// Port of metrics and probes.
+    pub metrics_port: u16,
+    /// Timeouts of the public listener.
+    pub public_timeouts: HttpTimeouts,
+    /// Timeouts of the internal listener.
+    pub private_timeouts: HttpTimeouts,
+    /// How long a graceful shutdown may take before in-flight work is abandoned.
+    pub shutdown_timeout: Duration,
+    /// Tracing filter directive, e.g. `info` or `export_service=debug,info`.
+    pub log_filter: String,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Host name used in generated request ids.
+    pub hostname: String,
+    /// PostgreSQL settings.
+    pub database: DatabaseConfig,
+    /// Days from creation until an export expires when the request names no `expires_at`.
+    pub export_expiry_days: u32,
+    /// Which application resources may be exported.
+    pub enabled_apps: EnabledApps,
+    /// Rate limit of the public API.
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Config {
+    /// Loads the configuration from the process environment, layered over the TOML file named
+    /// by `config_file` (or by `EXPORT_SERVICE_CONFIG` when `config_file` is `None`).
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env = Settings::from_pairs(std::env::vars());
+        let file_path: Option<PathBuf> = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("EXPORT_SERVICE_CONFIG").map(PathBuf::from));
+        let settings = match file_path {
+            Some(path) => Settings::from_toml_file(&path)?.overridden_by(env),
+            None => env,
+        };
+        Self::from_settings(&settings)
+    }
+
+    /// Builds and validates the configuration from raw settings.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let reader = Reader(settings);
+        let debug = reader.boolean("DEBUG", false)?;
+        let log_format = match settings.get("LOG_FORMAT").map(str::to_ascii_lowercase) {
+            None if debug => LogFormat::Text,
+            None => LogFormat::Json,
+            Some(format) if format == "json" => LogFormat::Json,
+            Some(format) if format == "text" => LogFormat::Text,
+            Some(other) => {
+                return Err(invalid(
+                    "LOG_FORMAT",
+                    format!("expected 'json' or 'text', got '{other}'"),
+                ));
+            }
+        };
+        let config = Self {
+            listen_address: reader.parsed("LISTEN_ADDRESS", IpAddr::from([0, 0, 0, 0]))?,
+            public_port: reader.parsed("PUBLIC_PORT", 8000)?,
+            private_port: reader.parsed("PRIVATE_PORT", 10000)?,
+            metrics_port: reader.parsed("METRICS_PORT", 9000)?,
+            public_timeouts: HttpTimeouts {
+                read: reader.duration("PUBLIC_HTTP_SERVER_READ_TIMEOUT", 5)?,
+                write: reader.duration("PUBLIC_HTTP_SERVER_WRITE_TIMEOUT", 10)?,
+            },
+            private_timeouts: HttpTimeouts {
+                read: reader.duration("PRIVATE_HTTP_SERVER_READ_TIMEOUT", 5)?,
+                write: reader.duration("PRIVATE_HTTP_SERVER_WRITE_TIMEOUT", 10)?,
+            },
+            shutdown_timeout: reader.duration("SHUTDOWN_TIMEOUT", 30)?,
+            log_filter: log_filter(settings.get("LOG_LEVEL"))?,
+            log_format,
+            hostname: settings
+                .get("HOSTNAME")
+                .map(str::to_owned)
+                .unwrap_or_else(local_hostname),
+            database: database_config(&reader)?,
+            export_expiry_days: reader.parsed("EXPORT_EXPIRY_DAYS", 7)?,
+            enabled_apps: EnabledApps::parse(
+                settings
+                    .get("EXPORT_ENABLE_APPS")
+                    .unwrap_or(DEFAULT_ENABLED_APPS),
+            )
+            .map_err(|reason| invalid("EXPORT_ENABLE_APPS", reason))?,
+            rate_limit: RateLimitConfig {
+                rate: reader.parsed("RATE_LIMIT_RATE", 100.0)?,
+                burst: reader.parsed("RATE_LIMIT_BURST", 60)?,
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.export_expiry_days == 0 {
+            return Err(invalid("EXPORT_EXPIRY_DAYS", "must be at least 1".into()));
+        }
+        if !(self.rate_limit.rate.is_finite() && self.rate_limit.rate > 0.0) {
+            return Err(invalid(
+                "RATE_LIMIT_RATE",
+                "must be a positive number".into(),
+            ));
+        }
+        if self.rate_limit.burst == 0 {
+            return Err(invalid("RATE_LIMIT_BURST", "must be at least 1".into()));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("DB_MAX_CONNECTIONS", "must be at least 1".into()));
+        }
+        let ports = [
+            ("PUBLIC_PORT", self.public_port),
+            ("PRIVATE_PORT", self.private_port),
+            ("METRICS_PORT", self.metrics_port),
+        ];
+        for (index, (name, port)) in ports.iter().enumerate() {
+            for (other, other_port) in &ports[index + 1..] {
+                if *port != 0 && port == other_port {
+                    return Err(invalid(
+                        other,
+                        format!("port {port} is already used by {name}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(name: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { name, reason }
+}
+
+/// Typed access to raw settings with error messages that name the variable.
+struct Reader<'a>(&'a Settings);
+
+impl Reader<'_> {
+    fn parsed<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|error| invalid(name, format!("cannot parse '{}': {error}", text.trim()))),
+        }
+    }
+
+    fn boolean(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.0.get(name).map(str::trim) {
+            None => Ok(default),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+            Some(other) => Err(invalid(
+                name,
+                format!("expected true or false, got '{other}'"),
+            )),
+        }
+    }
+
+    fn duration(&self, name: &'static str, default_secs: u64) -> Result<Duration, ConfigError> {
+        match self.0.get(name) {
+            None => Ok(Duration::from_secs(default_secs)),
+            Some(text) => parse_go_duration(text).map_err(|reason| invalid(name, reason)),
+        }
+    }
+
+    fn secret(&self, name: &'static str) -> Option<Secret<String>> {
+        self.0.get(name).map(|value| Secret::new(value.to_owned()))
+    }
+}
+
+fn database_config(reader: &Reader<'_>) -> Result<DatabaseConfig, ConfigError> {
+    let connect_options = match reader.secret("DATABASE_URL") {
+        // The URL may hold a password: the error must not echo it.
+        Some(url) => url_options(url.expose()).map_err(|_| {
+            invalid(
+                "DATABASE_URL",
+                "not a valid postgres:// URL (value not shown: it may contain a password)".into(),
+            )
+        })?,
+        None => {
+            let mut options = PgConnectOptions::new_without_pgpass()
+                .host(reader.0.get("PGSQL_HOSTNAME").unwrap_or("localhost"))
+                .port(reader.parsed("PGSQL_PORT", 5432)?)
+                .username(reader.0.get("PGSQL_USER").unwrap_or("postgres"))
+                .database(reader.0.get("PGSQL_DATABASE").unwrap_or("postgres"))
+                .password(
+                    reader
+                        .secret("PGSQL_PASSWORD")
+                        .unwrap_or_else(|| Secret::new("postgres".into()))
+                        .expose(),
+                );
+            let ssl_mode: PgSslMode = reader.parsed("PGSQL_SSLMODE", PgSslMode::Prefer)?;
+            options = options.ssl_mode(ssl_mode);
+            if let Some(root_cert) = reader.0.get("PGSQL_SSLROOTCERT") {
+                options = options.ssl_root_cert(root_cert);
+            }
+            options
+        }
+    };
+    Ok(DatabaseConfig {
+        connect_options: connect_options.application_name("export-service"),
+        max_connections: reader.parsed("DB_MAX_CONNECTIONS", 10)?,
+        migrate_on_start: reader.boolean("DB_MIGRATE_ON_START", true)?,
+    })
+}
+
+fn url_options(url: &str) -> Result<PgConnectOptions, ()> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(());
+    }
+    PgConnectOptions::from_str(url).map_err(|_| ())
+}
+
+/// Maps `LOG_LEVEL` to a tracing filter. The upstream names (`DEBUG`, `INFO`, `ERROR`) work in
+/// any case; a full `tracing` directive (`export_service=debug,info`) is accepted too.
+fn log_filter(level: Option<&str>) -> Result<String, ConfigError> {
+    let Some(level) = level.map(str::trim) else {
+        return Ok("info".into());
+    };
+    let lower = level.to_ascii_lowercase();
+    let filter = match lower.as_str() {
+        "trace" | "debug" | "info" | "error" => lower,
+        "warn" | "warning" => "warn".into(),
+        _ if level.contains('=') => level.to_owned(),
+        _ => {
+            return Err(invalid(
+                "LOG_LEVEL",
+                format!(
+                    "'{level}' is not a level (DEBUG, INFO, WARN, ERROR or a tracing directive)"
+                ),
+            ));
+        }
+    };
+    tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|error| invalid("LOG_LEVEL", format!("'{level}' is not a level: {error}")))?;
+    Ok(filter)
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "export-service".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        Settings::from_pairs(
+            pairs
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        )
+    }
+
+    fn error_of(pairs: &[(&str, &str)]) -> String {
+        Config::from_settings(&settings(pairs))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_upstream() {
+        let config = Config::from_settings(&Settings::default()).unwrap();
+        assert_eq!(
+            (config.public_port, config.private_port, config.metrics_port),
+            (8000, 10000, 9000)
+        );
+        assert_eq!(config.export_expiry_days, 7);
+        assert!(config.enabled_apps.allows("exampleApp", "exampleResource"));
+        assert!(!config.enabled_apps.allows("exampleApp", "other"));
+        assert_eq!(config.public_timeouts.read, Duration::from_secs(5));
+        assert_eq!(config.public_timeouts.write, Duration::from_secs(10));
+        assert_eq!(config.rate_limit.burst, 60);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(config.database.migrate_on_start);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        assert!(error_of(&[("PUBLIC_PORT", "eighty")]).starts_with("invalid PUBLIC_PORT"));
+        assert!(error_of(&[("EXPORT_ENABLE_APPS", "{oops")]).contains("EXPORT_ENABLE_APPS"));
+        assert!(error_of(&[("EXPORT_EXPIRY_DAYS", "0")]).contains("EXPORT_EXPIRY_DAYS"));
+        assert!(error_of(&[("DEBUG", "yes please")]).contains("DEBUG"));
+        assert!(
+            error_of(&[("PUBLIC_HTTP_SERVER_READ_TIMEOUT", "5")])
+                .contains("PUBLIC_HTTP_SERVER_READ_TIMEOUT")
+        );
+        assert!(error_of(&[("METRICS_PORT", "8000")]).contains("METRICS_PORT"));
+        assert!(error_of(&[("LOG_LEVEL", "loud")]).contains("LOG_LEVEL"));
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let message = error_of(&[("DATABASE_URL", "mysql://user:hunter2@db/x")]);
+        assert!(message.contains("DATABASE_URL"));
+        assert!(!message.contains("hunter2"), "{message}");
+
+        let config = Config::from_settings(&settings(&[("PGSQL_PASSWORD", "hunter2")])).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_selects_readable_logs_and_levels_are_case_insensitive() {
+        let config =
+            Config::from_settings(&settings(&[("DEBUG", "true"), ("LOG_LEVEL", "DEBUG")])).unwrap();
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.log_filter, "debug");
+    }
+}

@@ -1,0 +1,281 @@
+//! Storing and reading exports and their sources. Every tenant-facing read is scoped by owner.
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::DbError;
+use crate::domain::listing::{Direction, ListQuery, SortKey};
+use crate::domain::{Export, ExportSummary, NewExport, Owner, Source};
+
+const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.username, e.name, e.format, \
+     e.status, e.request_id, e.created_at, e.completed_at, e.expires_at";
+
+/// Exports and sources in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct ExportRepository {
+    pool: PgPool,
+}
+
+/// One page of a list, with the number of exports matching the filters.
+#[derive(Debug)]
+pub struct ExportPage {
+    /// The exports on this page.
+    pub exports: Vec<ExportSummary>,
+    /// How many exports match, over all pages.
+    pub count: i64,
+}
+
+impl ExportRepository {
+    /// A repository over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Stores a new export and its sources in one transaction.
+    pub async fn insert(&self, export: &NewExport) -> Result<(), DbError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO exports (id, org_id, account_id, username, name, format, status, \
+             request_id, created_at, updated_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $8, $9)",
+        )
+        .bind(export.id)
+        .bind(&export.owner.org_id)
+        .bind(&export.owner.account_id)
+        .bind(&export.owner.username)
+        .bind(&export.name)
+        .bind(export.format.as_str())
+        .bind(&export.request_id)
+        .bind(export.created_at)
+        .bind(export.expires_at)
+        .execute(&mut *transaction)
+        .await?;
+
+        let ids: Vec<Uuid> = export.sources.iter().map(|source| source.id).collect();
+        let positions: Vec<i32> = (0..).take(export.sources.len()).collect();
+        let applications: Vec<&str> = export
+            .sources
+            .iter()
+            .map(|source| source.application.as_str())
+            .collect();
+        let resources: Vec<&str> = export
+            .sources
+            .iter()
+            .map(|source| source.resource.as_str())
+            .collect();
+        let filters: Vec<Option<&str>> = export
+            .sources
+            .iter()
+            .map(|source| source.filters.as_deref().map(RawValue::get))
+            .collect();
+        sqlx::query(
+            "INSERT INTO sources (id, export_id, position, application, resource, filters, updated_at) \
+             SELECT id, $1, position, application, resource, filters::json, $7 \
+             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[]) \
+                  AS s(id, position, application, resource, filters)",
+        )
+        .bind(export.id)
+        .bind(&ids)
+        .bind(&positions)
+        .bind(&applications)
+        .bind(&resources)
+        .bind(&filters)
+        .bind(export.created_at)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The export `id` with its sources, if `owner` may see it.
+    pub async fn find_owned(&self, owner: &Owner, id: Uuid) -> Result<Option<Export>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports e \
+             WHERE e.id = $1 AND e.org_id = $2 AND e.username = $3 \
+               AND ($4 = '' OR e.account_id = $4)"
+        ))
+        .bind(id)
+        .bind(&owner.org_id)
+        .bind(&owner.username)
+        .bind(&owner.account_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let sources = self.sources_of(id).await?;
+        export_from_row(&row, sources).map(Some)
+    }
+
+    async fn sources_of(&self, export_id: Uuid) -> Result<Vec<Source>, DbError> {
+        sqlx::query(
+            "SELECT id, application, resource, filters::text AS filters, status, code, message \
+             FROM sources WHERE export_id = $1 ORDER BY position",
+        )
+        .bind(export_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(source_from_row)
+        .collect()
+    }
+
+    /// One page of `owner`'s exports matching `query`, and the total number that match.
+    pub async fn list_owned(
+        &self,
+        owner: &Owner,
+        query: &ListQuery,
+    ) -> Result<ExportPage, DbError> {
+        let mut select = QueryBuilder::new(format!("SELECT {EXPORT_COLUMNS} FROM exports e"));
+        push_conditions(&mut select, owner, query);
+        let direction = match query.direction {
+            Direction::Asc => "ASC",
+            Direction::Desc => "DESC",
+        };
+        let sort_expression = match query.sort {
+            SortKey::Name => "e.name",
+            SortKey::CreatedAt => "e.created_at",
+            SortKey::ExpiresAt => "e.expires_at",
+            SortKey::Application => {
+                "(SELECT min(s.application) FROM sources s WHERE s.export_id = e.id)"
+            }
+            SortKey::Resource => "(SELECT min(s.resource) FROM sources s WHERE s.export_id = e.id)",
+        };
+        select.push(format_args!(
+            " ORDER BY {sort_expression} {direction}, e.id {direction} LIMIT "
+        ));
+        select.push_bind(query.limit);
+        select.push(" OFFSET ");
+        select.push_bind(query.offset);
+        let exports = select
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut count = QueryBuilder::new("SELECT count(*) FROM exports e");
+        push_conditions(&mut count, owner, query);
+        let count: i64 = count.build().fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(ExportPage { exports, count })
+    }
+
+    /// Deletes the export `id` (its sources cascade) if `owner` may see it. Returns whether a
+    /// row was deleted.
+    pub async fn delete_owned(&self, owner: &Owner, id: Uuid) -> Result<bool, DbError> {
+        let result = sqlx::query(
+            "DELETE FROM exports WHERE id = $1 AND org_id = $2 AND username = $3 \
+             AND ($4 = '' OR account_id = $4)",
+        )
+        .bind(id)
+        .bind(&owner.org_id)
+        .bind(&owner.username)
+        .bind(&owner.account_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+}
+
+fn push_conditions(builder: &mut QueryBuilder<'_, Postgres>, owner: &Owner, query: &ListQuery) {
+    builder.push(" WHERE e.org_id = ");
+    builder.push_bind(owner.org_id.clone());
+    builder.push(" AND e.username = ");
+    builder.push_bind(owner.username.clone());
+    if !owner.account_id.is_empty() {
+        builder.push(" AND e.account_id = ");
+        builder.push_bind(owner.account_id.clone());
+    }
+    let filters = &query.filters;
+    if let Some(name) = &filters.name {
+        builder.push(" AND e.name = ");
+        builder.push_bind(name.clone());
+    }
+    if let Some(status) = filters.status {
+        builder.push(" AND e.status = ");
+        builder.push_bind(status.as_str());
+    }
+    for (column, window) in [
+        ("e.created_at", filters.created_at),
+        ("e.expires_at", filters.expires_at),
+    ] {
+        if let Some(window) = window {
+            builder.push(format_args!(" AND {column} BETWEEN "));
+            builder.push_bind(window.start);
+            builder.push(" AND ");
+            builder.push_bind(window.end());
+        }
+    }
+    // One source must match both filters when both are given; EXISTS keeps each export once.
+    if filters.application.is_some() || filters.resource.is_some() {
+        builder.push(" AND EXISTS (SELECT 1 FROM sources s WHERE s.export_id = e.id");
+        if let Some(application) = &filters.application {
+            builder.push(" AND s.application = ");
+            builder.push_bind(application.clone());
+        }
+        if let Some(resource) = &filters.resource {
+            builder.push(" AND s.resource = ");
+            builder.push_bind(resource.clone());
+        }
+        builder.push(")");
+    }
+}
+
+fn parse_column<T: std::str::FromStr>(row: &PgRow, column: &str) -> Result<T, DbError> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|_| DbError::Corrupt(format!("unexpected {column} '{text}'")))
+}
+
+fn summary_from_row(row: &PgRow) -> Result<ExportSummary, DbError> {
+    Ok(ExportSummary {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        format: parse_column(row, "format")?,
+        status: parse_column(row, "status")?,
+        created_at: row.try_get("created_at")?,
+        completed_at: row.try_get::<Option<DateTime<Utc>>, _>("completed_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+fn export_from_row(row: &PgRow, sources: Vec<Source>) -> Result<Export, DbError> {
+    let summary = summary_from_row(row)?;
+    Ok(Export {
+        id: summary.id,
+        owner: Owner {
+            org_id: row.try_get("org_id")?,
+            account_id: row.try_get("account_id")?,
+            username: row.try_get("username")?,
+        },
+        name: summary.name,
+        format: summary.format,
+        status: summary.status,
+        request_id: row.try_get("request_id")?,
+        created_at: summary.created_at,
+        completed_at: summary.completed_at,
+        expires_at: summary.expires_at,
+        sources,
+    })
+}
+
+fn source_from_row(row: &PgRow) -> Result<Source, DbError> {
+    let filters = row
+        .try_get::<Option<String>, _>("filters")?
+        .map(RawValue::from_string)
+        .transpose()
+        .map_err(|error| DbError::Corrupt(format!("filters are not JSON: {error}")))?;
+    Ok(Source {
+        id: row.try_get("id")?,
+        application: row.try_get("application")?,
+        resource: row.try_get("resource")?,
+        filters,
+        status: parse_column(row, "status")?,
+        code: row.try_get("code")?,
+        message: row.try_get("message")?,
+    })
+}

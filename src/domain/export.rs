@@ -1,0 +1,153 @@
+//! Exports and their sources as the service knows them.
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::{ExportStatus, Format, SourceStatus};
+
+/// Who owns an export. Exports are private to one user of one organisation; the account is
+/// compared only when the caller has one (the upstream's rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The organisation (`identity.org_id`).
+    pub org_id: String,
+    /// The legacy account number; empty when the identity has none.
+    pub account_id: String,
+    /// The user name, service-account name or system CN.
+    pub username: String,
+}
+
+/// A stored export.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// Server-generated id.
+    pub id: Uuid,
+    /// Who requested it.
+    pub owner: Owner,
+    /// The tenant's label for it (may be empty).
+    pub name: String,
+    /// The format the tenant receives.
+    pub format: Format,
+    /// Where it is in its lifecycle.
+    pub status: ExportStatus,
+    /// The request id of the create call.
+    pub request_id: Option<String>,
+    /// When it was requested.
+    pub created_at: DateTime<Utc>,
+    /// When it reached a final status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it stops being available.
+    pub expires_at: DateTime<Utc>,
+    /// The requested resources, in request order.
+    pub sources: Vec<Source>,
+}
+
+/// One requested resource of an export.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Server-generated id; the source application uses it to upload.
+    pub id: Uuid,
+    /// The application that owns the data.
+    pub application: String,
+    /// The resource within that application.
+    pub resource: String,
+    /// The tenant's filters: a JSON object, kept verbatim (key order included).
+    pub filters: Option<Box<RawValue>>,
+    /// Where it is in its lifecycle.
+    pub status: SourceStatus,
+    /// The error code reported for a failed source.
+    pub code: Option<i32>,
+    /// The error message reported for a failed source.
+    pub message: Option<String>,
+}
+
+/// A validated request for a new export, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewExport {
+    /// The id the export will have.
+    pub id: Uuid,
+    /// Who requested it.
+    pub owner: Owner,
+    /// The tenant's label.
+    pub name: String,
+    /// The format the tenant receives.
+    pub format: Format,
+    /// The request id of the create call.
+    pub request_id: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Expiry time.
+    pub expires_at: DateTime<Utc>,
+    /// The requested resources, in request order.
+    pub sources: Vec<NewSource>,
+}
+
+/// One requested resource of a new export.
+#[derive(Debug, Clone)]
+pub struct NewSource {
+    /// The id the source will have.
+    pub id: Uuid,
+    /// The application that owns the data.
+    pub application: String,
+    /// The resource within that application.
+    pub resource: String,
+    /// The tenant's filters (a JSON object), compacted, in the client's key order.
+    pub filters: Option<Box<RawValue>>,
+}
+
+impl NewExport {
+    /// The export as it is once stored: every source pending.
+    pub fn into_export(self) -> Export {
+        Export {
+            id: self.id,
+            owner: self.owner,
+            name: self.name,
+            format: self.format,
+            status: ExportStatus::Pending,
+            request_id: self.request_id,
+            created_at: self.created_at,
+            completed_at: None,
+            expires_at: self.expires_at,
+            sources: self
+                .sources
+                .into_iter()
+                .map(|source| Source {
+                    id: source.id,
+                    application: source.application,
+                    resource: source.resource,
+                    filters: source.filters,
+                    status: SourceStatus::Pending,
+                    code: None,
+                    message: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Export {
+    /// Whether the export is past its expiry at `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at <= now
+    }
+}
+
+/// An export as it appears in a list: no sources.
+#[derive(Debug, Clone)]
+pub struct ExportSummary {
+    /// Server-generated id.
+    pub id: Uuid,
+    /// The tenant's label.
+    pub name: String,
+    /// The format the tenant receives.
+    pub format: Format,
+    /// Where it is in its lifecycle.
+    pub status: ExportStatus,
+    /// When it was requested.
+    pub created_at: DateTime<Utc>,
+    /// When it reached a final status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it stops being available.
+    pub expires_at: DateTime<Utc>,
+}

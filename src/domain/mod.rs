@@ -1,0 +1,12 @@
+//! The export domain: plain types and rules, no I/O. Everything here is unit-tested on its own;
+//! the HTTP layer parses into these types and the database layer stores them.
+
+pub mod create;
+pub mod export;
+pub mod identity;
+pub mod listing;
+pub mod status;
+pub mod timestamp;
+
+pub use export::{Export, ExportSummary, NewExport, NewSource, Owner, Source};
+pub use status::{ExportStatus, Format, SourceStatus};

@@ -1,0 +1,247 @@
+//! Handlers of the tenant-facing export routes. Each one extracts, calls the domain and the
+//! repository, and maps the result to a response.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::AppState;
+use super::body::read_limited;
+use super::error::{ApiError, ErrorBody};
+use super::request_id::RequestId;
+use super::views::{ExportDetail, ExportList, ExportListItem, LinksView, ListMeta};
+use crate::domain::create::{CreateContext, CreateError, parse_create_request};
+use crate::domain::identity::Identity;
+use crate::domain::listing::{page_links, parse_list_query};
+use crate::domain::timestamp;
+
+/// The largest create request body accepted.
+pub const MAX_CREATE_BODY_BYTES: usize = 1024 * 1024;
+
+impl From<CreateError> for ApiError {
+    fn from(error: CreateError) -> Self {
+        let status = match error {
+            CreateError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CreateError::NotEnabled => StatusCode::NOT_ACCEPTABLE,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+/// Parses an export id from the path (any form the upstream accepts: hyphenated, 32 hex
+/// digits, braces, `urn:uuid:`).
+fn parse_export_id(raw: &str) -> Result<Uuid, ApiError> {
+    let id = Uuid::try_parse(raw)
+        .map_err(|_| ApiError::bad_request(format!("'{raw}' is not a valid export UUID")))?;
+    tracing::Span::current().record("export_id", tracing::field::display(id));
+    Ok(id)
+}
+
+/// Request an export of one or more application resources.
+#[utoipa::path(
+    post, path = "/exports", tag = "exports",
+    request_body(content = CreateExportRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Export accepted; sources are being asked for their data", body = ExportDetail),
+        (status = 400, description = "Malformed request or identity", body = ErrorBody),
+        (status = 406, description = "A requested application resource is not enabled for export", body = ErrorBody),
+        (status = 413, description = "Request body over 1 MiB", body = ErrorBody),
+        (status = 429, description = "Too many requests for this organisation", body = ErrorBody),
+        (status = 503, description = "Database unavailable; retry", body = ErrorBody),
+    ),
+    security(("x-rh-identity" = []))
+)]
+pub async fn create_export(
+    State(state): State<AppState>,
+    axum::Extension(identity): axum::Extension<Identity>,
+    axum::Extension(request_id): axum::Extension<RequestId>,
+    body: Body,
+) -> Result<(StatusCode, Json<ExportDetail>), ApiError> {
+    let body = read_limited(
+        body,
+        MAX_CREATE_BODY_BYTES,
+        state.config.public_timeouts.read,
+    )
+    .await?;
+    let new_export = parse_create_request(
+        &body,
+        CreateContext {
+            owner: &identity.owner,
+            request_id: Some(&request_id.0),
+            enabled_apps: &state.config.enabled_apps,
+            expiry_days: state.config.export_expiry_days,
+            now: timestamp::now(),
+        },
+    )?;
+    tracing::Span::current().record("export_id", tracing::field::display(new_export.id));
+    state.exports.insert(&new_export).await?;
+    state
+        .metrics
+        .exports_created
+        .with_label_values(&[new_export.format.as_str()])
+        .inc();
+    tracing::info!(sources = new_export.sources.len(), "export created");
+    Ok((StatusCode::ACCEPTED, Json(new_export.into_export().into())))
+}
+
+/// List the caller's exports.
+#[utoipa::path(
+    get, path = "/exports", tag = "exports",
+    params(
+        ("name" = Option<String>, Query, description = "Exact name"),
+        ("status" = Option<String>, Query, description = "Exact status: pending, running, partial, complete, failed"),
+        ("created_at" = Option<String>, Query, description = "Created within 24 h from this date (YYYY-MM-DD) or timestamp (RFC 3339)"),
+        ("expires_at" = Option<String>, Query, description = "Expiring within 24 h from this date or timestamp"),
+        ("application" = Option<String>, Query, description = "Some source has this application"),
+        ("resource" = Option<String>, Query, description = "Some source has this resource (the same source as `application` when both are given)"),
+        ("sort" = Option<String>, Query, description = "name, created_at (or created), expires_at (or expires), application, resource; default created_at"),
+        ("dir" = Option<String>, Query, description = "asc (default) or desc"),
+        ("offset" = Option<i64>, Query, description = "Exports to skip; default 0"),
+        ("limit" = Option<i64>, Query, description = "Page size; default 100, at most 1000"),
+    ),
+    responses(
+        (status = 200, description = "A page of exports", body = ExportList),
+        (status = 400, description = "Invalid parameter or identity", body = ErrorBody),
+        (status = 429, description = "Too many requests for this organisation", body = ErrorBody),
+    ),
+    security(("x-rh-identity" = []))
+)]
+pub async fn list_exports(
+    State(state): State<AppState>,
+    axum::Extension(identity): axum::Extension<Identity>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Json<ExportList>, ApiError> {
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let query = parse_list_query(&pairs).map_err(|error| ApiError::bad_request(error.0))?;
+    let page = state.exports.list_owned(&identity.owner, &query).await?;
+    let links = page_links(uri.path(), &pairs, query.offset, query.limit, page.count);
+    Ok(Json(ExportList {
+        meta: ListMeta { count: page.count },
+        links: LinksView::from(links),
+        data: page.exports.into_iter().map(ExportListItem::from).collect(),
+    }))
+}
+
+/// The status of one export and of each of its sources.
+#[utoipa::path(
+    get, path = "/exports/{id}/status", tag = "exports",
+    params(("id" = String, Path, description = "Export id")),
+    responses(
+        (status = 200, description = "The export and its sources", body = ExportDetail),
+        (status = 400, description = "Invalid id or identity", body = ErrorBody),
+        (status = 404, description = "No such export for this caller", body = ErrorBody),
+    ),
+    security(("x-rh-identity" = []))
+)]
+pub async fn export_status(
+    State(state): State<AppState>,
+    axum::Extension(identity): axum::Extension<Identity>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<ExportDetail>, ApiError> {
+    let id = parse_export_id(&raw_id)?;
+    let export = state
+        .exports
+        .find_owned(&identity.owner, id)
+        .await?
+        .ok_or_else(|| ApiError::export_not_found(id))?;
+    Ok(Json(export.into()))
+}
+
+/// Download the export's archive (a ZIP of every delivered source, `meta.json` and `README.md`).
+///
+/// An export is ready once every source has answered and its archive has been packaged; until
+/// then the answer is 400, as upstream. After `expires_at` the answer is 410.
+#[utoipa::path(
+    get, path = "/exports/{id}", tag = "exports",
+    params(("id" = String, Path, description = "Export id")),
+    responses(
+        (status = 200, description = "The archive", content_type = "application/zip"),
+        (status = 400, description = "Not ready for download, or invalid id", body = ErrorBody),
+        (status = 404, description = "No such export for this caller", body = ErrorBody),
+        (status = 410, description = "The export has expired", body = ErrorBody),
+    ),
+    security(("x-rh-identity" = []))
+)]
+pub async fn download_export(
+    State(state): State<AppState>,
+    axum::Extension(identity): axum::Extension<Identity>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_export_id(&raw_id)?;
+    let export = state
+        .exports
+        .find_owned(&identity.owner, id)
+        .await?
+        .ok_or_else(|| ApiError::export_not_found(id))?;
+    if export.is_expired(timestamp::now()) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "export '{id}' expired at {}",
+                timestamp::format(&export.expires_at)
+            ),
+        ));
+    }
+    // Archives are produced by the packaging worker, which this build does not have yet: no
+    // export has an archive, so none is ready for download.
+    Err(ApiError::bad_request(format!(
+        "'{id}' is not ready for download"
+    )))
+}
+
+/// Delete an export.
+#[utoipa::path(
+    delete, path = "/exports/{id}", tag = "exports",
+    params(("id" = String, Path, description = "Export id")),
+    responses(
+        (status = 202, description = "Deleted"),
+        (status = 400, description = "Invalid id or identity", body = ErrorBody),
+        (status = 404, description = "No such export for this caller", body = ErrorBody),
+    ),
+    security(("x-rh-identity" = []))
+)]
+pub async fn delete_export(
+    State(state): State<AppState>,
+    axum::Extension(identity): axum::Extension<Identity>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_export_id(&raw_id)?;
+    if !state.exports.delete_owned(&identity.owner, id).await? {
+        return Err(ApiError::export_not_found(id));
+    }
+    tracing::info!("export deleted");
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// The create request body, for the OpenAPI document (parsing is done by the domain, which is
+/// more lenient about unknown keys and key case, as the upstream is).
+#[derive(utoipa::ToSchema)]
+pub struct CreateExportRequest {
+    /// A label for the export.
+    pub name: Option<String>,
+    /// `csv` or `json`.
+    pub format: crate::domain::Format,
+    /// When the export expires (RFC 3339); default: `EXPORT_EXPIRY_DAYS` days from now.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<String>,
+    /// The resources to export (at most 100).
+    pub sources: Vec<CreateSourceRequest>,
+}
+
+/// One requested resource, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+pub struct CreateSourceRequest {
+    /// The application that owns the data.
+    pub application: String,
+    /// The resource within the application.
+    pub resource: String,
+    /// Filters passed to the application (a JSON object).
+    #[schema(value_type = Option<Object>)]
+    pub filters: Option<serde_json::Value>,
+}

@@ -1,0 +1,130 @@
+//! The HTTP edge: routers for each listener, the middleware they share, and the mapping of
+//! domain results to responses.
+
+pub mod body;
+pub mod error;
+pub mod exports;
+pub mod identity;
+pub mod observe;
+pub mod openapi;
+pub mod probes;
+pub mod rate_limit;
+pub mod request_id;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::Config;
+use crate::db::ExportRepository;
+use crate::metrics::Metrics;
+use error::ApiError;
+use observe::Observer;
+use rate_limit::RateLimiter;
+use request_id::RequestIdGenerator;
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The service configuration.
+    pub config: Arc<Config>,
+    /// Export storage.
+    pub exports: ExportRepository,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// State over a database pool.
+    pub fn new(config: Arc<Config>, pool: PgPool, metrics: Metrics) -> Self {
+        Self {
+            config,
+            exports: ExportRepository::new(pool),
+            metrics,
+        }
+    }
+}
+
+/// The public (tenant) API router.
+pub fn public_router(state: AppState, request_ids: Arc<RequestIdGenerator>) -> Router {
+    let limiter = Arc::new(RateLimiter::new(state.config.rate_limit));
+    let deadline = state.config.public_timeouts.write;
+    let exports = Router::new()
+        .route(
+            "/exports",
+            axum::routing::post(exports::create_export).get(exports::list_exports),
+        )
+        .route(
+            "/exports/{id}",
+            get(exports::download_export).delete(exports::delete_export),
+        )
+        .route("/exports/{id}/status", get(exports::export_status))
+        .route_layer(from_fn_with_state(limiter, rate_limit::rate_limit));
+    let api = Router::new()
+        .merge(exports)
+        .route("/ping", get(ping))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(from_fn(identity::require_identity));
+    let observer = Observer {
+        request_ids,
+        request_id_header: request_id::PUBLIC_REQUEST_ID_HEADER,
+        metrics: state.metrics.clone(),
+    };
+    Router::new()
+        .route("/", get(|| async { StatusCode::OK }))
+        .route("/docs", get(openapi::docs_page))
+        .route("/api/export/v1/openapi.json", get(openapi::openapi_json))
+        .nest("/api/export/v1", api)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(from_fn_with_state(deadline, response_deadline))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(observer, observe::observe))
+        .with_state(state)
+}
+
+/// `GET /api/export/v1/ping`: a liveness check that also proves the identity is accepted.
+async fn ping() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "Hello world",
+    )
+}
+
+/// Bounds the time to produce a response head (a streamed body is not cut short).
+async fn response_deadline(
+    State(deadline): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(deadline_ms = deadline.as_millis(), "request timed out");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the request took longer than {} ms; retry",
+                    deadline.as_millis()
+                ),
+            )
+            .retry_after(1)
+            .into_response()
+        }
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
+}

@@ -1,0 +1,12 @@
+//! export-service: tenants request, track and download archives of their data; the source
+//! applications that own the data deliver it.
+//!
+//! Layers depend one way: [`http`] → [`domain`] ← [`db`]. The domain does no I/O.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

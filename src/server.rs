@@ -1,0 +1,178 @@
+//! Running the service: binding the listeners, serving until a shutdown signal, and draining.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::ServiceExt;
+use axum::extract::Request;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::Layer as _;
+use tower_http::normalize_path::NormalizePathLayer;
+
+use crate::config::Config;
+use crate::http::{self, AppState, request_id::RequestIdGenerator};
+use crate::metrics::Metrics;
+
+/// Why the service could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not bind its address.
+    #[error("cannot listen on {address} ({listener}): {source}")]
+    Bind {
+        /// Which listener.
+        listener: &'static str,
+        /// The address it tried.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A listener failed while serving.
+    #[error("{listener} listener failed: {source}")]
+    Serve {
+        /// Which listener.
+        listener: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The service with its listeners bound, ready to serve.
+pub struct BoundService {
+    public: TcpListener,
+    metrics_listener: TcpListener,
+    state: AppState,
+    pool: PgPool,
+}
+
+impl BoundService {
+    /// Binds every listener of `config`. Port 0 picks a free port (tests use this).
+    pub async fn bind(config: Config, pool: PgPool) -> Result<Self, ServeError> {
+        let public = bind(
+            "public",
+            SocketAddr::new(config.listen_address, config.public_port),
+        )
+        .await?;
+        let metrics_listener = bind(
+            "metrics",
+            SocketAddr::new(config.listen_address, config.metrics_port),
+        )
+        .await?;
+        let state = AppState::new(Arc::new(config), pool.clone(), Metrics::new());
+        Ok(Self {
+            public,
+            metrics_listener,
+            state,
+            pool,
+        })
+    }
+
+    /// The public API's address.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The metrics listener's address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// for up to the configured shutdown timeout, and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let config = self.state.config.clone();
+        let (stop_sender, stop_receiver) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested; draining requests");
+            let _ = stop_sender.send(true);
+        });
+
+        let request_ids = Arc::new(RequestIdGenerator::new(&config.hostname));
+        let public_app = NormalizePathLayer::trim_trailing_slash()
+            .layer(http::public_router(self.state.clone(), request_ids));
+        let metrics_app = http::probes::router(self.pool.clone(), self.state.metrics.clone());
+
+        tracing::info!(
+            public = %self.public_addr(),
+            metrics = %self.metrics_addr(),
+            "export-service listening"
+        );
+        let public = axum::serve(
+            self.public,
+            ServiceExt::<Request>::into_make_service(public_app),
+        )
+        .with_graceful_shutdown(stopped(stop_receiver.clone()));
+        let metrics = axum::serve(self.metrics_listener, metrics_app)
+            .with_graceful_shutdown(stopped(stop_receiver.clone()));
+        let servers = async {
+            let (public, metrics) = tokio::join!(public.into_future(), metrics.into_future());
+            public.map_err(|source| ServeError::Serve {
+                listener: "public",
+                source,
+            })?;
+            metrics.map_err(|source| ServeError::Serve {
+                listener: "metrics",
+                source,
+            })
+        };
+        tokio::pin!(servers);
+        let mut stop_receiver = stop_receiver;
+        tokio::select! {
+            result = &mut servers => return result,
+            _ = stop_receiver.wait_for(|stopped| *stopped) => {}
+        }
+        match tokio::time::timeout(config.shutdown_timeout, servers).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = config.shutdown_timeout.as_millis(),
+                    "shutdown timeout reached; abandoning in-flight requests"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn bind(listener: &'static str, address: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind {
+            listener,
+            address,
+            source,
+        })
+}
+
+async fn stopped(mut receiver: watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stopped| *stopped).await;
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
