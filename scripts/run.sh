@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the service locally: makes sure PostgreSQL is up, creates the `export_service` database
+# if needed, builds the release binary and starts `export-service serve` (migrations are applied
+# at start-up). Settings come from the environment (see the README's configuration table).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-postgres.sh
+
+if [ -z "${DATABASE_URL:-}" ]; then
+  database=export_service
+  exists=$(psql -X -h 127.0.0.1 -U postgres -d postgres -Atc \
+    "SELECT 1 FROM pg_database WHERE datname = '$database'")
+  if [ "$exists" != 1 ]; then
+    psql -X -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE $database"
+  fi
+  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$database"
+fi
+export DEBUG=${DEBUG:-true}
+
+cargo build --locked --release --bin export-service
+exec "${CARGO_TARGET_DIR:-/var/tmp/export-service/target}/release/export-service" serve "$@"

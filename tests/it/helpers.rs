@@ -1,0 +1,383 @@
+//! The test harness: a fresh database per test (cloned from a migrated template), the real
+//! server on random ports, and a small typed client.
+
+use std::net::SocketAddr;
+
+use base64::Engine as _;
+use export_service::config::{Config, Settings};
+use export_service::server::BoundService;
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::{OnceCell, oneshot};
+
+/// The server the tests talk to and the database behind it.
+pub struct TestApp {
+    pub public: SocketAddr,
+    pub metrics: SocketAddr,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn database_url(name: &str) -> String {
+    let admin = admin_url();
+    let base = admin
+        .rsplit_once('/')
+        .map(|(base, _)| base)
+        .unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// A migrated template database, created once per schema version (shared across test
+/// processes: creation is serialised with an advisory lock).
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut digest = 0u64;
+            for migration in export_service::db::MIGRATOR.iter() {
+                for byte in migration.checksum.iter() {
+                    digest = digest.wrapping_mul(31).wrapping_add(u64::from(*byte));
+                }
+            }
+            let name = format!("exsvc_template_{digest:016x}");
+            let mut admin = PgConnection::connect(&admin_url())
+                .await
+                .expect("admin connection");
+            sqlx::query("SELECT pg_advisory_lock(74657374)")
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            if !exists {
+                let building = format!("{name}_building");
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{building}\""))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                sqlx::query(&format!("CREATE DATABASE \"{building}\""))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                let mut connection = PgConnection::connect(&database_url(&building))
+                    .await
+                    .unwrap();
+                export_service::db::MIGRATOR
+                    .run(&mut connection)
+                    .await
+                    .expect("migrations apply to an empty database");
+                connection.close().await.unwrap();
+                sqlx::query(&format!(
+                    "ALTER DATABASE \"{building}\" RENAME TO \"{name}\""
+                ))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            }
+            sqlx::query("SELECT pg_advisory_unlock(74657374)")
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            name
+        })
+        .await
+}
+
+/// Creates an empty database of the current schema and returns its URL.
+pub async fn fresh_database() -> String {
+    let template = template().await;
+    let name = format!("exsvc_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url())
+        .await
+        .expect("admin connection");
+    let mut attempts = 0;
+    loop {
+        let created = sqlx::query(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+        ))
+        .execute(&mut admin)
+        .await;
+        match created {
+            Ok(_) => break,
+            // Another process may be connected to the template for a moment.
+            Err(error) if attempts < 20 => {
+                attempts += 1;
+                eprintln!("retrying CREATE DATABASE: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("cannot create test database: {error}"),
+        }
+    }
+    database_url(&name)
+}
+
+/// An empty, unmigrated database (for the `migrate` command's tests).
+pub async fn empty_database() -> String {
+    let name = format!("exsvc_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url())
+        .await
+        .expect("admin connection");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    database_url(&name)
+}
+
+impl TestApp {
+    /// Starts the service on random ports against a fresh database.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Like [`TestApp::spawn`], with extra settings.
+    pub async fn spawn_with(settings: &[(&str, &str)]) -> Self {
+        let url = fresh_database().await;
+        Self::spawn_on(&url, settings).await
+    }
+
+    /// Starts the service against `database_url` (not migrated by the server itself).
+    pub async fn spawn_on(database_url: &str, settings: &[(&str, &str)]) -> Self {
+        let mut pairs: Vec<(String, String)> = vec![
+            ("LISTEN_ADDRESS".into(), "127.0.0.1".into()),
+            ("PUBLIC_PORT".into(), "0".into()),
+            ("PRIVATE_PORT".into(), "0".into()),
+            ("METRICS_PORT".into(), "0".into()),
+            ("DATABASE_URL".into(), database_url.into()),
+            ("HOSTNAME".into(), "test-host".into()),
+            (
+                "EXPORT_ENABLE_APPS".into(),
+                json!({
+                    "exampleApp": ["exampleResource", "anotherExampleResource"],
+                    "otherApp": ["exampleResource", "events"],
+                })
+                .to_string(),
+            ),
+            ("RATE_LIMIT_RATE".into(), "10000".into()),
+            ("RATE_LIMIT_BURST".into(), "10000".into()),
+        ];
+        pairs.extend(
+            settings
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+        let config = Config::from_settings(&Settings::from_pairs(pairs)).expect("test config");
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .connect_lazy_with(config.database.connect_options.clone());
+        let service = BoundService::bind(config, pool.clone())
+            .await
+            .expect("bind");
+        let (public, metrics) = (service.public_addr(), service.metrics_addr());
+        let (sender, receiver) = oneshot::channel::<()>();
+        tokio::spawn(service.run(async move {
+            let _ = receiver.await;
+        }));
+        Self {
+            public,
+            metrics,
+            pool,
+            client: reqwest::Client::new(),
+            shutdown: Some(sender),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.metrics)
+    }
+
+    /// A request to the public API as `caller`.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        caller: &Caller,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("x-rh-identity", caller.header())
+    }
+
+    pub async fn get(&self, path: &str, caller: &Caller) -> Reply {
+        Reply::from(
+            self.request(reqwest::Method::GET, path, caller)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, caller: &Caller) -> Reply {
+        Reply::from(
+            self.request(reqwest::Method::DELETE, path, caller)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        caller: &Caller,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        Reply::from(
+            self.request(reqwest::Method::POST, path, caller)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Creates an export and asserts it was accepted; returns the response body.
+    pub async fn create(&self, caller: &Caller, body: Value) -> Value {
+        let reply = self
+            .post_raw("/api/export/v1/exports", caller, body.to_string())
+            .await;
+        assert_eq!(reply.status, 202, "create failed: {}", reply.text);
+        reply.json()
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn from(response: reqwest::Response) -> Self {
+        Self {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            text: response.text().await.unwrap(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Asserts an error in the JSON envelope with this status and message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, message: &str) {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert!(
+            self.header("content-type")
+                .is_some_and(|value| value.starts_with("application/json")),
+            "error is not JSON: {:?}",
+            self.headers
+        );
+        let body = self.json();
+        assert_eq!(body["code"], json!(status), "{body}");
+        assert_eq!(body["message"], json!(message), "{body}");
+    }
+
+    /// Asserts an error in the JSON envelope with this status whose message contains `part`.
+    #[track_caller]
+    pub fn assert_error_containing(&self, status: u16, part: &str) {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        let body = self.json();
+        assert_eq!(body["code"], json!(status), "{body}");
+        let message = body["message"].as_str().expect("message is a string");
+        assert!(message.contains(part), "message {message:?} lacks {part:?}");
+    }
+}
+
+/// A tenant identity.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    identity: Value,
+}
+
+impl Caller {
+    pub fn user(org: &str, username: &str) -> Self {
+        Self::from_json(json!({"identity": {
+            "account_number": "", "org_id": org, "type": "User",
+            "internal": {"org_id": org},
+            "user": {"username": username, "is_org_admin": false}
+        }}))
+    }
+
+    pub fn user_with_account(org: &str, username: &str, account: &str) -> Self {
+        let mut caller = Self::user(org, username);
+        caller.identity["identity"]["account_number"] = json!(account);
+        caller
+    }
+
+    pub fn from_json(identity: Value) -> Self {
+        Self { identity }
+    }
+
+    pub fn header(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.identity.to_string())
+    }
+}
+
+/// A create request for the given (application, resource) pairs.
+pub fn export_request(name: &str, format: &str, sources: &[(&str, &str)]) -> Value {
+    json!({
+        "name": name,
+        "format": format,
+        "sources": sources
+            .iter()
+            .map(|(application, resource)| json!({"application": application, "resource": resource}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Shared reference to the upstream's documents (conformance data, never copied).
+pub fn upstream_reference(file: &str) -> std::path::PathBuf {
+    let directory = std::env::var("UPSTREAM_REFERENCE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/upstream")
+        });
+    directory.join(file)
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real server on random ports against a real PostgreSQL, a fresh
+//! database per test.
+
+mod cli;
+mod conformance;
+mod create;
+mod helpers;
+mod identity;
+mod isolation;
+mod lifecycle;
+mod list;
+mod probes;
