@@ -10,3 +10,4 @@ mod isolation;
 mod lifecycle;
 mod list;
 mod probes;
+mod rate_limit;
