@@ -13,6 +13,8 @@ use tower::Layer as _;
 use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::config::Config;
+use crate::dispatch::kafka::KafkaPublisher;
+use crate::dispatch::relay::{self, Relay};
 use crate::http::{self, AppState, request_id::RequestIdGenerator};
 use crate::metrics::Metrics;
 
@@ -29,6 +31,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The Kafka client could not be created.
+    #[error(transparent)]
+    Kafka(crate::dispatch::kafka::KafkaSetupError),
     /// A listener failed while serving.
     #[error("{listener} listener failed: {source}")]
     Serve {
@@ -114,6 +119,7 @@ impl BoundService {
         .with_graceful_shutdown(stopped(stop_receiver.clone()));
         let metrics = axum::serve(self.metrics_listener, metrics_app)
             .with_graceful_shutdown(stopped(stop_receiver.clone()));
+        let workers = spawn_workers(&config, &self.pool, &self.state.metrics, &stop_receiver)?;
         let servers = async {
             let (public, metrics) = tokio::join!(public.into_future(), metrics.into_future());
             public.map_err(|source| ServeError::Serve {
@@ -125,23 +131,56 @@ impl BoundService {
                 source,
             })
         };
-        tokio::pin!(servers);
+        let drained = async {
+            let served = servers.await;
+            for worker in workers {
+                let _ = worker.await;
+            }
+            served
+        };
+        tokio::pin!(drained);
         let mut stop_receiver = stop_receiver;
         tokio::select! {
-            result = &mut servers => return result,
+            result = &mut drained => return result,
             _ = stop_receiver.wait_for(|stopped| *stopped) => {}
         }
-        match tokio::time::timeout(config.shutdown_timeout, servers).await {
+        match tokio::time::timeout(config.shutdown_timeout, drained).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(
                     timeout_ms = config.shutdown_timeout.as_millis(),
-                    "shutdown timeout reached; abandoning in-flight requests"
+                    "shutdown timeout reached; abandoning in-flight work"
                 );
                 Ok(())
             }
         }
     }
+}
+
+/// Starts the background workers: the outbox relay (when Kafka is configured) and the backlog
+/// monitor.
+fn spawn_workers(
+    config: &Config,
+    pool: &PgPool,
+    metrics: &Metrics,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
+    let mut workers = vec![tokio::spawn(relay::monitor_backlog(
+        pool.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ))];
+    if config.kafka.brokers.is_some() {
+        let publisher = KafkaPublisher::new(&config.kafka, &config.hostname, metrics.clone())
+            .map_err(ServeError::Kafka)?;
+        let relay = Relay::new(pool.clone(), publisher, config.outbox);
+        workers.push(tokio::spawn(relay.run(pool.clone(), stop.clone())));
+    } else {
+        tracing::warn!(
+            "event dispatch disabled: KAFKA_BROKERS is not set; new exports' events wait in the outbox until it is"
+        );
+    }
+    Ok(workers)
 }
 
 async fn bind(listener: &'static str, address: SocketAddr) -> Result<TcpListener, ServeError> {

@@ -3,6 +3,7 @@
 //! before anything starts. Every error names the variable; secrets are never printed.
 
 mod duration;
+mod kafka;
 mod secret;
 mod settings;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 pub use duration::parse_go_duration;
+pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
 pub use secret::Secret;
 pub use settings::Settings;
 
@@ -47,6 +49,25 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "EXPORT_ENABLE_APPS",
     "RATE_LIMIT_RATE",
     "RATE_LIMIT_BURST",
+    "KAFKA_BROKERS",
+    "KAFKA_ANNOUNCE_TOPIC",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_SSL_CA_LOCATION",
+    "KAFKA_PROPERTIES",
+    "KAFKA_CREATE_TOPIC_PARTITIONS",
+    "KAFKA_MESSAGE_TIMEOUT",
+    "KAFKA_EVENT_SOURCE",
+    "KAFKA_EVENT_SPECVERSION",
+    "KAFKA_EVENT_TYPE",
+    "KAFKA_EVENT_DATASCHEMA",
+    "KAFKA_EVENT_SCHEMA",
+    "OUTBOX_BATCH_SIZE",
+    "OUTBOX_LEASE",
+    "OUTBOX_MAX_BACKOFF",
+    "OUTBOX_POLL_INTERVAL",
 ];
 
 /// The upstream's default allow-list of exportable application resources.
@@ -183,6 +204,12 @@ pub struct Config {
     pub enabled_apps: EnabledApps,
     /// Rate limit of the public API.
     pub rate_limit: RateLimitConfig,
+    /// The Kafka client.
+    pub kafka: KafkaConfig,
+    /// The CloudEvent constants.
+    pub events: EventConfig,
+    /// The outbox relay.
+    pub outbox: OutboxConfig,
 }
 
 impl Config {
@@ -216,6 +243,8 @@ impl Config {
                 ));
             }
         };
+        let kafka = kafka::kafka_config(&reader)?;
+        let outbox = kafka::outbox_config(&reader, kafka.message_timeout)?;
         let config = Self {
             listen_address: reader.parsed("LISTEN_ADDRESS", IpAddr::from([0, 0, 0, 0]))?,
             public_port: reader.parsed("PUBLIC_PORT", 8000)?,
@@ -248,6 +277,9 @@ impl Config {
                 rate: reader.parsed("RATE_LIMIT_RATE", 100.0)?,
                 burst: reader.parsed("RATE_LIMIT_BURST", 60)?,
             },
+            events: kafka::event_config(&reader),
+            kafka,
+            outbox,
         };
         config.validate()?;
         Ok(config)

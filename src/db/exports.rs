@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::listing::{Direction, ListQuery, SortKey};
+use crate::domain::outbox::OutboxEvent;
 use crate::domain::{Export, ExportSummary, NewExport, Owner, Source};
 
 const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.username, e.name, e.format, \
@@ -34,8 +35,9 @@ impl ExportRepository {
         Self { pool }
     }
 
-    /// Stores a new export and its sources in one transaction.
-    pub async fn insert(&self, export: &NewExport) -> Result<(), DbError> {
+    /// Stores a new export, its sources and the events announcing them in one transaction,
+    /// then wakes the outbox relays.
+    pub async fn insert(&self, export: &NewExport, events: &[OutboxEvent]) -> Result<(), DbError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO exports (id, org_id, account_id, username, name, format, status, \
@@ -86,6 +88,7 @@ impl ExportRepository {
         .bind(export.created_at)
         .execute(&mut *transaction)
         .await?;
+        super::outbox::insert(&mut transaction, events).await?;
         transaction.commit().await?;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! PostgreSQL access: the connection pool, migrations and one repository per aggregate.
 
 pub mod exports;
+pub mod outbox;
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::config::DatabaseConfig;
 
 pub use exports::ExportRepository;
+pub use outbox::OutboxRepository;
 
 /// The migrations under `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

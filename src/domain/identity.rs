@@ -6,6 +6,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::Owner;
+use crate::config::Secret;
 
 /// Why an identity header was refused. The `Display` text is the message the client receives.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +54,8 @@ pub struct Identity {
     pub kind: IdentityKind,
     /// The owner triple that scopes every export the caller can see.
     pub owner: Owner,
+    /// The header exactly as received; forwarded to source applications, never logged.
+    pub header: Secret<String>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +153,7 @@ impl Identity {
         };
         Ok(Self {
             kind,
+            header: Secret::new(header.to_owned()),
             owner: Owner {
                 org_id,
                 account_id: body.account_number.unwrap_or_default(),

@@ -5,6 +5,7 @@ pub mod create;
 pub mod export;
 pub mod identity;
 pub mod listing;
+pub mod outbox;
 pub mod status;
 pub mod timestamp;
 

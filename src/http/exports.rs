@@ -13,6 +13,7 @@ use super::body::read_limited;
 use super::error::{ApiError, ErrorBody};
 use super::request_id::RequestId;
 use super::views::{ExportDetail, ExportList, ExportListItem, LinksView, ListMeta};
+use crate::dispatch::event::events_for;
 use crate::domain::create::{CreateContext, CreateError, parse_create_request};
 use crate::domain::identity::Identity;
 use crate::domain::listing::{page_links, parse_list_query};
@@ -77,7 +78,8 @@ pub async fn create_export(
         },
     )?;
     tracing::Span::current().record("export_id", tracing::field::display(new_export.id));
-    state.exports.insert(&new_export).await?;
+    let events = events_for(&new_export, identity.header.expose(), &state.config.events);
+    state.exports.insert(&new_export, &events).await?;
     state
         .metrics
         .exports_created

@@ -158,6 +158,7 @@ impl TestApp {
 
     /// Starts the service against `database_url` (not migrated by the server itself).
     pub async fn spawn_on(database_url: &str, settings: &[(&str, &str)]) -> Self {
+        init_test_logging();
         let mut pairs: Vec<(String, String)> = vec![
             ("LISTEN_ADDRESS".into(), "127.0.0.1".into()),
             ("PUBLIC_PORT".into(), "0".into()),
@@ -268,6 +269,17 @@ impl TestApp {
         assert_eq!(reply.status, 202, "create failed: {}", reply.text);
         reply.json()
     }
+}
+
+/// Service logs go to the test's captured output (shown when a test fails); `RUST_LOG`
+/// overrides the default level, `warn`.
+fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// A response, read whole.

@@ -1,0 +1,220 @@
+//! The CloudEvent announcing one requested resource to its application (contract §7), built
+//! when the export is created and stored in the outbox.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::config::EventConfig;
+use crate::domain::outbox::OutboxEvent;
+use crate::domain::{Format, NewExport, NewSource};
+
+#[derive(Serialize)]
+struct CloudEvent<'a> {
+    id: Uuid,
+    #[serde(rename = "$schema")]
+    schema: &'a str,
+    source: &'a str,
+    subject: String,
+    specversion: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    time: String,
+    redhatorgid: &'a str,
+    dataschema: &'a str,
+    data: EventData<'a>,
+}
+
+#[derive(Serialize)]
+struct EventData<'a> {
+    resource_request: ResourceRequest<'a>,
+}
+
+#[derive(Serialize)]
+struct ResourceRequest<'a> {
+    application: &'a str,
+    export_request_uuid: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filters: Option<&'a RawValue>,
+    format: Format,
+    resource: &'a str,
+    uuid: Uuid,
+    #[serde(rename = "x-rh-identity")]
+    identity: &'a str,
+}
+
+/// One outbox event per source of `export`, in source order. `identity` is the creating
+/// request's raw `x-rh-identity` header.
+pub fn events_for(export: &NewExport, identity: &str, config: &EventConfig) -> Vec<OutboxEvent> {
+    export
+        .sources
+        .iter()
+        .map(|source| {
+            let id = Uuid::new_v4();
+            OutboxEvent {
+                id,
+                export_id: export.id,
+                source_id: source.id,
+                application: source.application.clone(),
+                identity: identity.to_owned(),
+                payload: cloud_event(id, export, source, identity, config),
+            }
+        })
+        .collect()
+}
+
+fn cloud_event(
+    id: Uuid,
+    export: &NewExport,
+    source: &NewSource,
+    identity: &str,
+    config: &EventConfig,
+) -> String {
+    let event = CloudEvent {
+        id,
+        schema: &config.schema,
+        source: &config.source,
+        subject: format!("urn:redhat:subject:export-service:request:{}", export.id),
+        specversion: &config.specversion,
+        event_type: &config.event_type,
+        time: whole_seconds(&export.created_at),
+        redhatorgid: &export.owner.org_id,
+        dataschema: &config.dataschema,
+        data: EventData {
+            resource_request: ResourceRequest {
+                application: &source.application,
+                export_request_uuid: export.id,
+                filters: source
+                    .filters
+                    .as_deref()
+                    .filter(|filters| !is_empty(filters)),
+                format: export.format,
+                resource: &source.resource,
+                uuid: source.id,
+                identity,
+            },
+        },
+    };
+    serde_json::to_string(&event).expect("a CloudEvent always serialises")
+}
+
+/// `null` and `{}` count as no filters (they are omitted from the event).
+fn is_empty(filters: &RawValue) -> bool {
+    matches!(filters.get().trim(), "null" | "{}")
+}
+
+fn whole_seconds(time: &DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Owner;
+    use chrono::TimeZone;
+    use serde_json::{Value, json};
+
+    fn export(filters: &[Option<&str>]) -> NewExport {
+        NewExport {
+            id: Uuid::new_v4(),
+            owner: Owner {
+                org_id: "org-7".into(),
+                account_id: String::new(),
+                username: "alice".into(),
+            },
+            name: "n".into(),
+            format: Format::Csv,
+            request_id: None,
+            created_at: Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap()
+                + chrono::Duration::microseconds(123),
+            expires_at: Utc::now(),
+            sources: filters
+                .iter()
+                .enumerate()
+                .map(|(index, filters)| NewSource {
+                    id: Uuid::new_v4(),
+                    application: format!("app{index}"),
+                    resource: "res".into(),
+                    filters: filters.map(|text| RawValue::from_string(text.into()).unwrap()),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn one_event_per_source_with_every_field_in_order() {
+        let export = export(&[Some(r#"{"b":1,"a":2}"#), None, Some("{}")]);
+        let events = events_for(&export, "aWRlbnRpdHk=", &EventConfig::default());
+        assert_eq!(events.len(), 3);
+        let first: Value = serde_json::from_str(&events[0].payload).unwrap();
+        let keys: Vec<&str> = first
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "id",
+                "$schema",
+                "source",
+                "subject",
+                "specversion",
+                "type",
+                "time",
+                "redhatorgid",
+                "dataschema",
+                "data"
+            ]
+        );
+        assert_eq!(first["id"], json!(events[0].id));
+        assert_eq!(
+            first["subject"],
+            format!("urn:redhat:subject:export-service:request:{}", export.id)
+        );
+        assert_eq!(first["time"], "2026-03-04T05:06:07Z");
+        assert_eq!(first["redhatorgid"], "org-7");
+        assert_eq!(
+            first["$schema"],
+            "https://console.redhat.com/api/schemas/events/v1/events.json"
+        );
+        let request = &first["data"]["resource_request"];
+        let request_keys: Vec<&str> = request
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            request_keys,
+            [
+                "application",
+                "export_request_uuid",
+                "filters",
+                "format",
+                "resource",
+                "uuid",
+                "x-rh-identity"
+            ]
+        );
+        assert_eq!(request["uuid"], json!(export.sources[0].id));
+        assert_eq!(request["format"], "csv");
+        assert!(
+            events[0].payload.contains(r#""filters":{"b":1,"a":2}"#),
+            "filters verbatim"
+        );
+
+        for event in &events[1..] {
+            let value: Value = serde_json::from_str(&event.payload).unwrap();
+            assert!(
+                value["data"]["resource_request"].get("filters").is_none(),
+                "absent and {{}} filters are omitted"
+            );
+        }
+        assert_ne!(events[0].id, events[1].id);
+        assert_eq!(events[2].application, "app2");
+        assert_eq!(events[2].identity, "aWRlbnRpdHk=");
+    }
+}

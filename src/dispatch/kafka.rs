@@ -1,0 +1,191 @@
+//! Publishing outbox events to Kafka with an idempotent producer (`acks=all`).
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::config::KafkaConfig;
+use crate::domain::outbox::OutboxEvent;
+use crate::metrics::Metrics;
+
+/// A Kafka client problem that is not about one message.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// The client could not be created (bad properties).
+    #[error("cannot create the Kafka client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    /// The topic could not be created.
+    #[error("cannot create topic {topic}: {reason}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// What the broker said.
+        reason: String,
+    },
+}
+
+/// The librdkafka configuration for `config` (brokers must be set).
+pub fn client_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set(
+            "bootstrap.servers",
+            config.brokers.as_deref().unwrap_or_default(),
+        )
+        .set("client.id", client_id);
+    if let Some(protocol) = &config.security_protocol {
+        client.set("security.protocol", protocol);
+    }
+    if let Some(mechanism) = &config.sasl_mechanism {
+        client.set("sasl.mechanism", mechanism);
+    }
+    if let Some(username) = &config.sasl_username {
+        client.set("sasl.username", username);
+    }
+    if let Some(password) = &config.sasl_password {
+        client.set("sasl.password", password.expose());
+    }
+    if let Some(ca) = &config.ssl_ca_location {
+        client.set("ssl.ca.location", ca);
+    }
+    client
+}
+
+/// Publishes events to one topic.
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    admin_config: ClientConfig,
+    topic: String,
+    create_topic_partitions: Option<i32>,
+    metrics: Metrics,
+}
+
+impl KafkaPublisher {
+    /// A publisher for `config.topic`. No connection is made yet.
+    pub fn new(
+        config: &KafkaConfig,
+        client_id: &str,
+        metrics: Metrics,
+    ) -> Result<Self, KafkaSetupError> {
+        let base = client_config(config, client_id);
+        let mut producer_config = base.clone();
+        producer_config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                config.message_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "5");
+        for (key, value) in &config.extra_properties {
+            producer_config.set(key, value.expose());
+        }
+        let producer: FutureProducer = producer_config.create().map_err(KafkaSetupError::Client)?;
+        Ok(Self {
+            producer,
+            admin_config: base,
+            topic: config.topic.clone(),
+            create_topic_partitions: config.create_topic_partitions,
+            metrics,
+        })
+    }
+
+    /// The topic events go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Whether the topic must be created before publishing.
+    pub fn creates_topic(&self) -> bool {
+        self.create_topic_partitions.is_some()
+    }
+
+    /// Creates the topic when configured to (an existing topic is fine).
+    pub async fn ensure_topic(&self) -> Result<(), KafkaSetupError> {
+        let Some(partitions) = self.create_topic_partitions else {
+            return Ok(());
+        };
+        let admin: AdminClient<DefaultClientContext> = self
+            .admin_config
+            .create()
+            .map_err(KafkaSetupError::Client)?;
+        let topic = NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let failed = |reason: String| KafkaSetupError::Topic {
+            topic: self.topic.clone(),
+            reason,
+        };
+        let results = admin
+            .create_topics([&topic], &options)
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(failed(code.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `events` concurrently and waits for every delivery report. The result for each
+    /// event (same order) is `Ok` only once the broker acknowledged it.
+    pub async fn publish(&self, events: &[OutboxEvent]) -> Vec<Result<(), String>> {
+        let deliveries = events.iter().map(|event| self.publish_one(event));
+        let results = join_all(deliveries).await;
+        for result in &results {
+            let counter = match result {
+                Ok(_) => &self.metrics.kafka_produced,
+                Err(_) => &self.metrics.kafka_produce_failures,
+            };
+            counter.with_label_values(&[&self.topic]).inc();
+        }
+        results
+    }
+
+    async fn publish_one(&self, event: &OutboxEvent) -> Result<(), String> {
+        let started = Instant::now();
+        let key = event.export_id.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "application",
+                value: Some(event.application.as_str()),
+            })
+            .insert(Header {
+                key: "x-rh-identity",
+                value: Some(event.identity.as_str()),
+            });
+        let record = FutureRecord::to(&self.topic)
+            .key(&key)
+            .payload(&event.payload)
+            .headers(headers);
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(error, _)| format!("not queued: {error}"))?;
+        match delivery.await {
+            Ok(Ok(_)) => {
+                self.metrics
+                    .publish_seconds
+                    .with_label_values(&[&self.topic])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Ok(Err((error, _))) => Err(error.to_string()),
+            Err(_) => Err("the producer was dropped before delivery".into()),
+        }
+    }
+
+    /// Waits up to `timeout` for queued messages to be delivered.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(error) = self.producer.flush(timeout) {
+            tracing::warn!(error = %error, "not every queued event was delivered before shutdown");
+        }
+    }
+}

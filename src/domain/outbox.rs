@@ -1,0 +1,20 @@
+//! Messages waiting in the transactional outbox.
+
+use uuid::Uuid;
+
+/// One event to publish: the announcement of one source of a new export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// The event id (CloudEvent `id`), stable across redeliveries.
+    pub id: Uuid,
+    /// The export; also the message key, so one export's events share a partition.
+    pub export_id: Uuid,
+    /// The source the event asks for.
+    pub source_id: Uuid,
+    /// The `application` header.
+    pub application: String,
+    /// The `x-rh-identity` header: the creating request's raw identity.
+    pub identity: String,
+    /// The serialised CloudEvent.
+    pub payload: String,
+}
