@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs the service locally: makes sure PostgreSQL is up, creates the `export_service` database
+# Runs the service locally: makes sure PostgreSQL and the Kafka-protocol broker are up
+# (installing the broker on first use), creates the `export_service` database
 # if needed, builds the release binary and starts `export-service serve` (migrations are applied
 # at start-up). Settings come from the environment (see the README's configuration table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-postgres.sh
+scripts/ensure-kafka.sh
 
 if [ -z "${DATABASE_URL:-}" ]; then
   database=export_service
@@ -17,6 +19,8 @@ if [ -z "${DATABASE_URL:-}" ]; then
   export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$database"
 fi
 export DEBUG=${DEBUG:-true}
+export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
+export KAFKA_CREATE_TOPIC_PARTITIONS=${KAFKA_CREATE_TOPIC_PARTITIONS:-3}
 
 cargo build --locked --release --bin export-service
 exec "${CARGO_TARGET_DIR:-/var/tmp/export-service/target}/release/export-service" serve "$@"

@@ -18,6 +18,7 @@ pub struct TestApp {
     pub pool: PgPool,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -192,16 +193,55 @@ impl TestApp {
             .expect("bind");
         let (public, metrics) = (service.public_addr(), service.metrics_addr());
         let (sender, receiver) = oneshot::channel::<()>();
-        tokio::spawn(service.run(async move {
-            let _ = receiver.await;
-        }));
+        let running = tokio::spawn(async move {
+            service
+                .run(async move {
+                    let _ = receiver.await;
+                })
+                .await
+                .expect("service ran");
+        });
         Self {
             public,
             metrics,
             pool,
             client: reqwest::Client::new(),
             shutdown: Some(sender),
+            running: Some(running),
         }
+    }
+
+    /// Requests a graceful shutdown and waits for the service to finish; returns how long it
+    /// took.
+    pub async fn stop(mut self) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running.await.expect("service task");
+        }
+        started.elapsed()
+    }
+
+    /// The value of an unlabelled metric, if exposed.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(self.metrics_url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -7,6 +7,7 @@ mod create;
 mod helpers;
 mod identity;
 mod isolation;
+mod kafka;
 mod lifecycle;
 mod list;
 mod probes;
