@@ -20,6 +20,9 @@ pub fn init(filter: &str, format: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.compact().try_init(),
+        LogFormat::Text => builder
+            .compact()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
 }

@@ -45,6 +45,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "PGSQL_SSLROOTCERT",
     "DB_MAX_CONNECTIONS",
     "DB_MIGRATE_ON_START",
+    "DB_STATEMENT_TIMEOUT",
     "EXPORT_EXPIRY_DAYS",
     "EXPORT_ENABLE_APPS",
     "RATE_LIMIT_RATE",
@@ -73,6 +74,11 @@ pub const KNOWN_SETTINGS: &[&str] = &[
 /// The upstream's default allow-list of exportable application resources.
 pub const DEFAULT_ENABLED_APPS: &str =
     r#"{"exampleApp":["exampleResource","anotherExampleResource"]}"#;
+
+/// The longest default lifetime of an export (100 years).
+pub const MAX_EXPIRY_DAYS: u32 = 36_500;
+/// The lowest rate limit (one request every 1000 s).
+pub const MIN_RATE: f64 = 0.001;
 
 /// Why the configuration could not be loaded. Each variant names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +145,9 @@ pub struct DatabaseConfig {
     /// Whether `serve` applies pending migrations before it starts listening.
     pub migrate_on_start: bool,
 }
+
+/// How long one SQL statement may run before PostgreSQL cancels it.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,13 +295,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.export_expiry_days == 0 {
-            return Err(invalid("EXPORT_EXPIRY_DAYS", "must be at least 1".into()));
+        if !(1..=MAX_EXPIRY_DAYS).contains(&self.export_expiry_days) {
+            return Err(invalid(
+                "EXPORT_EXPIRY_DAYS",
+                format!("must be between 1 and {MAX_EXPIRY_DAYS}"),
+            ));
         }
-        if !(self.rate_limit.rate.is_finite() && self.rate_limit.rate > 0.0) {
+        if !(self.rate_limit.rate.is_finite() && self.rate_limit.rate >= MIN_RATE) {
             return Err(invalid(
                 "RATE_LIMIT_RATE",
-                "must be a positive number".into(),
+                format!("must be a number of requests per second of at least {MIN_RATE}"),
             ));
         }
         if self.rate_limit.burst == 0 {
@@ -395,8 +407,15 @@ fn database_config(reader: &Reader<'_>) -> Result<DatabaseConfig, ConfigError> {
             options
         }
     };
+    let statement_timeout =
+        reader.duration("DB_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT.as_secs())?;
     Ok(DatabaseConfig {
-        connect_options: connect_options.application_name("export-service"),
+        connect_options: connect_options
+            .application_name("export-service")
+            .options([(
+                "statement_timeout",
+                format!("{}ms", statement_timeout.as_millis()),
+            )]),
         max_connections: reader.parsed("DB_MAX_CONNECTIONS", 10)?,
         migrate_on_start: reader.boolean("DB_MIGRATE_ON_START", true)?,
     })
@@ -483,6 +502,9 @@ mod tests {
         assert!(error_of(&[("PUBLIC_PORT", "eighty")]).starts_with("invalid PUBLIC_PORT"));
         assert!(error_of(&[("EXPORT_ENABLE_APPS", "{oops")]).contains("EXPORT_ENABLE_APPS"));
         assert!(error_of(&[("EXPORT_EXPIRY_DAYS", "0")]).contains("EXPORT_EXPIRY_DAYS"));
+        assert!(error_of(&[("EXPORT_EXPIRY_DAYS", "100000000")]).contains("EXPORT_EXPIRY_DAYS"));
+        assert!(error_of(&[("RATE_LIMIT_RATE", "1e-20")]).contains("RATE_LIMIT_RATE"));
+        assert!(error_of(&[("DB_STATEMENT_TIMEOUT", "soon")]).contains("DB_STATEMENT_TIMEOUT"));
         assert!(error_of(&[("DEBUG", "yes please")]).contains("DEBUG"));
         assert!(
             error_of(&[("PUBLIC_HTTP_SERVER_READ_TIMEOUT", "5")])

@@ -38,7 +38,17 @@ impl Settings {
     }
 
     fn from_toml_str(text: &str) -> Result<Self, String> {
-        let table: toml::Table = toml::from_str(text).map_err(|error| error.to_string())?;
+        // The parser's message quotes the offending line, which may hold a secret: report where
+        // the error is, not what the line says.
+        let table: toml::Table = toml::from_str(text).map_err(|error| {
+            let line = error
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(line) => format!("not valid TOML at line {line} (values must be quoted strings, numbers, booleans or tables)"),
+                None => "not valid TOML".to_string(),
+            }
+        })?;
         let mut values = BTreeMap::new();
         for (name, value) in table {
             if !super::KNOWN_SETTINGS.contains(&name.as_str()) {
@@ -109,6 +119,14 @@ mod tests {
             settings.get("EXPORT_ENABLE_APPS"),
             Some(r#"{"app":["a","b"]}"#)
         );
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_the_file() {
+        let error =
+            Settings::from_toml_str("PUBLIC_PORT = 1\nPGSQL_PASSWORD = hunter2\n").unwrap_err();
+        assert!(error.contains("line 2"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

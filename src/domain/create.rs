@@ -81,6 +81,15 @@ pub fn parse_create_request(
     if sources.is_empty() {
         return Err(invalid("no sources provided".into()));
     }
+    if name.contains('\0')
+        || sources
+            .iter()
+            .any(|source| source.application.contains('\0') || source.resource.contains('\0'))
+    {
+        return Err(invalid(
+            "'name', 'application' and 'resource' must not contain NUL characters".into(),
+        ));
+    }
     if sources.iter().any(|source| {
         !context
             .enabled_apps
@@ -308,6 +317,15 @@ mod tests {
         assert_eq!(
             message(r#"{"format":"csv","sources":[{"application":"app","resource":7}]}"#),
             "sources[0].resource must be a string"
+        );
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        assert!(message(r#"{"name":"a\u0000","format":"csv","sources":[{"application":"app","resource":"res"}]}"#).contains("NUL"));
+        assert!(
+            message(r#"{"format":"csv","sources":[{"application":"app","resource":"res\u0000"}]}"#)
+                .contains("NUL")
         );
     }
 

@@ -31,6 +31,9 @@ pub enum IdentityError {
         "invalid identity header: identity type '{0}' cannot use exports (expected User, ServiceAccount or System)"
     )]
     UnsupportedType(String),
+    /// A field holds a NUL character, which no stored value may contain.
+    #[error("x-rh-identity header contains a NUL character")]
+    NulCharacter,
     /// The object that carries the caller's name is missing or has no name.
     #[error("invalid identity header: {0}")]
     MissingName(&'static str),
@@ -151,14 +154,21 @@ impl Identity {
             }
             _ => return Err(IdentityError::UnsupportedType(kind_text)),
         };
+        let owner = Owner {
+            org_id,
+            account_id: body.account_number.unwrap_or_default(),
+            username,
+        };
+        if [&owner.org_id, &owner.account_id, &owner.username]
+            .iter()
+            .any(|field| field.contains('\0'))
+        {
+            return Err(IdentityError::NulCharacter);
+        }
         Ok(Self {
             kind,
             header: Secret::new(header.to_owned()),
-            owner: Owner {
-                org_id,
-                account_id: body.account_number.unwrap_or_default(),
-                username,
-            },
+            owner,
         })
     }
 }
@@ -264,5 +274,11 @@ mod tests {
             parse(json!({"identity": {"org_id": "o", "type": "System"}})),
             Err(IdentityError::MissingName(_))
         ));
+        assert_eq!(
+            parse(
+                json!({"identity": {"org_id": "o\u{0}", "type": "User", "user": {"username": "u"}}})
+            ),
+            Err(IdentityError::NulCharacter)
+        );
     }
 }

@@ -44,7 +44,9 @@ pub struct DayWindow {
 impl DayWindow {
     /// Inclusive end of the window.
     pub fn end(&self) -> DateTime<Utc> {
-        self.start + chrono::Duration::hours(24)
+        self.start
+            .checked_add_signed(chrono::Duration::hours(24))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 
@@ -89,11 +91,18 @@ pub struct ListError(pub String);
 /// counts; unknown parameters are ignored. Pagination parameters are checked first, in the
 /// upstream's order (limit, offset, sort, dir), then the filters.
 pub fn parse_list_query(pairs: &[(String, String)]) -> Result<ListQuery, ListError> {
+    if pairs.iter().any(|(_, value)| value.contains('\0')) {
+        return Err(ListError(
+            "query parameters must not contain NUL characters".into(),
+        ));
+    }
+    // An empty value counts as absent, as upstream.
     let get = |name: &str| {
         pairs
             .iter()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
+            .filter(|value| !value.is_empty())
     };
     let limit = match get("limit") {
         None => DEFAULT_LIMIT,
@@ -310,6 +319,16 @@ mod tests {
                 .starts_with("invalid status")
         );
         assert!(parse("limit=1.5").is_err());
+    }
+
+    #[test]
+    fn empty_values_count_as_absent_and_nul_is_refused() {
+        let query =
+            parse("limit=&offset=&sort=&dir=&status=&created_at=&name=&application=").unwrap();
+        assert_eq!(query.limit, DEFAULT_LIMIT);
+        assert_eq!(query.sort, SortKey::CreatedAt);
+        assert_eq!(query.filters, ListFilters::default());
+        assert!(parse("name=a%00b").is_err());
     }
 
     #[test]

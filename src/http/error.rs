@@ -97,6 +97,10 @@ impl IntoResponse for ApiError {
             .into_response();
         let headers = response.headers_mut();
         headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         );

@@ -3,8 +3,9 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
@@ -32,13 +33,28 @@ impl From<CreateError> for ApiError {
     }
 }
 
-/// Parses an export id from the path (any form the upstream accepts: hyphenated, 32 hex
-/// digits, braces, `urn:uuid:`).
-fn parse_export_id(raw: &str) -> Result<Uuid, ApiError> {
-    let id = Uuid::try_parse(raw)
-        .map_err(|_| ApiError::bad_request(format!("'{raw}' is not a valid export UUID")))?;
-    tracing::Span::current().record("export_id", tracing::field::display(id));
-    Ok(id)
+/// The export id of the path, in any form the upstream accepts (hyphenated, 32 hex digits,
+/// braces, `urn:uuid:`). Anything else — including percent-encoded bytes that are not UTF-8 —
+/// is a 400 in the JSON envelope.
+pub struct ExportIdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for ExportIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::bad_request(format!(
+                    "invalid export id in the path: {}",
+                    rejection.body_text()
+                ))
+            })?;
+        let id = Uuid::try_parse(&raw)
+            .map_err(|_| ApiError::bad_request(format!("'{raw}' is not a valid export UUID")))?;
+        tracing::Span::current().record("export_id", tracing::field::display(id));
+        Ok(Self(id))
+    }
 }
 
 /// Request an export of one or more application resources.
@@ -144,9 +160,8 @@ pub async fn list_exports(
 pub async fn export_status(
     State(state): State<AppState>,
     axum::Extension(identity): axum::Extension<Identity>,
-    Path(raw_id): Path<String>,
+    ExportIdPath(id): ExportIdPath,
 ) -> Result<Json<ExportDetail>, ApiError> {
-    let id = parse_export_id(&raw_id)?;
     let export = state
         .exports
         .find_owned(&identity.owner, id)
@@ -173,9 +188,8 @@ pub async fn export_status(
 pub async fn download_export(
     State(state): State<AppState>,
     axum::Extension(identity): axum::Extension<Identity>,
-    Path(raw_id): Path<String>,
+    ExportIdPath(id): ExportIdPath,
 ) -> Result<Response, ApiError> {
-    let id = parse_export_id(&raw_id)?;
     let export = state
         .exports
         .find_owned(&identity.owner, id)
@@ -211,9 +225,8 @@ pub async fn download_export(
 pub async fn delete_export(
     State(state): State<AppState>,
     axum::Extension(identity): axum::Extension<Identity>,
-    Path(raw_id): Path<String>,
+    ExportIdPath(id): ExportIdPath,
 ) -> Result<Response, ApiError> {
-    let id = parse_export_id(&raw_id)?;
     if !state.exports.delete_owned(&identity.owner, id).await? {
         return Err(ApiError::export_not_found(id));
     }

@@ -36,6 +36,11 @@ pub async fn observe(
         .request_ids
         .for_request(request.headers(), observer.request_id_header);
     let method = request.method().clone();
+    // Only standard methods become metric labels: arbitrary ones would create unbounded series.
+    let method_label = match method.as_str() {
+        known @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => known,
+        _ => "OTHER",
+    };
     let span = tracing::info_span!(
         "request",
         request_id = %request_id.0,
@@ -59,12 +64,12 @@ pub async fn observe(
     observer
         .metrics
         .http_requests
-        .with_label_values(&[status.as_str(), method.as_str()])
+        .with_label_values(&[status.as_str(), method_label])
         .inc();
     observer
         .metrics
         .http_response_time
-        .with_label_values(&[method.as_str()])
+        .with_label_values(&[method_label])
         .observe(elapsed.as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&request_id.0) {
         response

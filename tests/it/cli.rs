@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Caller, empty_database};
+use crate::helpers::{Caller, empty_database, fresh_database};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_export-service");
 
@@ -119,4 +119,129 @@ async fn migrate_then_serve_with_only_a_database_configured() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+}
+
+/// Waits until `url` answers, or panics after 20 s.
+async fn wait_until_up(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(url).send().await.is_err() {
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn a_config_file_is_read_and_logs_carry_ids_but_no_secrets() {
+    let url = fresh_database().await;
+    // Trust authentication ignores the password, which must never reach the logs.
+    let url_with_password = url.replacen("postgres@", "postgres:s3cret-pw@", 1);
+    let (public, metrics) = (free_port(), free_port());
+    let directory =
+        std::env::temp_dir().join(format!("exsvc-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let config_file = directory.join("config.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "PUBLIC_PORT = {public}\nMETRICS_PORT = {metrics}\nPRIVATE_PORT = {}\nLOG_FORMAT = \"json\"\n\
+             [EXPORT_ENABLE_APPS]\nfileApp = [\"fileResource\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let log_path = directory.join("stderr.log");
+    let mut child = Command::new(BINARY)
+        .args(["--config", config_file.to_str().unwrap(), "serve"])
+        .env("DATABASE_URL", &url_with_password)
+        .env("LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    wait_until_up(&client, &format!("http://127.0.0.1:{metrics}/healthz")).await;
+    let caller = Caller::user("org-logs", "alice");
+    let created: serde_json::Value = client
+        .post(format!("http://127.0.0.1:{public}/api/export/v1/exports"))
+        .header("x-rh-identity", caller.header())
+        .body(
+            r#"{"format":"json","sources":[{"application":"fileApp","resource":"fileResource"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let export_id = created["id"]
+        .as_str()
+        .expect("the allow-list came from the file")
+        .to_string();
+    assert!(terminate(&mut child).success());
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let served = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "request served" && line["span"]["method"] == "POST")
+        .unwrap_or_else(|| panic!("no access line for the create:\n{logs}"));
+    assert_eq!(served["span"]["org_id"], "org-logs");
+    assert_eq!(served["span"]["export_id"], export_id.as_str());
+    assert_eq!(served["status"], 202);
+    assert!(
+        served["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert!(!logs.contains("s3cret-pw"), "the database password leaked");
+    assert!(
+        !logs.contains(&caller.header()),
+        "the identity header leaked"
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+#[tokio::test]
+async fn serve_leaves_the_schema_alone_when_told_to() {
+    let url = empty_database().await;
+    let (public, metrics) = (free_port(), free_port());
+    let mut child = Command::new(BINARY)
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("DB_MIGRATE_ON_START", "false")
+        .env("PUBLIC_PORT", public.to_string())
+        .env("METRICS_PORT", metrics.to_string())
+        .env("PRIVATE_PORT", free_port().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    wait_until_up(&client, &format!("http://127.0.0.1:{metrics}/healthz")).await;
+    assert!(terminate(&mut child).success());
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'exports'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "DB_MIGRATE_ON_START=false must not migrate");
 }

@@ -132,6 +132,69 @@ async fn create_list_and_status_match_the_upstream_schemas() {
     assert_conforms(&components, "ErrorResponse", &error);
 }
 
+/// A source without filters carries `"filters": null`, as upstream (contract §4.3); the upstream
+/// schema types `filters` as a non-nullable object, so that one path is the only violation.
+#[tokio::test]
+async fn sources_without_filters_differ_from_the_schema_only_where_upstream_does() {
+    let components = upstream_components();
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request("no filters", "csv", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    assert_eq!(created["sources"][0]["filters"], Value::Null);
+    let errors = violations(&components, "ExportStatus", &created);
+    assert!(
+        !errors.is_empty(),
+        "null filters are outside the upstream schema"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|error| error.ends_with(" at /sources/0/filters")),
+        "only the filters differ: {errors:#?}"
+    );
+}
+
+#[tokio::test]
+async fn error_responses_match_the_upstream_error_schema() {
+    let components = upstream_components();
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let anonymous = crate::helpers::Reply::from(
+        app.client
+            .get(app.url("/api/export/v1/exports"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let errors = [
+        anonymous,
+        app.get("/api/export/v1/exports?limit=-1", &caller).await,
+        app.get(
+            &format!("/api/export/v1/exports/{}", uuid::Uuid::new_v4()),
+            &caller,
+        )
+        .await,
+        app.post_raw(
+            "/api/export/v1/exports",
+            &caller,
+            r#"{"format":"csv","sources":[{"application":"x","resource":"y"}]}"#,
+        )
+        .await,
+        app.post_raw("/api/export/v1/exports", &caller, "{").await,
+        app.delete("/api/export/v1/exports/nope", &caller).await,
+    ];
+    for reply in errors {
+        assert!(reply.status >= 400, "{}", reply.text);
+        assert_conforms(&components, "ErrorResponse", &reply.json());
+    }
+}
+
 #[tokio::test]
 async fn the_upstream_example_request_is_accepted() {
     let example: Value = serde_json::from_str(

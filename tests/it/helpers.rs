@@ -19,12 +19,23 @@ pub struct TestApp {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     running: Option<tokio::task::JoinHandle<()>>,
+    /// The database this app created for itself, dropped with it.
+    owned_database: Option<String>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
+        }
+        if let Some(name) = self.owned_database.take() {
+            // Best effort; scripts/test.sh removes whatever is left.
+            let _ = std::process::Command::new("psql")
+                .args(["-X", "-q", &admin_url(), "-c"])
+                .arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }
@@ -154,7 +165,9 @@ impl TestApp {
     /// Like [`TestApp::spawn`], with extra settings.
     pub async fn spawn_with(settings: &[(&str, &str)]) -> Self {
         let url = fresh_database().await;
-        Self::spawn_on(&url, settings).await
+        let mut app = Self::spawn_on(&url, settings).await;
+        app.owned_database = url.rsplit_once('/').map(|(_, name)| name.to_string());
+        app
     }
 
     /// Starts the service against `database_url` (not migrated by the server itself).
@@ -208,6 +221,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             shutdown: Some(sender),
             running: Some(running),
+            owned_database: None,
         }
     }
 
@@ -365,6 +379,22 @@ impl Reply {
         let body = self.json();
         assert_eq!(body["code"], json!(status), "{body}");
         assert_eq!(body["message"], json!(message), "{body}");
+    }
+
+    /// Every error is JSON, not sniffable, and carries the request id.
+    #[track_caller]
+    fn assert_error_headers(&self) {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json; charset=utf-8"),
+            "{:?}",
+            self.headers
+        );
+        assert_eq!(self.header("x-content-type-options"), Some("nosniff"));
+        assert!(
+            self.header("x-rh-insights-request-id").is_some(),
+            "the request id is echoed on errors too"
+        );
     }
 
     /// Asserts an error in the JSON envelope with this status whose message contains `part`.

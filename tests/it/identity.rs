@@ -31,6 +31,19 @@ async fn malformed_headers_get_400_with_a_reason() {
     get_with_header(&app, Some("%%%not-base64"))
         .await
         .assert_error(400, "unable to b64 decode x-rh-identity header");
+    let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD
+        .encode(r#"{"identity":{"org_id":"o","type":"User","user":{"username":"u"}}}"#);
+    get_with_header(&app, Some(&unpadded))
+        .await
+        .assert_error(400, "unable to b64 decode x-rh-identity header");
+    get_with_header(
+        &app,
+        Some(&encode(
+            r#"{"identity":{"org_id":"o\u0000","type":"User","user":{"username":"u"}}}"#,
+        )),
+    )
+    .await
+    .assert_error(400, "x-rh-identity header contains a NUL character");
     get_with_header(&app, Some(&encode("{not json")))
         .await
         .assert_error_containing(400, "x-rh-identity header does not contain valid JSON");
@@ -104,7 +117,9 @@ async fn user_service_account_and_system_rules() {
         json!({"org_id": "o", "type": "User", "user": {"username": "alice"}}),
         json!({"org_id": "o", "type": "user", "user": {"username": "alice"}}),
         json!({"org_id": "o", "type": "ServiceAccount", "service_account": {"client_id": "c", "username": "svc"}}),
+        json!({"org_id": "o", "type": "serviceaccount", "service_account": {"username": "svc"}}),
         json!({"org_id": "o", "type": "System", "system": {"cn": "host-cert"}}),
+        json!({"org_id": "o", "type": "SYSTEM", "system": {"cn": "host-cert"}}),
         // org falls back to identity.internal.org_id
         json!({"type": "User", "internal": {"org_id": "o"}, "user": {"username": "bob"}}),
     ];

@@ -508,7 +508,8 @@ async fn shutdown_is_bounded_and_marks_nothing_unacknowledged_as_sent() {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let app = TestApp::spawn_with(&borrowed).await;
+    // Not `spawn_with`: the database must outlive the stopped app.
+    let app = TestApp::spawn_on(&fresh_database().await, &borrowed).await;
     let caller = Caller::user("org-1", "alice");
     app.create(
         &caller,

@@ -35,6 +35,9 @@ async fn status_accepts_every_uuid_form_and_rejects_garbage() {
     app.delete(&format!("{EXPORTS}/1234"), &caller)
         .await
         .assert_error(400, "'1234' is not a valid export UUID");
+    app.get(&format!("{EXPORTS}/%FF/status"), &caller)
+        .await
+        .assert_error_containing(400, "invalid export id in the path");
     let unknown = uuid::Uuid::new_v4();
     app.get(&format!("{EXPORTS}/{unknown}/status"), &caller)
         .await
