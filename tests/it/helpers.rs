@@ -370,12 +370,7 @@ impl Reply {
             "unexpected status; body: {}",
             self.text
         );
-        assert!(
-            self.header("content-type")
-                .is_some_and(|value| value.starts_with("application/json")),
-            "error is not JSON: {:?}",
-            self.headers
-        );
+        self.assert_error_headers();
         let body = self.json();
         assert_eq!(body["code"], json!(status), "{body}");
         assert_eq!(body["message"], json!(message), "{body}");
@@ -405,6 +400,7 @@ impl Reply {
             "unexpected status; body: {}",
             self.text
         );
+        self.assert_error_headers();
         let body = self.json();
         assert_eq!(body["code"], json!(status), "{body}");
         let message = body["message"].as_str().expect("message is a string");
