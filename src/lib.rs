@@ -10,4 +10,5 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod server;
+pub mod storage;
 pub mod telemetry;

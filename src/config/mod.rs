@@ -6,6 +6,7 @@ mod duration;
 mod kafka;
 mod secret;
 mod settings;
+mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -19,6 +20,7 @@ pub use duration::parse_go_duration;
 pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
 pub use secret::Secret;
 pub use settings::Settings;
+pub use storage::{DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig};
 
 /// Every setting the service reads. Deployment manifests are checked against this list.
 pub const KNOWN_SETTINGS: &[&str] = &[
@@ -69,6 +71,29 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "OUTBOX_LEASE",
     "OUTBOX_MAX_BACKOFF",
     "OUTBOX_POLL_INTERVAL",
+    "OBJECT_STORE",
+    "STORAGE_DIR",
+    "S3_ENDPOINT",
+    "MINIO_HOST",
+    "MINIO_PORT",
+    "MINIO_SSL",
+    "AWS_ACCESS_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "EXPORT_SERVICE_BUCKET",
+    "S3_FORCE_PATH_STYLE",
+    "S3_CREATE_BUCKET",
+    "OBJECT_KEY_TEMPLATE",
+    "AWS_UPLOADER_BUFFER_SIZE",
+    "EXPORTS_PSKS",
+    "DISABLE_SERVICE_TO_SERVICE_PSK_AUTH",
+    "MAX_PAYLOAD_SIZE",
+    "UPLOAD_LEASE",
+    "PACKAGE_LEASE",
+    "PACKAGE_COMPRESSION_LEVEL",
+    "CLEANER_INTERVAL",
+    "CLEANER_GRACE",
+    "SOURCE_TIMEOUT",
 ];
 
 /// The upstream's default allow-list of exportable application resources.
@@ -219,6 +244,14 @@ pub struct Config {
     pub events: EventConfig,
     /// The outbox relay.
     pub outbox: OutboxConfig,
+    /// Object storage.
+    pub store: StoreConfig,
+    /// Object key layout and part size.
+    pub layout: ObjectLayout,
+    /// The internal API's keys.
+    pub psks: PskConfig,
+    /// Upload, packaging and cleaning limits.
+    pub data_path: DataPathConfig,
 }
 
 impl Config {
@@ -254,6 +287,7 @@ impl Config {
         };
         let kafka = kafka::kafka_config(&reader)?;
         let outbox = kafka::outbox_config(&reader, kafka.message_timeout)?;
+        let export_expiry_days = reader.parsed("EXPORT_EXPIRY_DAYS", 7)?;
         let config = Self {
             listen_address: reader.parsed("LISTEN_ADDRESS", IpAddr::from([0, 0, 0, 0]))?,
             public_port: reader.parsed("PUBLIC_PORT", 8000)?,
@@ -275,7 +309,7 @@ impl Config {
                 .map(str::to_owned)
                 .unwrap_or_else(local_hostname),
             database: database_config(&reader)?,
-            export_expiry_days: reader.parsed("EXPORT_EXPIRY_DAYS", 7)?,
+            export_expiry_days,
             enabled_apps: EnabledApps::parse(
                 settings
                     .get("EXPORT_ENABLE_APPS")
@@ -289,6 +323,10 @@ impl Config {
             events: kafka::event_config(&reader),
             kafka,
             outbox,
+            store: storage::store_config(&reader)?,
+            layout: storage::object_layout(&reader)?,
+            psks: storage::psk_config(&reader)?,
+            data_path: storage::data_path_config(&reader, export_expiry_days)?,
         };
         config.validate()?;
         Ok(config)

@@ -1,0 +1,403 @@
+//! Settings of the data path: object storage, the internal API's keys and limits, packaging and
+//! the cleaner.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ConfigError, Reader, Secret, invalid};
+
+/// Where objects (uploads and archives) are kept.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// A local directory (the default when no S3 endpoint is configured).
+    Local {
+        /// The root directory.
+        root: PathBuf,
+    },
+    /// An S3 or S3-compatible server.
+    S3(S3Config),
+}
+
+/// S3 connection settings.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// Endpoint URL for S3-compatible servers; `None` = AWS.
+    pub endpoint: Option<String>,
+    /// Region (`us-east-1` when unset).
+    pub region: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Static credentials; `None` = the AWS default chain (environment, profile, IRSA, IMDS).
+    pub credentials: Option<(String, Secret<String>)>,
+    /// Path-style addressing (needed by most S3-compatible servers).
+    pub path_style: bool,
+    /// Create the bucket at start-up if missing (development).
+    pub create_bucket: bool,
+}
+
+/// How objects are laid out and written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectLayout {
+    /// Template of a source's object key; `{org_id}`, `{export_id}`, `{source_id}`, `{format}`.
+    pub source_key_template: String,
+    /// Multipart part size in bytes (upstream `AWS_UPLOADER_BUFFER_SIZE`).
+    pub part_size: usize,
+}
+
+/// The internal API's pre-shared keys (`EXPORTS_PSKS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PskConfig {
+    /// No keys: the internal API refuses everything.
+    None,
+    /// Authentication switched off (`DISABLE_SERVICE_TO_SERVICE_PSK_AUTH=true`).
+    Disabled,
+    /// Keys bound to applications: a key is valid only for its application's sources.
+    PerApplication(BTreeMap<String, Secret<String>>),
+    /// Legacy flat list: any key is valid for any source.
+    Shared(Vec<Secret<String>>),
+}
+
+/// Limits and timings of uploads, packaging and cleaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPathConfig {
+    /// The largest upload, in bytes (`MAX_PAYLOAD_SIZE` is in MiB).
+    pub max_payload_bytes: u64,
+    /// How long one upload may hold its source before another attempt may take over.
+    pub upload_lease: Duration,
+    /// How long a packaging job is reserved for its worker before another re-drives it.
+    pub package_lease: Duration,
+    /// DEFLATE level of archive entries (0 = stored, 1 fastest … 9 smallest).
+    pub compression_level: u32,
+    /// How often the in-process cleaner runs; `None` = only `export-service clean`.
+    pub cleaner_interval: Option<Duration>,
+    /// How long after `expires_at` an export's rows and objects are deleted.
+    pub cleaner_grace: Duration,
+    /// Sources that have not answered this long after creation are failed; `None` = never.
+    pub source_timeout: Option<Duration>,
+}
+
+/// The placeholders a source key template may use.
+const PLACEHOLDERS: [&str; 4] = ["{org_id}", "{export_id}", "{source_id}", "{format}"];
+
+pub(super) fn store_config(reader: &Reader<'_>) -> Result<StoreConfig, ConfigError> {
+    let settings = reader.0;
+    let endpoint = match settings.get("S3_ENDPOINT") {
+        Some(endpoint) => Some(endpoint.trim().to_owned()),
+        None => settings.get("MINIO_HOST").map(|host| {
+            let scheme = if reader.boolean("MINIO_SSL", false).unwrap_or(false) {
+                "https"
+            } else {
+                "http"
+            };
+            let port = settings.get("MINIO_PORT").unwrap_or("9099");
+            format!("{scheme}://{}:{}", host.trim(), port.trim())
+        }),
+    };
+    // Validate MINIO_SSL even when the endpoint comes from S3_ENDPOINT.
+    reader.boolean("MINIO_SSL", false)?;
+    if let Some(port) = settings.get("MINIO_PORT") {
+        port.trim().parse::<u16>().map_err(|_| {
+            invalid(
+                "MINIO_PORT",
+                format!("'{}' is not a port number", port.trim()),
+            )
+        })?;
+    }
+    let backend = settings
+        .get("OBJECT_STORE")
+        .map(|backend| backend.trim().to_ascii_lowercase());
+    let use_s3 = match backend.as_deref() {
+        None => endpoint.is_some(),
+        Some("s3") => true,
+        Some("local") => false,
+        Some(other) => {
+            return Err(invalid(
+                "OBJECT_STORE",
+                format!("expected 's3' or 'local', got '{other}'"),
+            ));
+        }
+    };
+    if !use_s3 {
+        let root = settings
+            .get("STORAGE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/export-service/objects"));
+        return Ok(StoreConfig::Local { root });
+    }
+    if let Some(endpoint) = &endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        return Err(invalid(
+            "S3_ENDPOINT",
+            format!("'{endpoint}' must start with http:// or https://"),
+        ));
+    }
+    let credentials = match (
+        settings.get("AWS_ACCESS_KEY"),
+        reader.secret("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(key), Some(secret)) => Some((key.trim().to_owned(), secret)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "AWS_SECRET_ACCESS_KEY",
+                "must be set with AWS_ACCESS_KEY".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "AWS_ACCESS_KEY",
+                "must be set with AWS_SECRET_ACCESS_KEY".into(),
+            ));
+        }
+    };
+    Ok(StoreConfig::S3(S3Config {
+        path_style: reader.boolean("S3_FORCE_PATH_STYLE", endpoint.is_some())?,
+        endpoint,
+        region: settings
+            .get("AWS_REGION")
+            .map(str::to_owned)
+            .unwrap_or_else(|| "us-east-1".into()),
+        bucket: settings
+            .get("EXPORT_SERVICE_BUCKET")
+            .map(str::to_owned)
+            .unwrap_or_else(|| "exports-bucket".into()),
+        credentials,
+        create_bucket: reader.boolean("S3_CREATE_BUCKET", false)?,
+    }))
+}
+
+pub(super) fn object_layout(reader: &Reader<'_>) -> Result<ObjectLayout, ConfigError> {
+    let template = reader
+        .0
+        .get("OBJECT_KEY_TEMPLATE")
+        .unwrap_or("{org_id}/{export_id}/{source_id}.{format}")
+        .to_owned();
+    validate_template(&template).map_err(|reason| invalid("OBJECT_KEY_TEMPLATE", reason))?;
+    let part_size: usize = reader.parsed("AWS_UPLOADER_BUFFER_SIZE", 10 * 1024 * 1024)?;
+    if !(5 * 1024 * 1024..=512 * 1024 * 1024).contains(&part_size) {
+        return Err(invalid(
+            "AWS_UPLOADER_BUFFER_SIZE",
+            "must be between 5 MiB (the S3 minimum part size) and 512 MiB".into(),
+        ));
+    }
+    Ok(ObjectLayout {
+        source_key_template: template,
+        part_size,
+    })
+}
+
+/// Every export's objects must share a prefix ending in `{export_id}/` (so deletion is one
+/// prefix), and each source needs its own key.
+fn validate_template(template: &str) -> Result<(), String> {
+    let Some(prefix_end) = template.find("{export_id}/") else {
+        return Err(
+            "must contain '{export_id}/' (all of an export's objects share that prefix)".into(),
+        );
+    };
+    let rest = &template[prefix_end + "{export_id}/".len()..];
+    if !rest.contains("{source_id}") {
+        return Err("must contain '{source_id}' after '{export_id}/'".into());
+    }
+    let mut remainder = template.to_owned();
+    for placeholder in PLACEHOLDERS {
+        remainder = remainder.replace(placeholder, "");
+    }
+    if remainder.contains('{') || remainder.contains('}') {
+        return Err(
+            "unknown placeholder: only {org_id}, {export_id}, {source_id} and {format} exist"
+                .into(),
+        );
+    }
+    if template.starts_with('/') || template.contains("..") {
+        return Err("must be a relative key without '..'".into());
+    }
+    Ok(())
+}
+
+pub(super) fn psk_config(reader: &Reader<'_>) -> Result<PskConfig, ConfigError> {
+    if reader.boolean("DISABLE_SERVICE_TO_SERVICE_PSK_AUTH", false)? {
+        return Ok(PskConfig::Disabled);
+    }
+    let Some(text) = reader.0.get("EXPORTS_PSKS").map(str::trim) else {
+        return Ok(PskConfig::None);
+    };
+    if text.starts_with('{') {
+        // Never echo the value: it holds the keys.
+        let map: BTreeMap<String, String> = serde_json::from_str(text).map_err(|_| {
+            invalid(
+                "EXPORTS_PSKS",
+                "starts with '{' but is not a JSON object of application → key (value not shown)"
+                    .into(),
+            )
+        })?;
+        if map.is_empty() || map.values().any(|key| key.is_empty()) {
+            return Err(invalid(
+                "EXPORTS_PSKS",
+                "the application → key map must be non-empty and every key non-empty".into(),
+            ));
+        }
+        return Ok(PskConfig::PerApplication(
+            map.into_iter()
+                .map(|(application, key)| (application, Secret::new(key)))
+                .collect(),
+        ));
+    }
+    let keys: Vec<Secret<String>> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(|key| Secret::new(key.to_owned()))
+        .collect();
+    Ok(if keys.is_empty() {
+        PskConfig::None
+    } else {
+        PskConfig::Shared(keys)
+    })
+}
+
+pub(super) fn data_path_config(
+    reader: &Reader<'_>,
+    expiry_days: u32,
+) -> Result<DataPathConfig, ConfigError> {
+    let max_payload_mib: u64 = reader.parsed("MAX_PAYLOAD_SIZE", 500)?;
+    if !(1..=1024 * 1024).contains(&max_payload_mib) {
+        return Err(invalid(
+            "MAX_PAYLOAD_SIZE",
+            "must be between 1 and 1048576 (MiB)".into(),
+        ));
+    }
+    let compression_level: u32 = reader.parsed("PACKAGE_COMPRESSION_LEVEL", 1)?;
+    if compression_level > 9 {
+        return Err(invalid(
+            "PACKAGE_COMPRESSION_LEVEL",
+            "must be between 0 (stored) and 9".into(),
+        ));
+    }
+    let optional = |duration: Duration| (!duration.is_zero()).then_some(duration);
+    Ok(DataPathConfig {
+        max_payload_bytes: max_payload_mib * 1024 * 1024,
+        upload_lease: reader.duration("UPLOAD_LEASE", 15 * 60)?,
+        package_lease: reader.duration("PACKAGE_LEASE", 5 * 60)?,
+        compression_level,
+        cleaner_interval: optional(reader.duration("CLEANER_INTERVAL", 0)?),
+        cleaner_grace: reader.duration("CLEANER_GRACE", u64::from(expiry_days) * 24 * 3600)?,
+        source_timeout: optional(reader.duration("SOURCE_TIMEOUT", 24 * 3600)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, Settings};
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        Config::from_settings(&Settings::from_pairs(
+            pairs
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        ))
+        .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn local_store_by_default_s3_when_an_endpoint_is_set() {
+        assert!(matches!(
+            config(&[]).unwrap().store,
+            StoreConfig::Local { .. }
+        ));
+        let minio = config(&[
+            ("MINIO_HOST", "minio"),
+            ("MINIO_PORT", "9000"),
+            ("AWS_ACCESS_KEY", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ])
+        .unwrap();
+        let StoreConfig::S3(s3) = minio.store else {
+            panic!("expected S3")
+        };
+        assert_eq!(s3.endpoint.as_deref(), Some("http://minio:9000"));
+        assert!(s3.path_style);
+        assert_eq!(s3.bucket, "exports-bucket");
+        assert!(
+            config(&[("AWS_ACCESS_KEY", "k"), ("OBJECT_STORE", "s3")])
+                .unwrap_err()
+                .contains("AWS_SECRET_ACCESS_KEY")
+        );
+        assert!(
+            config(&[("S3_ENDPOINT", "minio:9000")])
+                .unwrap_err()
+                .contains("S3_ENDPOINT")
+        );
+    }
+
+    #[test]
+    fn psks_follow_the_upstream_parsing() {
+        let parse = |value: &str| config(&[("EXPORTS_PSKS", value)]).map(|config| config.psks);
+        assert_eq!(parse(" ").unwrap(), PskConfig::None);
+        assert!(
+            matches!(parse(r#"{"app": "k1"}"#).unwrap(), PskConfig::PerApplication(map) if map.len() == 1)
+        );
+        let PskConfig::Shared(keys) = parse("a, b,,c").unwrap() else {
+            panic!("expected a flat list")
+        };
+        assert_eq!(keys.len(), 3);
+        // Upstream silently turns these into one-key lists; we refuse them.
+        for bad in ["{}", "{invalid-json", r#"{"app": ""}"#] {
+            let error = parse(bad).unwrap_err();
+            assert!(
+                error.contains("EXPORTS_PSKS") && !error.contains("invalid-json"),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            config(&[
+                ("EXPORTS_PSKS", "k"),
+                ("DISABLE_SERVICE_TO_SERVICE_PSK_AUTH", "true")
+            ])
+            .unwrap()
+            .psks,
+            PskConfig::Disabled
+        );
+    }
+
+    #[test]
+    fn key_templates_are_validated() {
+        assert!(
+            config(&[(
+                "OBJECT_KEY_TEMPLATE",
+                "exports/{org_id}/{export_id}/{source_id}.{format}"
+            )])
+            .is_ok()
+        );
+        for bad in [
+            "{org_id}/{source_id}",
+            "{export_id}-{source_id}",
+            "{export_id}/{source}",
+            "../{export_id}/{source_id}",
+        ] {
+            assert!(
+                config(&[("OBJECT_KEY_TEMPLATE", bad)])
+                    .unwrap_err()
+                    .contains("OBJECT_KEY_TEMPLATE"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn data_path_limits() {
+        let defaults = config(&[]).unwrap().data_path;
+        assert_eq!(defaults.max_payload_bytes, 500 * 1024 * 1024);
+        assert_eq!(defaults.cleaner_interval, None);
+        assert_eq!(defaults.cleaner_grace, Duration::from_secs(7 * 24 * 3600));
+        assert!(
+            config(&[("MAX_PAYLOAD_SIZE", "0")])
+                .unwrap_err()
+                .contains("MAX_PAYLOAD_SIZE")
+        );
+        assert!(config(&[("PACKAGE_COMPRESSION_LEVEL", "12")]).is_err());
+        assert!(config(&[("AWS_UPLOADER_BUFFER_SIZE", "1024")]).is_err());
+    }
+}

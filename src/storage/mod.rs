@@ -1,0 +1,150 @@
+//! Object storage for uploads and archives: S3 (or an S3-compatible server) or a local
+//! directory, behind one small interface. Every operation streams.
+
+pub mod keys;
+mod local;
+mod s3;
+
+use std::pin::Pin;
+
+use tokio::io::AsyncRead;
+
+use crate::config::{ObjectLayout, StoreConfig};
+pub use keys::KeyLayout;
+pub use local::LocalStore;
+pub use s3::S3Store;
+
+/// A readable body of an object.
+pub type ObjectBody = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or answered with a server error: retry later.
+    #[error("object store unavailable: {0}")]
+    Unavailable(String),
+    /// No such object.
+    #[error("no such object: {0}")]
+    NotFound(String),
+    /// Any other failure.
+    #[error("object store error: {0}")]
+    Other(String),
+}
+
+/// Why a streaming put failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// Reading the body failed (the client went away, or a limit was exceeded upstream).
+    #[error("reading the body failed: {0}")]
+    Body(#[source] std::io::Error),
+    /// Writing to the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An inclusive byte range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive).
+    pub end: u64,
+}
+
+impl ByteRange {
+    /// Number of bytes in the range.
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    /// Whether the range is empty (never, for a valid range).
+    pub fn is_empty(&self) -> bool {
+        self.end < self.start
+    }
+}
+
+/// An object being read.
+pub struct ObjectRead {
+    /// The bytes (the whole object, or the requested range).
+    pub body: ObjectBody,
+    /// How many bytes `body` yields.
+    pub length: u64,
+}
+
+/// The configured object store.
+#[derive(Debug, Clone)]
+pub enum ObjectStore {
+    /// S3 or an S3-compatible server.
+    S3(S3Store),
+    /// A local directory.
+    Local(LocalStore),
+}
+
+impl ObjectStore {
+    /// Connects to the configured store (creating the bucket or directory when configured to).
+    pub async fn from_config(
+        store: &StoreConfig,
+        layout: &ObjectLayout,
+    ) -> Result<Self, StoreError> {
+        Ok(match store {
+            StoreConfig::Local { root } => Self::Local(LocalStore::new(root.clone()).await?),
+            StoreConfig::S3(config) => Self::S3(S3Store::new(config, layout.part_size).await?),
+        })
+    }
+
+    /// Streams `body` into `key`; the object exists (durably) only once this returns `Ok`.
+    /// Returns the number of bytes stored.
+    pub async fn put(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+        content_type: &str,
+    ) -> Result<u64, PutError> {
+        match self {
+            Self::S3(store) => store.put(key, body, content_type).await,
+            Self::Local(store) => store.put(key, body).await,
+        }
+    }
+
+    /// Reads `key`, or the given range of it.
+    pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ObjectRead, StoreError> {
+        match self {
+            Self::S3(store) => store.get(key, range).await,
+            Self::Local(store) => store.get(key, range).await,
+        }
+    }
+
+    /// The size of `key`, or `None` if it does not exist.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self {
+            Self::S3(store) => store.size(key).await,
+            Self::Local(store) => store.size(key).await,
+        }
+    }
+
+    /// Keys starting with `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::S3(store) => store.list(prefix).await,
+            Self::Local(store) => store.list(prefix).await,
+        }
+    }
+
+    /// Deletes every object whose key starts with `prefix` (which must end with `/`); returns
+    /// how many were deleted.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        debug_assert!(prefix.ends_with('/'), "prefixes end with a slash");
+        match self {
+            Self::S3(store) => store.delete_prefix(prefix).await,
+            Self::Local(store) => store.delete_prefix(prefix).await,
+        }
+    }
+
+    /// Deletes one object (missing is fine).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::S3(store) => store.delete(key).await,
+            Self::Local(store) => store.delete(key).await,
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Objects in S3 or an S3-compatible server (aws-sdk-s3). Puts stream in parts of the
+//! configured size (one `PutObject` when the body fits in one part, a multipart upload
+//! otherwise), so memory per upload is one part whatever the object's size.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{ByteRange, ObjectRead, PutError, StoreError};
+use crate::config::S3Config;
+
+/// A bucket.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    part_size: usize,
+}
+
+impl S3Store {
+    /// A client for `config`; creates the bucket when configured to.
+    pub async fn new(config: &S3Config, part_size: usize) -> Result<Self, StoreError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .build(),
+            );
+        if let Some((key, secret)) = &config.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                key,
+                secret.expose(),
+                None,
+                None,
+                "export-service-config",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.path_style)
+            // Many S3-compatible servers reject the SDK's default CRC checksums.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let store = Self {
+            client: Client::from_conf(builder.build()),
+            bucket: config.bucket.clone(),
+            part_size,
+        };
+        if config.create_bucket {
+            store.create_bucket().await?;
+        }
+        Ok(store)
+    }
+
+    async fn create_bucket(&self) -> Result<(), StoreError> {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                let code = error.code().unwrap_or_default().to_owned();
+                if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" {
+                    Ok(())
+                } else {
+                    Err(classify(error))
+                }
+            }
+        }
+    }
+
+    pub(super) async fn put(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+        content_type: &str,
+    ) -> Result<u64, PutError> {
+        let first = read_part(body, self.part_size).await?;
+        if first.len() < self.part_size {
+            let length = first.len() as u64;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .body(ByteStream::from(first))
+                .send()
+                .await
+                .map_err(classify)?;
+            return Ok(length);
+        }
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(classify)?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or_else(|| StoreError::Other("no upload id in CreateMultipartUpload".into()))?
+            .to_owned();
+        let result = self.upload_parts(key, &upload_id, first, body).await;
+        if result.is_err() {
+            // Best effort: a dangling multipart upload only costs storage until the bucket's
+            // lifecycle rule removes it.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        first: Vec<u8>,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<u64, PutError> {
+        let mut parts = Vec::new();
+        let mut part = first;
+        let mut total = 0u64;
+        let mut number = 1;
+        // The next part is read while the current one uploads.
+        loop {
+            let length = part.len();
+            let upload = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(part))
+                .send();
+            let (uploaded, next) = if length < self.part_size {
+                (upload.await, Ok(Vec::new()))
+            } else {
+                tokio::join!(upload, read_part(body, self.part_size))
+            };
+            let uploaded = uploaded.map_err(classify)?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(uploaded.e_tag().map(str::to_owned))
+                    .build(),
+            );
+            total += length as u64;
+            let next = next?;
+            if next.is_empty() {
+                break;
+            }
+            part = next;
+            number += 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(total)
+    }
+
+    pub(super) async fn get(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<ObjectRead, StoreError> {
+        let mut request = self.client.get_object().bucket(&self.bucket).key(key);
+        if let Some(range) = range {
+            request = request.range(format!("bytes={}-{}", range.start, range.end));
+        }
+        let output = request.send().await.map_err(|error| {
+            if error.code() == Some("NoSuchKey") {
+                StoreError::NotFound(key.to_owned())
+            } else {
+                classify(error)
+            }
+        })?;
+        let length = output
+            .content_length()
+            .and_then(|length| u64::try_from(length).ok())
+            .ok_or_else(|| StoreError::Other("GetObject returned no length".into()))?;
+        Ok(ObjectRead {
+            body: Box::pin(output.body.into_async_read()),
+            length,
+        })
+    }
+
+    pub(super) async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(output
+                .content_length()
+                .and_then(|length| u64::try_from(length).ok())),
+            Err(SdkError::ServiceError(error)) if error.err().is_not_found() => Ok(None),
+            Err(error) => Err(classify(error)),
+        }
+    }
+
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(classify)?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|object| object.key().map(str::to_owned)),
+            );
+        }
+        Ok(keys)
+    }
+
+    pub(super) async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let keys = self.list(prefix).await?;
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|key| ObjectIdentifier::builder().key(key).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| StoreError::Other(error.to_string()))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|error| StoreError::Other(error.to_string()))?;
+            let result = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await;
+            if let Err(error) = result {
+                // Some S3-compatible servers lack DeleteObjects: delete one by one.
+                if error.code() == Some("NotImplemented") {
+                    for key in chunk {
+                        self.delete(key).await?;
+                    }
+                } else {
+                    return Err(classify(error));
+                }
+            }
+        }
+        Ok(keys.len() as u64)
+    }
+
+    pub(super) async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+/// Reads up to `size` bytes (fewer only at the end of the body).
+async fn read_part(
+    body: &mut (dyn AsyncRead + Unpin + Send),
+    size: usize,
+) -> Result<Vec<u8>, PutError> {
+    let mut part = Vec::with_capacity(size);
+    let mut limited = body.take(size as u64);
+    limited
+        .read_to_end(&mut part)
+        .await
+        .map_err(PutError::Body)?;
+    Ok(part)
+}
+
+/// Transport failures, timeouts and 5xx answers are worth retrying; the rest is not.
+fn classify<E, R>(error: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let retryable = match &error {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            matches!(
+                code,
+                "InternalError" | "ServiceUnavailable" | "SlowDown" | "RequestTimeout"
+            )
+        }
+        _ => false,
+    };
+    let message = match error.code() {
+        Some(code) => format!("{code}: {}", error.message().unwrap_or_default()),
+        None => aws_smithy_error_chain(&error),
+    };
+    if retryable {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Other(message)
+    }
+}
+
+fn aws_smithy_error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
