@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use export_service::config::Config;
 use export_service::server::{BoundService, shutdown_signal};
+use export_service::storage::{KeyLayout, ObjectStore};
+use export_service::worker::cleaner::Cleaner;
 use export_service::{db, telemetry};
 
 /// Export service: request, track and download archives of tenant data.
@@ -29,6 +31,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// One cleaning pass (for a CronJob): delete expired exports and their objects, fail
+    /// sources that never answered, finish deferred object deletions.
+    Clean,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(&config).await,
+            Command::Clean => clean(&config).await,
         }
     });
     match result {
@@ -84,6 +90,27 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = db::connect(&config.database);
     migrate_with_retry(&pool).await?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn clean(config: &Config) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database);
+    migrate_with_retry(&pool).await?;
+    let store = ObjectStore::from_config(&config.store, &config.layout)
+        .await
+        .context("connecting to the object store")?;
+    let keys = KeyLayout::new(&config.layout.source_key_template);
+    let report = Cleaner::new(pool, store, keys, config.data_path.clone())
+        .run_once()
+        .await
+        .context("cleaning")?;
+    tracing::info!(
+        expired = report.expired,
+        timed_out = report.timed_out,
+        prefixes_deleted = report.prefixes_deleted,
+        prefixes_deferred = report.prefixes_deferred,
+        "cleaning pass done"
+    );
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 //! dashboards keep working.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 /// The service's metrics and the registry they are exposed from.
@@ -26,6 +26,20 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     /// `export_service_outbox_oldest_age_seconds`: how long the oldest of them has waited.
     pub outbox_oldest_age: Gauge,
+    /// `export_service_internal_api_requests_total{base_path}` (upstream name).
+    pub internal_requests: IntCounterVec,
+    /// `export_service_total_s3_uploads`: uploads stored (upstream name).
+    pub uploads: IntCounter,
+    /// `export_service_failed_s3_uploads`: uploads not stored (upstream name).
+    pub failed_uploads: IntCounter,
+    /// `export_service_upload_sizes{app}`: stored upload sizes in bytes (upstream name, buckets).
+    pub upload_sizes: HistogramVec,
+    /// `export_service_packaging_seconds`: time to build and store an archive.
+    pub packaging_seconds: Histogram,
+    /// `export_service_packaged_bytes_total`: archive bytes written.
+    pub packaged_bytes: IntCounter,
+    /// `export_service_packaging_failures_total`: packaging attempts that failed.
+    pub packaging_failures: IntCounter,
 }
 
 impl Metrics {
@@ -90,8 +104,50 @@ impl Metrics {
             "Age of the oldest unacknowledged event in the outbox",
         )
         .expect("valid metric");
+        let internal_requests = IntCounterVec::new(
+            Opts::new(
+                "export_service_internal_api_requests_total",
+                "Internal API requests by mount",
+            ),
+            &["base_path"],
+        )
+        .expect("valid metric");
+        let uploads = IntCounter::new("export_service_total_s3_uploads", "Uploads stored")
+            .expect("valid metric");
+        let failed_uploads =
+            IntCounter::new("export_service_failed_s3_uploads", "Uploads that were not stored")
+                .expect("valid metric");
+        let upload_sizes = HistogramVec::new(
+            HistogramOpts::new("export_service_upload_sizes", "Stored upload sizes in bytes")
+                .buckets(vec![10_240.0, 102_400.0, 1_024_000.0, 10_240_000.0]),
+            &["app"],
+        )
+        .expect("valid metric");
+        let packaging_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "export_service_packaging_seconds",
+                "Time to build and store one archive",
+            )
+            .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0]),
+        )
+        .expect("valid metric");
+        let packaged_bytes =
+            IntCounter::new("export_service_packaged_bytes_total", "Archive bytes written")
+                .expect("valid metric");
+        let packaging_failures = IntCounter::new(
+            "export_service_packaging_failures_total",
+            "Packaging attempts that failed",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(internal_requests.clone()),
+            Box::new(uploads.clone()),
+            Box::new(failed_uploads.clone()),
+            Box::new(upload_sizes.clone()),
+            Box::new(packaging_seconds.clone()),
+            Box::new(packaged_bytes.clone()),
+            Box::new(packaging_failures.clone()),
             Box::new(http_response_time.clone()),
             Box::new(exports_created.clone()),
             Box::new(kafka_produced.clone()),
@@ -115,6 +171,13 @@ impl Metrics {
             publish_seconds,
             outbox_pending,
             outbox_oldest_age,
+            internal_requests,
+            uploads,
+            failed_uploads,
+            upload_sizes,
+            packaging_seconds,
+            packaged_bytes,
+            packaging_failures,
         }
     }
 

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::ServiceExt;
 use axum::extract::Request;
@@ -17,6 +18,9 @@ use crate::dispatch::kafka::KafkaPublisher;
 use crate::dispatch::relay::{self, Relay};
 use crate::http::{self, AppState, request_id::RequestIdGenerator};
 use crate::metrics::Metrics;
+use crate::package::{Packager, PackagerSettings};
+use crate::storage::ObjectStore;
+use crate::worker::cleaner::Cleaner;
 
 /// Why the service could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The object store could not be set up.
+    #[error("object store: {0}")]
+    Store(crate::storage::StoreError),
     /// The Kafka client could not be created.
     #[error(transparent)]
     Kafka(crate::dispatch::kafka::KafkaSetupError),
@@ -47,14 +54,24 @@ pub enum ServeError {
 /// The service with its listeners bound, ready to serve.
 pub struct BoundService {
     public: TcpListener,
+    private: TcpListener,
     metrics_listener: TcpListener,
     state: AppState,
     pool: PgPool,
 }
 
 impl BoundService {
-    /// Binds every listener of `config`. Port 0 picks a free port (tests use this).
+    /// Binds every listener of `config` and connects the object store. Port 0 picks a free
+    /// port (tests use this).
     pub async fn bind(config: Config, pool: PgPool) -> Result<Self, ServeError> {
+        let store = ObjectStore::from_config(&config.store, &config.layout)
+            .await
+            .map_err(ServeError::Store)?;
+        let private = bind(
+            "internal",
+            SocketAddr::new(config.listen_address, config.private_port),
+        )
+        .await?;
         let public = bind(
             "public",
             SocketAddr::new(config.listen_address, config.public_port),
@@ -65,9 +82,10 @@ impl BoundService {
             SocketAddr::new(config.listen_address, config.metrics_port),
         )
         .await?;
-        let state = AppState::new(Arc::new(config), pool.clone(), Metrics::new());
+        let state = AppState::new(Arc::new(config), pool.clone(), store, Metrics::new());
         Ok(Self {
             public,
+            private,
             metrics_listener,
             state,
             pool,
@@ -79,6 +97,11 @@ impl BoundService {
         self.public
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The internal API's address.
+    pub fn private_addr(&self) -> SocketAddr {
+        self.private.local_addr().expect("a bound listener has an address")
     }
 
     /// The metrics listener's address.
@@ -104,11 +127,13 @@ impl BoundService {
 
         let request_ids = Arc::new(RequestIdGenerator::new(&config.hostname));
         let public_app = NormalizePathLayer::trim_trailing_slash()
-            .layer(http::public_router(self.state.clone(), request_ids));
+            .layer(http::public_router(self.state.clone(), request_ids.clone()));
+        let private_app = http::internal_router(self.state.clone(), request_ids);
         let metrics_app = http::probes::router(self.pool.clone(), self.state.metrics.clone());
 
         tracing::info!(
             public = %self.public_addr(),
+            internal = %self.private_addr(),
             metrics = %self.metrics_addr(),
             "export-service listening"
         );
@@ -119,9 +144,16 @@ impl BoundService {
         .with_graceful_shutdown(stopped(stop_receiver.clone()));
         let metrics = axum::serve(self.metrics_listener, metrics_app)
             .with_graceful_shutdown(stopped(stop_receiver.clone()));
-        let workers = spawn_workers(&config, &self.pool, &self.state.metrics, &stop_receiver)?;
+        let private = axum::serve(self.private, private_app)
+            .with_graceful_shutdown(stopped(stop_receiver.clone()));
+        let workers = spawn_workers(&config, &self.pool, &self.state, &stop_receiver)?;
         let servers = async {
-            let (public, metrics) = tokio::join!(public.into_future(), metrics.into_future());
+            let (public, private, metrics) =
+                tokio::join!(public.into_future(), private.into_future(), metrics.into_future());
+            private.map_err(|source| ServeError::Serve {
+                listener: "internal",
+                source,
+            })?;
             public.map_err(|source| ServeError::Serve {
                 listener: "public",
                 source,
@@ -157,19 +189,39 @@ impl BoundService {
     }
 }
 
-/// Starts the background workers: the outbox relay (when Kafka is configured) and the backlog
-/// monitor.
+/// Starts the background workers: the outbox relay (when Kafka is configured), the backlog
+/// monitor, the packager and (when scheduled) the cleaner.
 fn spawn_workers(
     config: &Config,
     pool: &PgPool,
-    metrics: &Metrics,
+    state: &AppState,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
-    let mut workers = vec![tokio::spawn(relay::monitor_backlog(
+    let metrics = &state.metrics;
+    let packager = Packager::new(
         pool.clone(),
+        state.store.clone(),
+        state.keys.clone(),
+        PackagerSettings {
+            lease: config.data_path.package_lease,
+            compression_level: config.data_path.compression_level,
+            poll_interval: Duration::from_secs(1),
+        },
         metrics.clone(),
-        stop.clone(),
-    ))];
+    );
+    let mut workers = vec![
+        tokio::spawn(relay::monitor_backlog(pool.clone(), metrics.clone(), stop.clone())),
+        tokio::spawn(packager.run(pool.clone(), stop.clone())),
+    ];
+    if let Some(interval) = config.data_path.cleaner_interval {
+        let cleaner = Cleaner::new(
+            pool.clone(),
+            state.store.clone(),
+            state.keys.clone(),
+            config.data_path.clone(),
+        );
+        workers.push(tokio::spawn(cleaner.run(interval, stop.clone())));
+    }
     if config.kafka.brokers.is_some() {
         let publisher = KafkaPublisher::new(&config.kafka, &config.hostname, metrics.clone())
             .map_err(ServeError::Kafka)?;

@@ -9,10 +9,11 @@ use uuid::Uuid;
 use super::DbError;
 use crate::domain::listing::{Direction, ListQuery, SortKey};
 use crate::domain::outbox::OutboxEvent;
-use crate::domain::{Export, ExportSummary, NewExport, Owner, Source};
+use crate::domain::{Archive, Delivery, Export, ExportSummary, NewExport, Owner, Source};
 
 const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.username, e.name, e.format, \
-     e.status, e.request_id, e.created_at, e.completed_at, e.expires_at";
+     e.status, e.request_id, e.created_at, e.completed_at, e.expires_at, \
+     e.archive_key, e.archive_bytes, e.archive_sha256";
 
 /// Exports and sources in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -113,9 +114,23 @@ impl ExportRepository {
         export_from_row(&row, sources).map(Some)
     }
 
+    /// The export `id` with its sources, whoever owns it (for the packaging worker).
+    pub async fn find(&self, id: Uuid) -> Result<Option<Export>, DbError> {
+        let row = sqlx::query(&format!("SELECT {EXPORT_COLUMNS} FROM exports e WHERE e.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let sources = self.sources_of(id).await?;
+        export_from_row(&row, sources).map(Some)
+    }
+
     async fn sources_of(&self, export_id: Uuid) -> Result<Vec<Source>, DbError> {
         sqlx::query(
-            "SELECT id, application, resource, filters::text AS filters, status, code, message \
+            "SELECT id, application, resource, filters::text AS filters, status, code, message, \
+                    object_key, sha256, bytes, rows \
              FROM sources WHERE export_id = $1 ORDER BY position",
         )
         .bind(export_id)
@@ -167,10 +182,12 @@ impl ExportRepository {
         Ok(ExportPage { exports, count })
     }
 
-    /// Deletes the export `id` (its sources cascade) if `owner` may see it. Returns whether a
-    /// row was deleted.
-    pub async fn delete_owned(&self, owner: &Owner, id: Uuid) -> Result<bool, DbError> {
-        let result = sqlx::query(
+    /// Deletes the export `id` (its sources, events and job cascade) if `owner` may see it, and
+    /// queues the deletion of its objects under `object_prefix` in the same transaction.
+    /// Returns whether a row was deleted.
+    pub async fn delete_owned(&self, owner: &Owner, id: Uuid, object_prefix: &str) -> Result<bool, DbError> {
+        let mut transaction = self.pool.begin().await?;
+        let deleted = sqlx::query(
             "DELETE FROM exports WHERE id = $1 AND org_id = $2 AND username = $3 \
              AND ($4 = '' OR account_id = $4)",
         )
@@ -178,9 +195,15 @@ impl ExportRepository {
         .bind(&owner.org_id)
         .bind(&owner.username)
         .bind(&owner.account_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() > 0)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        super::cleanup::queue_deletion(&mut transaction, object_prefix).await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 }
 
@@ -263,6 +286,21 @@ fn export_from_row(row: &PgRow, sources: Vec<Source>) -> Result<Export, DbError>
         completed_at: summary.completed_at,
         expires_at: summary.expires_at,
         sources,
+        archive: archive_from_row(row)?,
+    })
+}
+
+fn archive_from_row(row: &PgRow) -> Result<Option<Archive>, DbError> {
+    let key: Option<String> = row.try_get("archive_key")?;
+    let bytes: Option<i64> = row.try_get("archive_bytes")?;
+    let sha256: Option<String> = row.try_get("archive_sha256")?;
+    Ok(match (key, bytes, sha256) {
+        (Some(key), Some(bytes), Some(sha256)) => Some(Archive {
+            key,
+            bytes: u64::try_from(bytes).unwrap_or_default(),
+            sha256,
+        }),
+        _ => None,
     })
 }
 
@@ -280,5 +318,22 @@ fn source_from_row(row: &PgRow) -> Result<Source, DbError> {
         status: parse_column(row, "status")?,
         code: row.try_get("code")?,
         message: row.try_get("message")?,
+        delivery: delivery_from_row(row)?,
+    })
+}
+
+fn delivery_from_row(row: &PgRow) -> Result<Option<Delivery>, DbError> {
+    let key: Option<String> = row.try_get("object_key")?;
+    let sha256: Option<String> = row.try_get("sha256")?;
+    let bytes: Option<i64> = row.try_get("bytes")?;
+    let rows: Option<i64> = row.try_get("rows")?;
+    Ok(match (key, sha256, bytes) {
+        (Some(object_key), Some(sha256), Some(bytes)) => Some(Delivery {
+            object_key,
+            sha256,
+            bytes: u64::try_from(bytes).unwrap_or_default(),
+            rows: rows.and_then(|rows| u64::try_from(rows).ok()),
+        }),
+        _ => None,
     })
 }

@@ -1,7 +1,10 @@
 //! PostgreSQL access: the connection pool, migrations and one repository per aggregate.
 
+pub mod cleanup;
 pub mod exports;
 pub mod outbox;
+pub mod packaging;
+pub mod sources;
 
 use std::time::Duration;
 
@@ -12,7 +15,10 @@ use sqlx::postgres::PgPoolOptions;
 use crate::config::DatabaseConfig;
 
 pub use exports::ExportRepository;
+pub use cleanup::CleanupRepository;
 pub use outbox::OutboxRepository;
+pub use packaging::JobRepository;
+pub use sources::SourceRepository;
 
 /// The migrations under `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

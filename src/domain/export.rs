@@ -41,6 +41,32 @@ pub struct Export {
     pub expires_at: DateTime<Utc>,
     /// The requested resources, in request order.
     pub sources: Vec<Source>,
+    /// The packaged archive, once there is one.
+    pub archive: Option<Archive>,
+}
+
+/// A packaged archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    /// Its object key.
+    pub key: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of its bytes, hex (the download's ETag).
+    pub sha256: String,
+}
+
+/// What a source delivered: where its data is stored and what it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The object's key.
+    pub object_key: String,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+    /// Stored bytes.
+    pub bytes: u64,
+    /// Data rows, when known.
+    pub rows: Option<u64>,
 }
 
 /// One requested resource of an export.
@@ -60,6 +86,8 @@ pub struct Source {
     pub code: Option<i32>,
     /// The error message reported for a failed source.
     pub message: Option<String>,
+    /// The stored data of a completed source.
+    pub delivery: Option<Delivery>,
 }
 
 /// A validated request for a new export, ready to be stored.
@@ -120,8 +148,10 @@ impl NewExport {
                     status: SourceStatus::Pending,
                     code: None,
                     message: None,
+                    delivery: None,
                 })
                 .collect(),
+            archive: None,
         }
     }
 }

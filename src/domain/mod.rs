@@ -6,8 +6,13 @@ pub mod export;
 pub mod identity;
 pub mod listing;
 pub mod outbox;
+pub mod progress;
+pub mod psk;
+pub mod range;
 pub mod status;
 pub mod timestamp;
 
-pub use export::{Export, ExportSummary, NewExport, NewSource, Owner, Source};
+pub use export::{
+    Archive, Delivery, Export, ExportSummary, NewExport, NewSource, Owner, Source,
+};
 pub use status::{ExportStatus, Format, SourceStatus};

@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, OriginalUri, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use tokio_util::io::ReaderStream;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
@@ -18,7 +19,10 @@ use crate::dispatch::event::events_for;
 use crate::domain::create::{CreateContext, CreateError, parse_create_request};
 use crate::domain::identity::Identity;
 use crate::domain::listing::{page_links, parse_list_query};
+use crate::domain::range::{RangeRequest, parse_range};
 use crate::domain::timestamp;
+use crate::storage::{ByteRange, StoreError};
+use crate::worker::cleaner::remove_objects;
 
 /// The largest create request body accepted.
 pub const MAX_CREATE_BODY_BYTES: usize = 1024 * 1024;
@@ -173,12 +177,15 @@ pub async fn export_status(
 /// Download the export's archive (a ZIP of every delivered source, `meta.json` and `README.md`).
 ///
 /// An export is ready once every source has answered and its archive has been packaged; until
-/// then the answer is 400, as upstream. After `expires_at` the answer is 410.
+/// then the answer is 400, as upstream. After `expires_at` the answer is 410. `Range` (one
+/// range, with `If-Range`) resumes a broken download with 206.
 #[utoipa::path(
     get, path = "/exports/{id}", tag = "exports",
     params(("id" = String, Path, description = "Export id")),
     responses(
         (status = 200, description = "The archive", content_type = "application/zip"),
+        (status = 206, description = "The requested range of the archive", content_type = "application/zip"),
+        (status = 416, description = "The range lies outside the archive", body = ErrorBody),
         (status = 400, description = "Not ready for download, or invalid id", body = ErrorBody),
         (status = 404, description = "No such export for this caller", body = ErrorBody),
         (status = 410, description = "The export has expired", body = ErrorBody),
@@ -189,6 +196,7 @@ pub async fn download_export(
     State(state): State<AppState>,
     axum::Extension(identity): axum::Extension<Identity>,
     ExportIdPath(id): ExportIdPath,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let export = state
         .exports
@@ -204,11 +212,70 @@ pub async fn download_export(
             ),
         ));
     }
-    // Archives are produced by the packaging worker, which this build does not have yet: no
-    // export has an archive, so none is ready for download.
-    Err(ApiError::bad_request(format!(
-        "'{id}' is not ready for download"
-    )))
+    let archive = match (&export.archive, export.status.is_downloadable()) {
+        (Some(archive), true) => archive,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "'{id}' is not ready for download"
+            )));
+        }
+    };
+    let etag = format!("\"{}\"", archive.sha256);
+    // A resumed download names the version it started with; if that changed, send it all.
+    let range_header = headers.get(header::RANGE).and_then(|value| value.to_str().ok());
+    let if_range_matches = headers
+        .get(header::IF_RANGE)
+        .and_then(|value| value.to_str().ok())
+        .is_none_or(|value| value == etag);
+    let range = if if_range_matches {
+        parse_range(range_header, archive.bytes)
+    } else {
+        RangeRequest::Full
+    };
+    let completed = export.completed_at.unwrap_or(export.created_at);
+    let filename = format!("{}-{id}.zip", completed.format("%Y-%m-%dT%H:%M:%SZ"));
+    let mut response = Response::builder()
+        .header(header::CONTENT_TYPE, "application/zip")
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\""))
+        .header(header::ETAG, &etag)
+        .header(header::ACCEPT_RANGES, "bytes");
+    let (status, byte_range) = match range {
+        RangeRequest::Full => (StatusCode::OK, None),
+        RangeRequest::Partial { start, end } => {
+            response = response.header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{end}/{}", archive.bytes),
+            );
+            (StatusCode::PARTIAL_CONTENT, Some(ByteRange { start, end }))
+        }
+        RangeRequest::Unsatisfiable => {
+            let mut error = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("the archive has {} bytes", archive.bytes),
+            )
+            .into_response();
+            error.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{}", archive.bytes))
+                    .expect("a valid header value"),
+            );
+            return Ok(error);
+        }
+    };
+    let object = state.store.get(&archive.key, byte_range).await.map_err(|error| match error {
+        StoreError::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "object storage is unavailable; retry shortly",
+        )
+        .retry_after(5),
+        other => ApiError::internal(&other),
+    })?;
+    let body = Body::from_stream(ReaderStream::with_capacity(object.body, 64 * 1024));
+    response
+        .status(status)
+        .header(header::CONTENT_LENGTH, object.length)
+        .body(body)
+        .map_err(|error| ApiError::internal(&error))
 }
 
 /// Delete an export.
@@ -227,10 +294,14 @@ pub async fn delete_export(
     axum::Extension(identity): axum::Extension<Identity>,
     ExportIdPath(id): ExportIdPath,
 ) -> Result<Response, ApiError> {
-    if !state.exports.delete_owned(&identity.owner, id).await? {
+    let prefix = state.keys.export_prefix(&identity.owner.org_id, id);
+    if !state.exports.delete_owned(&identity.owner, id, &prefix).await? {
         return Err(ApiError::export_not_found(id));
     }
     tracing::info!("export deleted");
+    // The objects go now if the store answers; otherwise the cleaner retries.
+    let (store, cleanup) = (state.store.clone(), state.cleanup.clone());
+    tokio::spawn(async move { remove_objects(&store, &cleanup, &prefix).await });
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod exports;
 pub mod identity;
+pub mod internal;
 pub mod observe;
 pub mod openapi;
 pub mod probes;
@@ -25,7 +26,8 @@ use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
-use crate::db::ExportRepository;
+use crate::db::{CleanupRepository, ExportRepository, SourceRepository};
+use crate::storage::{KeyLayout, ObjectStore};
 use crate::metrics::Metrics;
 use error::ApiError;
 use observe::Observer;
@@ -37,18 +39,30 @@ use request_id::RequestIdGenerator;
 pub struct AppState {
     /// The service configuration.
     pub config: Arc<Config>,
-    /// Export storage.
+    /// Exports.
     pub exports: ExportRepository,
+    /// Source transitions.
+    pub sources: SourceRepository,
+    /// Deferred object deletion.
+    pub cleanup: CleanupRepository,
+    /// Object storage.
+    pub store: ObjectStore,
+    /// Object keys.
+    pub keys: KeyLayout,
     /// Metrics.
     pub metrics: Metrics,
 }
 
 impl AppState {
-    /// State over a database pool.
-    pub fn new(config: Arc<Config>, pool: PgPool, metrics: Metrics) -> Self {
+    /// State over a database pool and an object store.
+    pub fn new(config: Arc<Config>, pool: PgPool, store: ObjectStore, metrics: Metrics) -> Self {
         Self {
+            keys: KeyLayout::new(&config.layout.source_key_template),
             config,
-            exports: ExportRepository::new(pool),
+            exports: ExportRepository::new(pool.clone()),
+            sources: SourceRepository::new(pool.clone()),
+            cleanup: CleanupRepository::new(pool),
+            store,
             metrics,
         }
     }
@@ -88,6 +102,25 @@ pub fn public_router(state: AppState, request_ids: Arc<RequestIdGenerator>) -> R
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(from_fn_with_state(deadline, response_deadline))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(observer, observe::observe))
+        .with_state(state)
+}
+
+/// The internal (source application) API router.
+pub fn internal_router(state: AppState, request_ids: Arc<RequestIdGenerator>) -> Router {
+    let observer = Observer {
+        request_ids,
+        request_id_header: request_id::INTERNAL_REQUEST_ID_HEADER,
+        metrics: state.metrics.clone(),
+    };
+    let mut router = Router::new().route("/", get(|| async { StatusCode::OK }));
+    for mount in internal::MOUNTS {
+        router = router.nest(mount, internal::routes(state.clone(), mount));
+    }
+    router
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(observer, observe::observe))
         .with_state(state)

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use base64::Engine as _;
 use export_service::config::{Config, Settings};
 use export_service::server::BoundService;
+use export_service::storage::ObjectStore;
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -14,8 +15,11 @@ use tokio::sync::{OnceCell, oneshot};
 /// The server the tests talk to and the database behind it.
 pub struct TestApp {
     pub public: SocketAddr,
+    pub private: SocketAddr,
     pub metrics: SocketAddr,
     pub pool: PgPool,
+    /// The same object store the service uses.
+    pub store: ObjectStore,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     running: Option<tokio::task::JoinHandle<()>>,
@@ -38,6 +42,17 @@ impl Drop for TestApp {
                 .status();
         }
     }
+}
+
+/// Development credentials of the local S3 server (scripts/ensure-s3.sh).
+pub const S3_ACCESS_KEY: &str = "export-service-dev";
+/// See [`S3_ACCESS_KEY`].
+pub const S3_SECRET_KEY: &str = "export-service-dev-secret";
+/// Application-bound keys every test app accepts.
+pub const PSKS: &str = r#"{"exampleApp": "psk-example", "otherApp": "psk-other"}"#;
+
+pub fn s3_endpoint() -> String {
+    std::env::var("TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9099".into())
 }
 
 fn admin_url() -> String {
@@ -190,6 +205,13 @@ impl TestApp {
             ),
             ("RATE_LIMIT_RATE".into(), "10000".into()),
             ("RATE_LIMIT_BURST".into(), "10000".into()),
+            // The real S3-compatible server started by scripts/ensure-s3.sh, one bucket per app.
+            ("S3_ENDPOINT".into(), s3_endpoint()),
+            ("AWS_ACCESS_KEY".into(), S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET_KEY.into()),
+            ("EXPORT_SERVICE_BUCKET".into(), format!("exsvc-test-{}", uuid::Uuid::new_v4().simple())),
+            ("S3_CREATE_BUCKET".into(), "true".into()),
+            ("EXPORTS_PSKS".into(), PSKS.into()),
         ];
         pairs.extend(
             settings
@@ -201,10 +223,17 @@ impl TestApp {
             .max_connections(5)
             .acquire_timeout(std::time::Duration::from_secs(3))
             .connect_lazy_with(config.database.connect_options.clone());
+        let store = ObjectStore::from_config(&config.store, &config.layout)
+            .await
+            .expect("object store");
         let service = BoundService::bind(config, pool.clone())
             .await
             .expect("bind");
-        let (public, metrics) = (service.public_addr(), service.metrics_addr());
+        let (public, private, metrics) = (
+            service.public_addr(),
+            service.private_addr(),
+            service.metrics_addr(),
+        );
         let (sender, receiver) = oneshot::channel::<()>();
         let running = tokio::spawn(async move {
             service
@@ -216,8 +245,10 @@ impl TestApp {
         });
         Self {
             public,
+            private,
             metrics,
             pool,
+            store,
             client: reqwest::Client::new(),
             shutdown: Some(sender),
             running: Some(running),
@@ -260,6 +291,59 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.public)
+    }
+
+    pub fn internal_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.private)
+    }
+
+    /// Uploads `body` for a source through the internal API (suffix path shape).
+    pub async fn upload(&self, export: &str, application: &str, source: &str, psk: Option<&str>, body: impl Into<reqwest::Body>) -> Reply {
+        let mut request = self
+            .client
+            .post(self.internal_url(&format!("/app/export/v1/{export}/{application}/{source}/upload")))
+            .body(body);
+        if let Some(psk) = psk {
+            request = request.header("x-rh-exports-psk", psk);
+        }
+        Reply::from(request.send().await.unwrap()).await
+    }
+
+    /// Reports a source's error through the internal API.
+    pub async fn report_error(&self, export: &str, application: &str, source: &str, psk: Option<&str>, body: Value) -> Reply {
+        let mut request = self
+            .client
+            .post(self.internal_url(&format!("/app/export/v1/{export}/{application}/{source}/error")))
+            .json(&body);
+        if let Some(psk) = psk {
+            request = request.header("x-rh-exports-psk", psk);
+        }
+        Reply::from(request.send().await.unwrap()).await
+    }
+
+    /// Polls `/status` until the export reaches `status` (10 s at most); returns the detail.
+    pub async fn wait_for_status(&self, caller: &Caller, export: &str, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let detail = self.get(&format!("/api/export/v1/exports/{export}/status"), caller).await.json();
+            if detail["status"] == status {
+                return detail;
+            }
+            assert!(std::time::Instant::now() < deadline, "export never became {status}: {detail}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Downloads the archive whole.
+    pub async fn download(&self, caller: &Caller, export: &str) -> (reqwest::header::HeaderMap, Vec<u8>) {
+        let response = self
+            .request(reqwest::Method::GET, &format!("/api/export/v1/exports/{export}"), caller)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
+        (headers, response.bytes().await.unwrap().to_vec())
     }
 
     pub fn metrics_url(&self, path: &str) -> String {

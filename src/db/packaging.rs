@@ -1,0 +1,123 @@
+//! Packaging jobs: one per export, claimed by one worker at a time with `SKIP LOCKED` and a
+//! lease (a worker that dies leaves the job to be re-driven when the lease ends).
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::domain::{Archive, ExportStatus};
+
+/// A claimed job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// The export to package.
+    pub export_id: Uuid,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+}
+
+/// Packaging job operations.
+#[derive(Debug, Clone)]
+pub struct JobRepository {
+    pool: PgPool,
+}
+
+impl JobRepository {
+    /// A repository over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Claims the oldest due job for `lease`.
+    pub async fn claim(&self, lease: Duration) -> Result<Option<ClaimedJob>, DbError> {
+        let claimed: Option<(Uuid, i32)> = sqlx::query_as(
+            "UPDATE package_jobs SET available_at = now() + make_interval(secs => $1), attempts = attempts + 1 \
+             WHERE export_id = ( \
+                 SELECT export_id FROM package_jobs \
+                 WHERE finished_at IS NULL AND available_at <= now() \
+                 ORDER BY available_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING export_id, attempts",
+        )
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(claimed.map(|(export_id, attempts)| ClaimedJob { export_id, attempts }))
+    }
+
+    /// Records the archive and the export's final status, and closes the job, in one
+    /// transaction. Returns `false` when the job was already finished (another worker won).
+    pub async fn finish(&self, job: ClaimedJob, archive: &Archive, status: ExportStatus) -> Result<bool, DbError> {
+        let mut transaction = self.pool.begin().await?;
+        let closed = sqlx::query(
+            "UPDATE package_jobs SET finished_at = now(), last_error = NULL \
+             WHERE export_id = $1 AND finished_at IS NULL",
+        )
+        .bind(job.export_id)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if closed == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE exports SET status = $2, completed_at = now(), updated_at = now(), \
+                    archive_key = $3, archive_bytes = $4, archive_sha256 = $5 \
+             WHERE id = $1",
+        )
+        .bind(job.export_id)
+        .bind(status.as_str())
+        .bind(&archive.key)
+        .bind(i64::try_from(archive.bytes).unwrap_or(i64::MAX))
+        .bind(&archive.sha256)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    /// Closes a job whose export no longer exists or needs no archive.
+    pub async fn abandon(&self, export_id: Uuid, reason: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE package_jobs SET finished_at = now(), last_error = $2 WHERE export_id = $1")
+            .bind(export_id)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives up on a job that keeps failing: the export fails (so it does not hang) and the job
+    /// closes with the last error.
+    pub async fn give_up(&self, export_id: Uuid, error: &str) -> Result<(), DbError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("UPDATE package_jobs SET finished_at = now(), last_error = $2 WHERE export_id = $1")
+            .bind(export_id)
+            .bind(error)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(
+            "UPDATE exports SET status = 'failed', completed_at = now(), updated_at = now() \
+             WHERE id = $1 AND status IN ('pending', 'running')",
+        )
+        .bind(export_id)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Makes a failed job due again after `delay`.
+    pub async fn retry_later(&self, export_id: Uuid, delay: Duration, error: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE package_jobs SET available_at = now() + make_interval(secs => $2), last_error = $3 \
+             WHERE export_id = $1 AND finished_at IS NULL",
+        )
+        .bind(export_id)
+        .bind(delay.as_secs_f64())
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

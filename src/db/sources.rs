@@ -1,0 +1,300 @@
+//! The internal API's view of sources: finding the target of an upload, holding a source while
+//! its upload runs, and settling it (complete or failed) together with the export's progress —
+//! all transitions of one export serialised by a row lock on the export.
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::DbError;
+use crate::domain::progress::{Progress, progress};
+use crate::domain::{ExportStatus, Format, SourceStatus};
+
+/// The channel that wakes packaging workers when a job is created.
+pub const PACKAGING_CHANNEL: &str = "export_packaging";
+
+/// An upload's or error report's target.
+#[derive(Debug, Clone)]
+pub struct SourceTarget {
+    /// The export.
+    pub export_id: Uuid,
+    /// Its organisation (first segment of object keys).
+    pub org_id: String,
+    /// The format the tenant asked for.
+    pub format: Format,
+    /// The source.
+    pub source_id: Uuid,
+    /// The application the source belongs to.
+    pub application: String,
+    /// The resource requested from it.
+    pub resource: String,
+    /// The source's status.
+    pub status: SourceStatus,
+}
+
+/// Result of looking a target up.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// No such export.
+    NoExport,
+    /// The export exists but has no such source.
+    NoSource,
+    /// Found.
+    Found(SourceTarget),
+}
+
+/// Result of trying to hold a source for an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeginUpload {
+    /// The source is held for this upload until the lease ends.
+    Started,
+    /// The source already completed or failed.
+    AlreadyProcessed,
+    /// Another upload of the same source is running.
+    InProgress,
+}
+
+/// Result of settling a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Recorded; the export's progress afterwards.
+    Recorded(Progress),
+    /// The source was already complete or failed; nothing changed.
+    AlreadyProcessed,
+}
+
+/// What a completed upload stored.
+#[derive(Debug, Clone)]
+pub struct StoredUpload {
+    /// The object's key.
+    pub object_key: String,
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+    /// Stored bytes.
+    pub bytes: u64,
+    /// Data rows, when known.
+    pub rows: Option<u64>,
+}
+
+/// Source transitions.
+#[derive(Debug, Clone)]
+pub struct SourceRepository {
+    pool: PgPool,
+}
+
+impl SourceRepository {
+    /// A repository over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Finds the export and source of an internal API call (no owner: the key authorises).
+    pub async fn lookup(&self, export_id: Uuid, source_id: Uuid) -> Result<Lookup, DbError> {
+        let Some(export) = sqlx::query("SELECT org_id, format FROM exports WHERE id = $1")
+            .bind(export_id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(Lookup::NoExport);
+        };
+        let Some(source) = sqlx::query(
+            "SELECT application, resource, status FROM sources WHERE id = $1 AND export_id = $2",
+        )
+        .bind(source_id)
+        .bind(export_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(Lookup::NoSource);
+        };
+        let format: String = export.try_get("format")?;
+        let status: String = source.try_get("status")?;
+        Ok(Lookup::Found(SourceTarget {
+            export_id,
+            org_id: export.try_get("org_id")?,
+            format: format.parse().map_err(|_| DbError::Corrupt(format))?,
+            source_id,
+            application: source.try_get("application")?,
+            resource: source.try_get("resource")?,
+            status: status.parse().map_err(|_| DbError::Corrupt(status))?,
+        }))
+    }
+
+    /// Holds a pending source for one upload (until `lease` ends) and marks its export running.
+    pub async fn begin_upload(&self, target: &SourceTarget, lease: Duration) -> Result<BeginUpload, DbError> {
+        let mut transaction = self.pool.begin().await?;
+        let held = sqlx::query(
+            "UPDATE sources SET upload_lease_until = now() + make_interval(secs => $2), updated_at = now() \
+             WHERE id = $1 AND status = 'pending' \
+               AND (upload_lease_until IS NULL OR upload_lease_until < now())",
+        )
+        .bind(target.source_id)
+        .bind(lease.as_secs_f64())
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if held == 0 {
+            let status: String = sqlx::query_scalar("SELECT status FROM sources WHERE id = $1")
+                .bind(target.source_id)
+                .fetch_one(&mut *transaction)
+                .await?;
+            return Ok(if status == "pending" {
+                BeginUpload::InProgress
+            } else {
+                BeginUpload::AlreadyProcessed
+            });
+        }
+        mark_running(&mut transaction, target.export_id).await?;
+        transaction.commit().await?;
+        Ok(BeginUpload::Started)
+    }
+
+    /// Lets go of a source whose upload failed, so the application can retry at once.
+    pub async fn release_upload(&self, source_id: Uuid) -> Result<(), DbError> {
+        sqlx::query("UPDATE sources SET upload_lease_until = NULL WHERE id = $1 AND status = 'pending'")
+            .bind(source_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a durably stored upload and advances the export.
+    pub async fn complete(&self, target: &SourceTarget, stored: &StoredUpload) -> Result<Settled, DbError> {
+        let mut transaction = self.pool.begin().await?;
+        lock_export(&mut transaction, target.export_id).await?;
+        let updated = sqlx::query(
+            "UPDATE sources SET status = 'complete', object_key = $2, sha256 = $3, bytes = $4, rows = $5, \
+                    completed_at = now(), updated_at = now(), upload_lease_until = NULL \
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(target.source_id)
+        .bind(&stored.object_key)
+        .bind(&stored.sha256)
+        .bind(i64::try_from(stored.bytes).unwrap_or(i64::MAX))
+        .bind(stored.rows.map(|rows| i64::try_from(rows).unwrap_or(i64::MAX)))
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(Settled::AlreadyProcessed);
+        }
+        let progress = advance(&mut transaction, target.export_id).await?;
+        transaction.commit().await?;
+        Ok(Settled::Recorded(progress))
+    }
+
+    /// Records an application's error report and advances the export.
+    pub async fn fail(&self, target: &SourceTarget, code: i32, message: &str) -> Result<Settled, DbError> {
+        let mut transaction = self.pool.begin().await?;
+        lock_export(&mut transaction, target.export_id).await?;
+        let updated = sqlx::query(
+            "UPDATE sources SET status = 'failed', code = $2, message = $3, completed_at = now(), \
+                    updated_at = now(), upload_lease_until = NULL \
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(target.source_id)
+        .bind(code)
+        .bind(message)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(Settled::AlreadyProcessed);
+        }
+        mark_running(&mut transaction, target.export_id).await?;
+        let progress = advance(&mut transaction, target.export_id).await?;
+        transaction.commit().await?;
+        Ok(Settled::Recorded(progress))
+    }
+
+    /// Fails every source still pending `timeout` after its export was created (and not being
+    /// uploaded right now); returns how many.
+    pub async fn time_out(&self, timeout: Duration, code: i32, message: &str) -> Result<u64, DbError> {
+        let stale: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT s.export_id, s.id FROM sources s JOIN exports e ON e.id = s.export_id \
+             WHERE s.status = 'pending' AND e.created_at < now() - make_interval(secs => $1) \
+               AND (s.upload_lease_until IS NULL OR s.upload_lease_until < now()) \
+             ORDER BY e.created_at LIMIT 1000",
+        )
+        .bind(timeout.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut failed = 0;
+        for (export_id, source_id) in stale {
+            let mut transaction = self.pool.begin().await?;
+            lock_export(&mut transaction, export_id).await?;
+            let updated = sqlx::query(
+                "UPDATE sources SET status = 'failed', code = $2, message = $3, completed_at = now(), updated_at = now() \
+                 WHERE id = $1 AND status = 'pending' \
+                   AND (upload_lease_until IS NULL OR upload_lease_until < now())",
+            )
+            .bind(source_id)
+            .bind(code)
+            .bind(message)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+            if updated > 0 {
+                advance(&mut transaction, export_id).await?;
+                failed += 1;
+            }
+            transaction.commit().await?;
+        }
+        Ok(failed)
+    }
+}
+
+async fn lock_export(transaction: &mut Transaction<'_, Postgres>, export_id: Uuid) -> Result<(), DbError> {
+    sqlx::query("SELECT 1 FROM exports WHERE id = $1 FOR UPDATE")
+        .bind(export_id)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
+async fn mark_running(transaction: &mut Transaction<'_, Postgres>, export_id: Uuid) -> Result<(), DbError> {
+    sqlx::query("UPDATE exports SET status = 'running', updated_at = now() WHERE id = $1 AND status = 'pending'")
+        .bind(export_id)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
+/// With the export locked: when no source is pending any more, either fail the export (all
+/// sources failed) or create its packaging job (once) and wake the packagers.
+async fn advance(transaction: &mut Transaction<'_, Postgres>, export_id: Uuid) -> Result<Progress, DbError> {
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM sources WHERE export_id = $1")
+        .bind(export_id)
+        .fetch_all(&mut **transaction)
+        .await?;
+    let statuses = statuses
+        .into_iter()
+        .map(|status| status.parse::<SourceStatus>().map_err(|_| DbError::Corrupt(status)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let progress = progress(statuses);
+    match progress {
+        Progress::Waiting => {}
+        Progress::AllFailed => {
+            sqlx::query(
+                "UPDATE exports SET status = $2, completed_at = now(), updated_at = now() \
+                 WHERE id = $1 AND status IN ('pending', 'running')",
+            )
+            .bind(export_id)
+            .bind(ExportStatus::Failed.as_str())
+            .execute(&mut **transaction)
+            .await?;
+        }
+        Progress::ReadyToPackage => {
+            sqlx::query("INSERT INTO package_jobs (export_id) VALUES ($1) ON CONFLICT (export_id) DO NOTHING")
+                .bind(export_id)
+                .execute(&mut **transaction)
+                .await?;
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(PACKAGING_CHANNEL)
+                .execute(&mut **transaction)
+                .await?;
+        }
+    }
+    Ok(progress)
+}

@@ -1,0 +1,304 @@
+//! The internal API for source applications (contract §6): upload a source's data or report
+//! its error. Mounted under `/app/export/v1` and `/internal/export/v1`, accepting both path
+//! shapes (`/{export}/{application}/{source}/upload` and `/upload/{export}/{application}/{source}`).
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::body::read_limited;
+use super::error::ApiError;
+use crate::db::sources::{BeginUpload, Lookup, Settled, SourceTarget, StoredUpload};
+use crate::domain::SourceStatus;
+use crate::domain::psk::{Grant, PskError, authorize};
+use crate::ingest::{IngestError, Limits, ingest};
+use crate::storage::StoreError;
+
+/// The header carrying the pre-shared key.
+pub const PSK_HEADER: &str = "x-rh-exports-psk";
+/// The two mounts of the internal API.
+pub const MOUNTS: [&str; 2] = ["/app/export/v1", "/internal/export/v1"];
+/// The largest error report body.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The longest error message kept.
+const MAX_ERROR_MESSAGE_CHARS: usize = 4096;
+
+/// The routes of one mount.
+pub fn routes(state: AppState, base_path: &'static str) -> Router<AppState> {
+    Router::new()
+        .route("/ping", get(|| async { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "Hello world") }))
+        .route("/{export}/{application}/{source}/upload", post(upload))
+        .route("/upload/{export}/{application}/{source}", post(upload))
+        .route("/{export}/{application}/{source}/error", post(report_error))
+        .route("/error/{export}/{application}/{source}", post(report_error))
+        .layer(from_fn_with_state((state, base_path), count_request))
+}
+
+async fn count_request(
+    State((state, base_path)): State<(AppState, &'static str)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    state
+        .metrics
+        .internal_requests
+        .with_label_values(&[base_path])
+        .inc();
+    next.run(request).await
+}
+
+/// The path of an upload or error call, validated in the upstream's order.
+pub struct SourcePath {
+    export_id: Uuid,
+    application: String,
+    source_id: Uuid,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SourcePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((export, application, source)) =
+            Path::<(String, String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))?;
+        let export_id = Uuid::try_parse(&export)
+            .map_err(|_| ApiError::bad_request(format!("'{export}' is not a valid export UUID")))?;
+        let source_id = Uuid::try_parse(&source)
+            .map_err(|_| ApiError::bad_request(format!("'{source}' is not a valid resource UUID")))?;
+        let span = tracing::Span::current();
+        span.record("export_id", tracing::field::display(export_id));
+        Ok(Self {
+            export_id,
+            application,
+            source_id,
+        })
+    }
+}
+
+impl From<PskError> for ApiError {
+    fn from(error: PskError) -> Self {
+        let status = match error {
+            PskError::Missing => StatusCode::BAD_REQUEST,
+            PskError::Invalid | PskError::InvalidForApplication => StatusCode::UNAUTHORIZED,
+            PskError::Closed | PskError::NoKeyForApplication => StatusCode::FORBIDDEN,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+/// Authenticates the caller and finds a pending source it may write to.
+async fn authorised_target(state: &AppState, headers: &HeaderMap, path: &SourcePath) -> Result<SourceTarget, ApiError> {
+    let keys: Vec<&[u8]> = headers.get_all(PSK_HEADER).iter().map(|value| value.as_bytes()).collect();
+    let grant = authorize(&state.config.psks, &keys, &path.application)?;
+    let target = match state.sources.lookup(path.export_id, path.source_id).await? {
+        Lookup::NoExport => return Err(ApiError::export_not_found(path.export_id)),
+        Lookup::NoSource => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("source '{}' not found", path.source_id),
+            ));
+        }
+        Lookup::Found(target) => target,
+    };
+    // The key (and the URL) must name the application the source was requested from.
+    if target.application != path.application {
+        let reason = match grant {
+            Grant::Application(application) => {
+                format!("the key of application '{application}' cannot write to a source of another application")
+            }
+            Grant::AnySource => format!("source '{}' does not belong to application '{}'", path.source_id, path.application),
+        };
+        return Err(ApiError::new(StatusCode::FORBIDDEN, reason));
+    }
+    if target.status != SourceStatus::Pending {
+        return Err(already_processed());
+    }
+    Ok(target)
+}
+
+fn already_processed() -> ApiError {
+    ApiError::new(StatusCode::GONE, "this resource has already been processed")
+}
+
+/// `POST …/upload`: stream the source's data into the object store.
+pub async fn upload(
+    State(state): State<AppState>,
+    path: SourcePath,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let target = authorised_target(&state, &headers, &path).await?;
+    let limit = state.config.data_path.max_payload_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("payload is too large, max size: {}MB", limit / (1024 * 1024)),
+        )
+    };
+    let declared: Option<u64> = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok());
+    if declared.is_some_and(|length| length > limit) {
+        state.metrics.failed_uploads.inc();
+        return Err(too_large());
+    }
+    match state.sources.begin_upload(&target, state.config.data_path.upload_lease).await? {
+        BeginUpload::Started => {}
+        BeginUpload::AlreadyProcessed => return Err(already_processed()),
+        BeginUpload::InProgress => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "an upload for this source is already in progress",
+            ));
+        }
+    }
+    let started = Instant::now();
+    let key = state
+        .keys
+        .source_key(&target.org_id, target.export_id, target.source_id, target.format);
+    let limits = Limits {
+        max_bytes: limit,
+        idle_timeout: state.config.private_timeouts.read,
+    };
+    let ingested = match ingest(&state.store, &key, body, target.format, limits).await {
+        Ok(ingested) => ingested,
+        Err(error) => {
+            state.metrics.failed_uploads.inc();
+            if let Err(db_error) = state.sources.release_upload(target.source_id).await {
+                tracing::warn!(error = %db_error, "cannot release the source; its lease will");
+            }
+            tracing::warn!(error = %error, "upload not stored");
+            return Err(match error {
+                IngestError::TooLarge { .. } => too_large(),
+                IngestError::Idle(timeout) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("no data received for {} ms; upload again", timeout.as_millis()),
+                ),
+                IngestError::Body(reason) => ApiError::bad_request(format!("the payload could not be read: {reason}")),
+                IngestError::Store(StoreError::Unavailable(_)) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "object storage is unavailable; the source stays pending, upload again shortly",
+                )
+                .retry_after(5),
+                IngestError::Store(other) => ApiError::internal(&other),
+            });
+        }
+    };
+    let stored = StoredUpload {
+        object_key: key,
+        sha256: ingested.sha256.clone(),
+        bytes: ingested.bytes,
+        rows: ingested.rows,
+    };
+    if state.sources.complete(&target, &stored).await? == Settled::AlreadyProcessed {
+        return Err(already_processed());
+    }
+    state.metrics.uploads.inc();
+    state
+        .metrics
+        .upload_sizes
+        .with_label_values(&[&target.application])
+        .observe(ingested.bytes as f64);
+    tracing::info!(
+        source_id = %target.source_id,
+        bytes = ingested.bytes,
+        rows = ingested.rows,
+        elapsed_ms = started.elapsed().as_millis(),
+        "upload stored"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "message": "payload delivered",
+            "source": target.source_id,
+            "sha256": ingested.sha256,
+            "bytes": ingested.bytes,
+            "rows": ingested.rows,
+        })),
+    )
+        .into_response())
+}
+
+/// `POST …/error`: the application reports that it cannot deliver the source.
+pub async fn report_error(
+    State(state): State<AppState>,
+    path: SourcePath,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // Authenticate before reading anything the caller sends.
+    let keys: Vec<&[u8]> = headers.get_all(PSK_HEADER).iter().map(|value| value.as_bytes()).collect();
+    authorize(&state.config.psks, &keys, &path.application)?;
+    let body = read_limited(body, MAX_ERROR_BODY, state.config.private_timeouts.read).await?;
+    let (code, message) = parse_error_report(&body)?;
+    let target = authorised_target(&state, &headers, &path).await?;
+    if state.sources.fail(&target, code, &message).await? == Settled::AlreadyProcessed {
+        return Err(already_processed());
+    }
+    tracing::info!(source_id = %target.source_id, code, "source failed by its application");
+    Ok((StatusCode::ACCEPTED, Json(json!({"message": "error recorded"}))).into_response())
+}
+
+/// `{"message": "...", "error": 503}` (`"code"` accepted for `"error"`; keys in any case).
+fn parse_error_report(body: &[u8]) -> Result<(i32, String), ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request(format!("request body is not valid JSON: {error}")))?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::bad_request("request body must be a JSON object"));
+    };
+    let field = |names: &[&str]| {
+        fields
+            .iter()
+            .find(|(key, _)| names.contains(&key.to_lowercase().as_str()))
+            .map(|(_, value)| value)
+    };
+    let message = field(&["message"]).and_then(Value::as_str).unwrap_or_default().trim();
+    let code = field(&["error", "code"]).and_then(Value::as_i64).unwrap_or(0);
+    if message.is_empty() || code == 0 {
+        return Err(ApiError::bad_request("Both 'message' and 'code' are required fields"));
+    }
+    if !(400..=599).contains(&code) {
+        return Err(ApiError::bad_request(format!(
+            "'error' must be an HTTP status code between 400 and 599, got {code}"
+        )));
+    }
+    if message.chars().count() > MAX_ERROR_MESSAGE_CHARS || message.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "'message' must be at most {MAX_ERROR_MESSAGE_CHARS} characters without NUL"
+        )));
+    }
+    Ok((code as i32, message.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reports() {
+        assert_eq!(parse_error_report(br#"{"message":"down","error":503}"#).unwrap(), (503, "down".into()));
+        assert_eq!(parse_error_report(br#"{"Message":"down","CODE":404}"#).unwrap(), (404, "down".into()));
+        for (body, status) in [
+            (&br#"{"message":"x"}"#[..], 400),
+            (br#"{"error":500}"#, 400),
+            (br#"{"message":"x","error":200}"#, 400),
+            (br#"{"message":"x","error":"500"}"#, 400),
+            (br#"[1]"#, 400),
+            (b"nope", 400),
+        ] {
+            assert_eq!(parse_error_report(body).unwrap_err().status().as_u16(), status);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The upload path: the request body streams into the object store while its SHA-256, size and
+//! rows are computed on the way. Memory stays bounded by the store's part size whatever the
+//! upload's size; the size limit and an idle timeout are enforced while streaming.
+
+pub mod rows;
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::io::StreamReader;
+
+use crate::domain::Format;
+use crate::storage::{ObjectStore, PutError, StoreError};
+use rows::RowCounter;
+
+/// What was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    /// SHA-256 of the stored bytes, hex.
+    pub sha256: String,
+    /// Stored bytes.
+    pub bytes: u64,
+    /// Data rows, when the format tells.
+    pub rows: Option<u64>,
+}
+
+/// Why an upload was not stored. Nothing is left in the store in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The body exceeded the size limit.
+    #[error("payload is too large: the limit is {limit_mib} MiB")]
+    TooLarge {
+        /// The limit, in MiB.
+        limit_mib: u64,
+    },
+    /// The client sent nothing for too long.
+    #[error("no data received for {0:?}")]
+    Idle(Duration),
+    /// The body could not be read (the client went away).
+    #[error("the payload could not be read: {0}")]
+    Body(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Upload limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest body.
+    pub max_bytes: u64,
+    /// The longest pause between two chunks of the body.
+    pub idle_timeout: Duration,
+}
+
+/// Marker carried inside `io::Error` so the limit can be told from other read errors.
+#[derive(Debug)]
+struct LimitExceeded;
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("size limit exceeded")
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
+/// Streams `body` into `key`.
+pub async fn ingest(
+    store: &ObjectStore,
+    key: &str,
+    body: Body,
+    format: Format,
+    limits: Limits,
+) -> Result<Ingested, IngestError> {
+    let idle = limits.idle_timeout;
+    let chunks = futures::stream::unfold(body.into_data_stream(), move |mut stream| async move {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(io::Error::other), stream)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(io::ErrorKind::TimedOut, "idle upload")),
+                stream,
+            )),
+        }
+    });
+    let mut reader = Inspector {
+        inner: StreamReader::new(Box::pin(chunks)),
+        hasher: Sha256::new(),
+        rows: RowCounter::new(format),
+        bytes: 0,
+        limit: limits.max_bytes,
+    };
+    let content_type = match format {
+        Format::Csv => "text/csv",
+        Format::Json => "application/json",
+    };
+    match store.put(key, &mut reader, content_type).await {
+        Ok(_) => Ok(Ingested {
+            sha256: hex::encode(reader.hasher.finalize()),
+            bytes: reader.bytes,
+            rows: reader.rows.finish(),
+        }),
+        Err(PutError::Store(error)) => Err(IngestError::Store(error)),
+        Err(PutError::Body(error)) => Err(
+            if error
+                .get_ref()
+                .is_some_and(|inner| inner.is::<LimitExceeded>())
+            {
+                IngestError::TooLarge {
+                    limit_mib: limits.max_bytes / (1024 * 1024),
+                }
+            } else if error.kind() == io::ErrorKind::TimedOut {
+                IngestError::Idle(idle)
+            } else {
+                IngestError::Body(error.to_string())
+            },
+        ),
+    }
+}
+
+/// Passes bytes through, hashing, counting and limiting them.
+struct Inspector<R> {
+    inner: R,
+    hasher: Sha256,
+    rows: RowCounter,
+    bytes: u64,
+    limit: u64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Inspector<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buffer.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(context, buffer) {
+            Poll::Ready(Ok(())) => {
+                let fresh = &buffer.filled()[before..];
+                this.bytes += fresh.len() as u64;
+                if this.bytes > this.limit {
+                    return Poll::Ready(Err(io::Error::other(LimitExceeded)));
+                }
+                this.hasher.update(fresh);
+                this.rows.feed(fresh);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Counting data rows while bytes stream past, without parsing or buffering: CSV records after
+//! the header (quote-aware, so newlines inside quoted fields do not count), and the elements of
+//! a JSON document's top-level array — or of the first array inside a top-level object (the
+//! upstream's example is `{"data": [...]}`).
+
+use crate::domain::Format;
+
+/// A streaming row counter.
+#[derive(Debug, Clone)]
+pub enum RowCounter {
+    /// CSV records.
+    Csv(CsvRows),
+    /// JSON array elements.
+    Json(JsonRows),
+}
+
+impl RowCounter {
+    /// A counter for data in `format`.
+    pub fn new(format: Format) -> Self {
+        match format {
+            Format::Csv => Self::Csv(CsvRows::default()),
+            Format::Json => Self::Json(JsonRows::default()),
+        }
+    }
+
+    /// Feeds the next bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Csv(counter) => counter.feed(bytes),
+            Self::Json(counter) => counter.feed(bytes),
+        }
+    }
+
+    /// The number of rows, once every byte was fed (`None` when the JSON has no array).
+    pub fn finish(&self) -> Option<u64> {
+        match self {
+            Self::Csv(counter) => Some(counter.finish()),
+            Self::Json(counter) => counter.finish(),
+        }
+    }
+}
+
+/// CSV records, excluding the header line.
+#[derive(Debug, Clone, Default)]
+pub struct CsvRows {
+    lines: u64,
+    in_quotes: bool,
+    line_has_content: bool,
+}
+
+impl CsvRows {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            match byte {
+                b'"' => {
+                    self.in_quotes = !self.in_quotes;
+                    self.line_has_content = true;
+                }
+                b'\n' if !self.in_quotes => {
+                    if self.line_has_content {
+                        self.lines += 1;
+                    }
+                    self.line_has_content = false;
+                }
+                b'\r' if !self.in_quotes => {}
+                _ => self.line_has_content = true,
+            }
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        let lines = self.lines + u64::from(self.line_has_content);
+        lines.saturating_sub(1)
+    }
+}
+
+/// Elements of the counted JSON array.
+#[derive(Debug, Clone, Default)]
+pub struct JsonRows {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// Depth of the array being counted, once found.
+    target: Option<u32>,
+    /// Whether the top-level value is an object (then the first array at depth 2 counts).
+    top_is_object: bool,
+    elements: u64,
+    expecting_element: bool,
+    done: bool,
+}
+
+impl JsonRows {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if byte == b'\\' {
+                    self.escaped = true;
+                } else if byte == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            if byte.is_ascii_whitespace() {
+                continue;
+            }
+            if self.expecting_element && Some(self.depth) == self.target && byte != b']' {
+                self.elements += 1;
+                self.expecting_element = false;
+            }
+            match byte {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth == 1 {
+                        self.top_is_object = byte == b'{';
+                    }
+                    let wanted = if self.top_is_object { 2 } else { 1 };
+                    if byte == b'[' && self.target.is_none() && !self.done && self.depth == wanted {
+                        self.target = Some(self.depth);
+                        self.expecting_element = true;
+                    }
+                }
+                b'}' | b']' => {
+                    if Some(self.depth) == self.target && byte == b']' {
+                        self.target = None;
+                        self.done = true;
+                        self.expecting_element = false;
+                    }
+                    self.depth = self.depth.saturating_sub(1);
+                }
+                b',' if Some(self.depth) == self.target => self.expecting_element = true,
+                _ => {}
+            }
+        }
+    }
+
+    fn finish(&self) -> Option<u64> {
+        (self.done || self.target.is_some()).then_some(self.elements)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(format: Format, text: &str) -> Option<u64> {
+        // Feed byte by byte to prove chunk boundaries do not matter.
+        let mut counter = RowCounter::new(format);
+        for byte in text.as_bytes() {
+            counter.feed(std::slice::from_ref(byte));
+        }
+        counter.finish()
+    }
+
+    #[test]
+    fn csv_records() {
+        assert_eq!(count(Format::Csv, "a,b\n1,2\n3,4\n"), Some(2));
+        assert_eq!(count(Format::Csv, "a,b\r\n1,2\r\n3,4"), Some(2));
+        assert_eq!(count(Format::Csv, "a,b\n\"multi\nline\",2\n"), Some(1));
+        assert_eq!(count(Format::Csv, "a,b\n"), Some(0));
+        assert_eq!(count(Format::Csv, ""), Some(0));
+        assert_eq!(count(Format::Csv, "a\n\n1\n\n"), Some(1));
+    }
+
+    #[test]
+    fn json_elements() {
+        assert_eq!(count(Format::Json, r#"[{"a":1},{"a":[1,2]},3]"#), Some(3));
+        assert_eq!(count(Format::Json, r#"{"meta":{"x":[1,2]},"data":[{"s":"],\"["},{}]}"#), Some(2));
+        assert_eq!(count(Format::Json, r#"{"data": []}"#), Some(0));
+        assert_eq!(count(Format::Json, "[ ]"), Some(0));
+        assert_eq!(count(Format::Json, r#"{"a": 1}"#), None);
+        assert_eq!(count(Format::Json, r#""text""#), None);
+    }
+}

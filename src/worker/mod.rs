@@ -1,0 +1,3 @@
+//! Background work that is not dispatch or packaging: the cleaner.
+
+pub mod cleaner;
