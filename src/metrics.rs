@@ -114,12 +114,17 @@ impl Metrics {
         .expect("valid metric");
         let uploads = IntCounter::new("export_service_total_s3_uploads", "Uploads stored")
             .expect("valid metric");
-        let failed_uploads =
-            IntCounter::new("export_service_failed_s3_uploads", "Uploads that were not stored")
-                .expect("valid metric");
+        let failed_uploads = IntCounter::new(
+            "export_service_failed_s3_uploads",
+            "Uploads that were not stored",
+        )
+        .expect("valid metric");
         let upload_sizes = HistogramVec::new(
-            HistogramOpts::new("export_service_upload_sizes", "Stored upload sizes in bytes")
-                .buckets(vec![10_240.0, 102_400.0, 1_024_000.0, 10_240_000.0]),
+            HistogramOpts::new(
+                "export_service_upload_sizes",
+                "Stored upload sizes in bytes",
+            )
+            .buckets(vec![10_240.0, 102_400.0, 1_024_000.0, 10_240_000.0]),
             &["app"],
         )
         .expect("valid metric");
@@ -131,9 +136,11 @@ impl Metrics {
             .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0]),
         )
         .expect("valid metric");
-        let packaged_bytes =
-            IntCounter::new("export_service_packaged_bytes_total", "Archive bytes written")
-                .expect("valid metric");
+        let packaged_bytes = IntCounter::new(
+            "export_service_packaged_bytes_total",
+            "Archive bytes written",
+        )
+        .expect("valid metric");
         let packaging_failures = IntCounter::new(
             "export_service_packaging_failures_total",
             "Packaging attempts that failed",

@@ -101,7 +101,9 @@ impl BoundService {
 
     /// The internal API's address.
     pub fn private_addr(&self) -> SocketAddr {
-        self.private.local_addr().expect("a bound listener has an address")
+        self.private
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The metrics listener's address.
@@ -148,8 +150,11 @@ impl BoundService {
             .with_graceful_shutdown(stopped(stop_receiver.clone()));
         let workers = spawn_workers(&config, &self.pool, &self.state, &stop_receiver)?;
         let servers = async {
-            let (public, private, metrics) =
-                tokio::join!(public.into_future(), private.into_future(), metrics.into_future());
+            let (public, private, metrics) = tokio::join!(
+                public.into_future(),
+                private.into_future(),
+                metrics.into_future()
+            );
             private.map_err(|source| ServeError::Serve {
                 listener: "internal",
                 source,
@@ -209,10 +214,14 @@ fn spawn_workers(
         },
         metrics.clone(),
     );
-    let mut workers = vec![
-        tokio::spawn(relay::monitor_backlog(pool.clone(), metrics.clone(), stop.clone())),
-        tokio::spawn(packager.run(pool.clone(), stop.clone())),
-    ];
+    let mut workers = vec![tokio::spawn(relay::monitor_backlog(
+        pool.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ))];
+    if config.data_path.packaging_worker {
+        workers.push(tokio::spawn(packager.run(pool.clone(), stop.clone())));
+    }
     if let Some(interval) = config.data_path.cleaner_interval {
         let cleaner = Cleaner::new(
             pool.clone(),

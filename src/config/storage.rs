@@ -69,6 +69,8 @@ pub struct DataPathConfig {
     pub package_lease: Duration,
     /// DEFLATE level of archive entries (0 = stored, 1 fastest … 9 smallest).
     pub compression_level: u32,
+    /// Whether this replica runs a packaging worker (API-only replicas can opt out).
+    pub packaging_worker: bool,
     /// How often the in-process cleaner runs; `None` = only `export-service clean`.
     pub cleaner_interval: Option<Duration>,
     /// How long after `expires_at` an export's rows and objects are deleted.
@@ -281,6 +283,7 @@ pub(super) fn data_path_config(
         upload_lease: reader.duration("UPLOAD_LEASE", 15 * 60)?,
         package_lease: reader.duration("PACKAGE_LEASE", 5 * 60)?,
         compression_level,
+        packaging_worker: reader.boolean("PACKAGING_WORKER", true)?,
         cleaner_interval: optional(reader.duration("CLEANER_INTERVAL", 0)?),
         cleaner_grace: reader.duration("CLEANER_GRACE", u64::from(expiry_days) * 24 * 3600)?,
         source_timeout: optional(reader.duration("SOURCE_TIMEOUT", 24 * 3600)?),

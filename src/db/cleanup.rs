@@ -65,7 +65,11 @@ impl CleanupRepository {
     }
 
     /// Claims up to `limit` due prefixes for `lease`.
-    pub async fn claim_deletions(&self, limit: i64, lease: Duration) -> Result<Vec<String>, DbError> {
+    pub async fn claim_deletions(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<String>, DbError> {
         Ok(sqlx::query_scalar(
             "UPDATE object_deletions SET available_at = now() + make_interval(secs => $2), attempts = attempts + 1 \
              WHERE prefix IN ( \
@@ -89,7 +93,12 @@ impl CleanupRepository {
     }
 
     /// Retries a prefix later.
-    pub async fn deletion_failed(&self, prefix: &str, delay: Duration, error: &str) -> Result<(), DbError> {
+    pub async fn deletion_failed(
+        &self,
+        prefix: &str,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE object_deletions SET available_at = now() + make_interval(secs => $2), last_error = $3 \
              WHERE prefix = $1",

@@ -116,10 +116,12 @@ impl ExportRepository {
 
     /// The export `id` with its sources, whoever owns it (for the packaging worker).
     pub async fn find(&self, id: Uuid) -> Result<Option<Export>, DbError> {
-        let row = sqlx::query(&format!("SELECT {EXPORT_COLUMNS} FROM exports e WHERE e.id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports e WHERE e.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -185,7 +187,12 @@ impl ExportRepository {
     /// Deletes the export `id` (its sources, events and job cascade) if `owner` may see it, and
     /// queues the deletion of its objects under `object_prefix` in the same transaction.
     /// Returns whether a row was deleted.
-    pub async fn delete_owned(&self, owner: &Owner, id: Uuid, object_prefix: &str) -> Result<bool, DbError> {
+    pub async fn delete_owned(
+        &self,
+        owner: &Owner,
+        id: Uuid,
+        object_prefix: &str,
+    ) -> Result<bool, DbError> {
         let mut transaction = self.pool.begin().await?;
         let deleted = sqlx::query(
             "DELETE FROM exports WHERE id = $1 AND org_id = $2 AND username = $3 \

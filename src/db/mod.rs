@@ -14,8 +14,8 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::config::DatabaseConfig;
 
-pub use exports::ExportRepository;
 pub use cleanup::CleanupRepository;
+pub use exports::ExportRepository;
 pub use outbox::OutboxRepository;
 pub use packaging::JobRepository;
 pub use sources::SourceRepository;

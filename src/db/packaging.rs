@@ -43,12 +43,20 @@ impl JobRepository {
         .bind(lease.as_secs_f64())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(claimed.map(|(export_id, attempts)| ClaimedJob { export_id, attempts }))
+        Ok(claimed.map(|(export_id, attempts)| ClaimedJob {
+            export_id,
+            attempts,
+        }))
     }
 
     /// Records the archive and the export's final status, and closes the job, in one
     /// transaction. Returns `false` when the job was already finished (another worker won).
-    pub async fn finish(&self, job: ClaimedJob, archive: &Archive, status: ExportStatus) -> Result<bool, DbError> {
+    pub async fn finish(
+        &self,
+        job: ClaimedJob,
+        archive: &Archive,
+        status: ExportStatus,
+    ) -> Result<bool, DbError> {
         let mut transaction = self.pool.begin().await?;
         let closed = sqlx::query(
             "UPDATE package_jobs SET finished_at = now(), last_error = NULL \
@@ -79,11 +87,13 @@ impl JobRepository {
 
     /// Closes a job whose export no longer exists or needs no archive.
     pub async fn abandon(&self, export_id: Uuid, reason: &str) -> Result<(), DbError> {
-        sqlx::query("UPDATE package_jobs SET finished_at = now(), last_error = $2 WHERE export_id = $1")
-            .bind(export_id)
-            .bind(reason)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE package_jobs SET finished_at = now(), last_error = $2 WHERE export_id = $1",
+        )
+        .bind(export_id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -91,11 +101,13 @@ impl JobRepository {
     /// closes with the last error.
     pub async fn give_up(&self, export_id: Uuid, error: &str) -> Result<(), DbError> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query("UPDATE package_jobs SET finished_at = now(), last_error = $2 WHERE export_id = $1")
-            .bind(export_id)
-            .bind(error)
-            .execute(&mut *transaction)
-            .await?;
+        sqlx::query(
+            "UPDATE package_jobs SET finished_at = now(), last_error = $2 WHERE export_id = $1",
+        )
+        .bind(export_id)
+        .bind(error)
+        .execute(&mut *transaction)
+        .await?;
         sqlx::query(
             "UPDATE exports SET status = 'failed', completed_at = now(), updated_at = now() \
              WHERE id = $1 AND status IN ('pending', 'running')",
@@ -108,7 +120,12 @@ impl JobRepository {
     }
 
     /// Makes a failed job due again after `delay`.
-    pub async fn retry_later(&self, export_id: Uuid, delay: Duration, error: &str) -> Result<(), DbError> {
+    pub async fn retry_later(
+        &self,
+        export_id: Uuid,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE package_jobs SET available_at = now() + make_interval(secs => $2), last_error = $3 \
              WHERE export_id = $1 AND finished_at IS NULL",

@@ -122,7 +122,11 @@ impl SourceRepository {
     }
 
     /// Holds a pending source for one upload (until `lease` ends) and marks its export running.
-    pub async fn begin_upload(&self, target: &SourceTarget, lease: Duration) -> Result<BeginUpload, DbError> {
+    pub async fn begin_upload(
+        &self,
+        target: &SourceTarget,
+        lease: Duration,
+    ) -> Result<BeginUpload, DbError> {
         let mut transaction = self.pool.begin().await?;
         let held = sqlx::query(
             "UPDATE sources SET upload_lease_until = now() + make_interval(secs => $2), updated_at = now() \
@@ -152,15 +156,21 @@ impl SourceRepository {
 
     /// Lets go of a source whose upload failed, so the application can retry at once.
     pub async fn release_upload(&self, source_id: Uuid) -> Result<(), DbError> {
-        sqlx::query("UPDATE sources SET upload_lease_until = NULL WHERE id = $1 AND status = 'pending'")
-            .bind(source_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE sources SET upload_lease_until = NULL WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(source_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Records a durably stored upload and advances the export.
-    pub async fn complete(&self, target: &SourceTarget, stored: &StoredUpload) -> Result<Settled, DbError> {
+    pub async fn complete(
+        &self,
+        target: &SourceTarget,
+        stored: &StoredUpload,
+    ) -> Result<Settled, DbError> {
         let mut transaction = self.pool.begin().await?;
         lock_export(&mut transaction, target.export_id).await?;
         let updated = sqlx::query(
@@ -185,7 +195,12 @@ impl SourceRepository {
     }
 
     /// Records an application's error report and advances the export.
-    pub async fn fail(&self, target: &SourceTarget, code: i32, message: &str) -> Result<Settled, DbError> {
+    pub async fn fail(
+        &self,
+        target: &SourceTarget,
+        code: i32,
+        message: &str,
+    ) -> Result<Settled, DbError> {
         let mut transaction = self.pool.begin().await?;
         lock_export(&mut transaction, target.export_id).await?;
         let updated = sqlx::query(
@@ -210,7 +225,12 @@ impl SourceRepository {
 
     /// Fails every source still pending `timeout` after its export was created (and not being
     /// uploaded right now); returns how many.
-    pub async fn time_out(&self, timeout: Duration, code: i32, message: &str) -> Result<u64, DbError> {
+    pub async fn time_out(
+        &self,
+        timeout: Duration,
+        code: i32,
+        message: &str,
+    ) -> Result<u64, DbError> {
         let stale: Vec<(Uuid, Uuid)> = sqlx::query_as(
             "SELECT s.export_id, s.id FROM sources s JOIN exports e ON e.id = s.export_id \
              WHERE s.status = 'pending' AND e.created_at < now() - make_interval(secs => $1) \
@@ -245,7 +265,10 @@ impl SourceRepository {
     }
 }
 
-async fn lock_export(transaction: &mut Transaction<'_, Postgres>, export_id: Uuid) -> Result<(), DbError> {
+async fn lock_export(
+    transaction: &mut Transaction<'_, Postgres>,
+    export_id: Uuid,
+) -> Result<(), DbError> {
     sqlx::query("SELECT 1 FROM exports WHERE id = $1 FOR UPDATE")
         .bind(export_id)
         .execute(&mut **transaction)
@@ -253,7 +276,10 @@ async fn lock_export(transaction: &mut Transaction<'_, Postgres>, export_id: Uui
     Ok(())
 }
 
-async fn mark_running(transaction: &mut Transaction<'_, Postgres>, export_id: Uuid) -> Result<(), DbError> {
+async fn mark_running(
+    transaction: &mut Transaction<'_, Postgres>,
+    export_id: Uuid,
+) -> Result<(), DbError> {
     sqlx::query("UPDATE exports SET status = 'running', updated_at = now() WHERE id = $1 AND status = 'pending'")
         .bind(export_id)
         .execute(&mut **transaction)
@@ -263,14 +289,22 @@ async fn mark_running(transaction: &mut Transaction<'_, Postgres>, export_id: Uu
 
 /// With the export locked: when no source is pending any more, either fail the export (all
 /// sources failed) or create its packaging job (once) and wake the packagers.
-async fn advance(transaction: &mut Transaction<'_, Postgres>, export_id: Uuid) -> Result<Progress, DbError> {
-    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM sources WHERE export_id = $1")
-        .bind(export_id)
-        .fetch_all(&mut **transaction)
-        .await?;
+async fn advance(
+    transaction: &mut Transaction<'_, Postgres>,
+    export_id: Uuid,
+) -> Result<Progress, DbError> {
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM sources WHERE export_id = $1")
+            .bind(export_id)
+            .fetch_all(&mut **transaction)
+            .await?;
     let statuses = statuses
         .into_iter()
-        .map(|status| status.parse::<SourceStatus>().map_err(|_| DbError::Corrupt(status)))
+        .map(|status| {
+            status
+                .parse::<SourceStatus>()
+                .map_err(|_| DbError::Corrupt(status))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let progress = progress(statuses);
     match progress {

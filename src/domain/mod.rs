@@ -12,7 +12,5 @@ pub mod range;
 pub mod status;
 pub mod timestamp;
 
-pub use export::{
-    Archive, Delivery, Export, ExportSummary, NewExport, NewSource, Owner, Source,
-};
+pub use export::{Archive, Delivery, Export, ExportSummary, NewExport, NewSource, Owner, Source};
 pub use status::{ExportStatus, Format, SourceStatus};

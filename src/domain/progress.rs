@@ -59,6 +59,9 @@ mod tests {
         assert_eq!(progress([Complete]), Progress::ReadyToPackage);
         assert_eq!(progress([]), Progress::Waiting);
         assert_eq!(packaged_status([Complete, Failed]), ExportStatus::Partial);
-        assert_eq!(packaged_status([Complete, Complete]), ExportStatus::Complete);
+        assert_eq!(
+            packaged_status([Complete, Complete]),
+            ExportStatus::Complete
+        );
     }
 }

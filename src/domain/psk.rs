@@ -37,7 +37,11 @@ pub enum Grant {
 }
 
 /// Checks the request's key values (all occurrences of the header) for `url_application`.
-pub fn authorize(config: &PskConfig, values: &[&[u8]], url_application: &str) -> Result<Grant, PskError> {
+pub fn authorize(
+    config: &PskConfig,
+    values: &[&[u8]],
+    url_application: &str,
+) -> Result<Grant, PskError> {
     let key = || match values {
         [single] => Ok(*single),
         _ => Err(PskError::Missing),
@@ -48,9 +52,9 @@ pub fn authorize(config: &PskConfig, values: &[&[u8]], url_application: &str) ->
         PskConfig::Shared(keys) => {
             let presented = key()?;
             // Compare with every key so the time does not depend on which one matches.
-            let matches = keys
-                .iter()
-                .fold(false, |found, candidate| found | equal(candidate, presented));
+            let matches = keys.iter().fold(false, |found, candidate| {
+                found | equal(candidate, presented)
+            });
             if matches {
                 Ok(Grant::AnySource)
             } else {
@@ -59,7 +63,9 @@ pub fn authorize(config: &PskConfig, values: &[&[u8]], url_application: &str) ->
         }
         PskConfig::PerApplication(keys) => {
             let presented = key()?;
-            let expected = keys.get(url_application).ok_or(PskError::NoKeyForApplication)?;
+            let expected = keys
+                .get(url_application)
+                .ok_or(PskError::NoKeyForApplication)?;
             if equal(expected, presented) {
                 Ok(Grant::Application(url_application.to_owned()))
             } else {
@@ -81,7 +87,10 @@ mod tests {
     fn per_app() -> PskConfig {
         PskConfig::PerApplication(BTreeMap::from([
             ("inventory".to_string(), Secret::new("k-inv".to_string())),
-            ("notifications".to_string(), Secret::new("k-not".to_string())),
+            (
+                "notifications".to_string(),
+                Secret::new("k-not".to_string()),
+            ),
         ]))
     }
 
@@ -91,20 +100,50 @@ mod tests {
             authorize(&per_app(), &[b"k-inv"], "inventory"),
             Ok(Grant::Application("inventory".into()))
         );
-        assert_eq!(authorize(&per_app(), &[b"k-not"], "inventory"), Err(PskError::InvalidForApplication));
-        assert_eq!(authorize(&per_app(), &[b"k-inv"], "other"), Err(PskError::NoKeyForApplication));
-        assert_eq!(authorize(&per_app(), &[], "inventory"), Err(PskError::Missing));
-        assert_eq!(authorize(&per_app(), &[b"k-inv", b"k-inv"], "inventory"), Err(PskError::Missing));
-        assert_eq!(authorize(&per_app(), &[b""], "inventory"), Err(PskError::InvalidForApplication));
+        assert_eq!(
+            authorize(&per_app(), &[b"k-not"], "inventory"),
+            Err(PskError::InvalidForApplication)
+        );
+        assert_eq!(
+            authorize(&per_app(), &[b"k-inv"], "other"),
+            Err(PskError::NoKeyForApplication)
+        );
+        assert_eq!(
+            authorize(&per_app(), &[], "inventory"),
+            Err(PskError::Missing)
+        );
+        assert_eq!(
+            authorize(&per_app(), &[b"k-inv", b"k-inv"], "inventory"),
+            Err(PskError::Missing)
+        );
+        assert_eq!(
+            authorize(&per_app(), &[b""], "inventory"),
+            Err(PskError::InvalidForApplication)
+        );
     }
 
     #[test]
     fn shared_keys_disabled_and_closed() {
         let shared = PskConfig::Shared(vec![Secret::new("a".into()), Secret::new("b".into())]);
-        assert_eq!(authorize(&shared, &[b"b"], "anything"), Ok(Grant::AnySource));
-        assert_eq!(authorize(&shared, &[b"c"], "anything"), Err(PskError::Invalid));
-        assert_eq!(authorize(&shared, &[b""], "anything"), Err(PskError::Invalid));
-        assert_eq!(authorize(&PskConfig::Disabled, &[], "x"), Ok(Grant::AnySource));
-        assert_eq!(authorize(&PskConfig::None, &[b"a"], "x"), Err(PskError::Closed));
+        assert_eq!(
+            authorize(&shared, &[b"b"], "anything"),
+            Ok(Grant::AnySource)
+        );
+        assert_eq!(
+            authorize(&shared, &[b"c"], "anything"),
+            Err(PskError::Invalid)
+        );
+        assert_eq!(
+            authorize(&shared, &[b""], "anything"),
+            Err(PskError::Invalid)
+        );
+        assert_eq!(
+            authorize(&PskConfig::Disabled, &[], "x"),
+            Ok(Grant::AnySource)
+        );
+        assert_eq!(
+            authorize(&PskConfig::None, &[b"a"], "x"),
+            Err(PskError::Closed)
+        );
     }
 }

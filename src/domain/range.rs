@@ -43,7 +43,10 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
         },
         // bytes=N-: from N to the end.
         (false, true) => match parse(first) {
-            Some(start) if start < size => RangeRequest::Partial { start, end: size - 1 },
+            Some(start) if start < size => RangeRequest::Partial {
+                start,
+                end: size - 1,
+            },
             Some(_) => RangeRequest::Unsatisfiable,
             None => RangeRequest::Full,
         },
@@ -67,14 +70,38 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(parse_range(None, 100), RangeRequest::Full);
-        assert_eq!(parse_range(Some("bytes=0-9"), 100), RangeRequest::Partial { start: 0, end: 9 });
-        assert_eq!(parse_range(Some("bytes=90-"), 100), RangeRequest::Partial { start: 90, end: 99 });
-        assert_eq!(parse_range(Some("bytes=-10"), 100), RangeRequest::Partial { start: 90, end: 99 });
-        assert_eq!(parse_range(Some("bytes=-500"), 100), RangeRequest::Partial { start: 0, end: 99 });
-        assert_eq!(parse_range(Some("bytes=50-500"), 100), RangeRequest::Partial { start: 50, end: 99 });
-        assert_eq!(parse_range(Some("bytes=100-"), 100), RangeRequest::Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=200-300"), 100), RangeRequest::Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=-0"), 100), RangeRequest::Unsatisfiable);
+        assert_eq!(
+            parse_range(Some("bytes=0-9"), 100),
+            RangeRequest::Partial { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=90-"), 100),
+            RangeRequest::Partial { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-10"), 100),
+            RangeRequest::Partial { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-500"), 100),
+            RangeRequest::Partial { start: 0, end: 99 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=50-500"), 100),
+            RangeRequest::Partial { start: 50, end: 99 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=100-"), 100),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=200-300"), 100),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-0"), 100),
+            RangeRequest::Unsatisfiable
+        );
         assert_eq!(parse_range(Some("bytes=9-0"), 100), RangeRequest::Full);
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), RangeRequest::Full);
         assert_eq!(parse_range(Some("items=0-1"), 100), RangeRequest::Full);

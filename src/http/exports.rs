@@ -4,10 +4,10 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, OriginalUri, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use tokio_util::io::ReaderStream;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
 use super::AppState;
@@ -222,7 +222,9 @@ pub async fn download_export(
     };
     let etag = format!("\"{}\"", archive.sha256);
     // A resumed download names the version it started with; if that changed, send it all.
-    let range_header = headers.get(header::RANGE).and_then(|value| value.to_str().ok());
+    let range_header = headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok());
     let if_range_matches = headers
         .get(header::IF_RANGE)
         .and_then(|value| value.to_str().ok())
@@ -236,7 +238,10 @@ pub async fn download_export(
     let filename = format!("{}-{id}.zip", completed.format("%Y-%m-%dT%H:%M:%SZ"));
     let mut response = Response::builder()
         .header(header::CONTENT_TYPE, "application/zip")
-        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\""))
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        )
         .header(header::ETAG, &etag)
         .header(header::ACCEPT_RANGES, "bytes");
     let (status, byte_range) = match range {
@@ -262,14 +267,18 @@ pub async fn download_export(
             return Ok(error);
         }
     };
-    let object = state.store.get(&archive.key, byte_range).await.map_err(|error| match error {
-        StoreError::Unavailable(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "object storage is unavailable; retry shortly",
-        )
-        .retry_after(5),
-        other => ApiError::internal(&other),
-    })?;
+    let object = state
+        .store
+        .get(&archive.key, byte_range)
+        .await
+        .map_err(|error| match error {
+            StoreError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "object storage is unavailable; retry shortly",
+            )
+            .retry_after(5),
+            other => ApiError::internal(&other),
+        })?;
     let body = Body::from_stream(ReaderStream::with_capacity(object.body, 64 * 1024));
     response
         .status(status)
@@ -295,7 +304,11 @@ pub async fn delete_export(
     ExportIdPath(id): ExportIdPath,
 ) -> Result<Response, ApiError> {
     let prefix = state.keys.export_prefix(&identity.owner.org_id, id);
-    if !state.exports.delete_owned(&identity.owner, id, &prefix).await? {
+    if !state
+        .exports
+        .delete_owned(&identity.owner, id, &prefix)
+        .await?
+    {
         return Err(ApiError::export_not_found(id));
     }
     tracing::info!("export deleted");

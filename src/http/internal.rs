@@ -21,6 +21,7 @@ use super::error::ApiError;
 use crate::db::sources::{BeginUpload, Lookup, Settled, SourceTarget, StoredUpload};
 use crate::domain::SourceStatus;
 use crate::domain::psk::{Grant, PskError, authorize};
+use crate::ingest::rows::format_of_content_type;
 use crate::ingest::{IngestError, Limits, ingest};
 use crate::storage::StoreError;
 
@@ -36,7 +37,15 @@ const MAX_ERROR_MESSAGE_CHARS: usize = 4096;
 /// The routes of one mount.
 pub fn routes(state: AppState, base_path: &'static str) -> Router<AppState> {
     Router::new()
-        .route("/ping", get(|| async { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "Hello world") }))
+        .route(
+            "/ping",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    "Hello world",
+                )
+            }),
+        )
         .route("/{export}/{application}/{source}/upload", post(upload))
         .route("/upload/{export}/{application}/{source}", post(upload))
         .route("/{export}/{application}/{source}/error", post(report_error))
@@ -71,11 +80,14 @@ impl<S: Send + Sync> FromRequestParts<S> for SourcePath {
         let Path((export, application, source)) =
             Path::<(String, String, String)>::from_request_parts(parts, state)
                 .await
-                .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))?;
+                .map_err(|rejection| {
+                    ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))
+                })?;
         let export_id = Uuid::try_parse(&export)
             .map_err(|_| ApiError::bad_request(format!("'{export}' is not a valid export UUID")))?;
-        let source_id = Uuid::try_parse(&source)
-            .map_err(|_| ApiError::bad_request(format!("'{source}' is not a valid resource UUID")))?;
+        let source_id = Uuid::try_parse(&source).map_err(|_| {
+            ApiError::bad_request(format!("'{source}' is not a valid resource UUID"))
+        })?;
         let span = tracing::Span::current();
         span.record("export_id", tracing::field::display(export_id));
         Ok(Self {
@@ -98,8 +110,16 @@ impl From<PskError> for ApiError {
 }
 
 /// Authenticates the caller and finds a pending source it may write to.
-async fn authorised_target(state: &AppState, headers: &HeaderMap, path: &SourcePath) -> Result<SourceTarget, ApiError> {
-    let keys: Vec<&[u8]> = headers.get_all(PSK_HEADER).iter().map(|value| value.as_bytes()).collect();
+async fn authorised_target(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &SourcePath,
+) -> Result<SourceTarget, ApiError> {
+    let keys: Vec<&[u8]> = headers
+        .get_all(PSK_HEADER)
+        .iter()
+        .map(|value| value.as_bytes())
+        .collect();
     let grant = authorize(&state.config.psks, &keys, &path.application)?;
     let target = match state.sources.lookup(path.export_id, path.source_id).await? {
         Lookup::NoExport => return Err(ApiError::export_not_found(path.export_id)),
@@ -115,9 +135,14 @@ async fn authorised_target(state: &AppState, headers: &HeaderMap, path: &SourceP
     if target.application != path.application {
         let reason = match grant {
             Grant::Application(application) => {
-                format!("the key of application '{application}' cannot write to a source of another application")
+                format!(
+                    "the key of application '{application}' cannot write to a source of another application"
+                )
             }
-            Grant::AnySource => format!("source '{}' does not belong to application '{}'", path.source_id, path.application),
+            Grant::AnySource => format!(
+                "source '{}' does not belong to application '{}'",
+                path.source_id, path.application
+            ),
         };
         return Err(ApiError::new(StatusCode::FORBIDDEN, reason));
     }
@@ -143,7 +168,10 @@ pub async fn upload(
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("payload is too large, max size: {}MB", limit / (1024 * 1024)),
+            format!(
+                "payload is too large, max size: {}MB",
+                limit / (1024 * 1024)
+            ),
         )
     };
     let declared: Option<u64> = headers
@@ -154,7 +182,11 @@ pub async fn upload(
         state.metrics.failed_uploads.inc();
         return Err(too_large());
     }
-    match state.sources.begin_upload(&target, state.config.data_path.upload_lease).await? {
+    match state
+        .sources
+        .begin_upload(&target, state.config.data_path.upload_lease)
+        .await?
+    {
         BeginUpload::Started => {}
         BeginUpload::AlreadyProcessed => return Err(already_processed()),
         BeginUpload::InProgress => {
@@ -165,14 +197,30 @@ pub async fn upload(
         }
     }
     let started = Instant::now();
-    let key = state
-        .keys
-        .source_key(&target.org_id, target.export_id, target.source_id, target.format);
+    let key = state.keys.source_key(
+        &target.org_id,
+        target.export_id,
+        target.source_id,
+        target.format,
+    );
     let limits = Limits {
         max_bytes: limit,
         idle_timeout: state.config.private_timeouts.read,
     };
-    let ingested = match ingest(&state.store, &key, body, target.format, limits).await {
+    let uploaded_format = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(format_of_content_type);
+    let ingested = match ingest(
+        &state.store,
+        &key,
+        body,
+        uploaded_format,
+        target.format,
+        limits,
+    )
+    .await
+    {
         Ok(ingested) => ingested,
         Err(error) => {
             state.metrics.failed_uploads.inc();
@@ -184,9 +232,14 @@ pub async fn upload(
                 IngestError::TooLarge { .. } => too_large(),
                 IngestError::Idle(timeout) => ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    format!("no data received for {} ms; upload again", timeout.as_millis()),
+                    format!(
+                        "no data received for {} ms; upload again",
+                        timeout.as_millis()
+                    ),
                 ),
-                IngestError::Body(reason) => ApiError::bad_request(format!("the payload could not be read: {reason}")),
+                IngestError::Body(reason) => {
+                    ApiError::bad_request(format!("the payload could not be read: {reason}"))
+                }
                 IngestError::Store(StoreError::Unavailable(_)) => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "object storage is unavailable; the source stays pending, upload again shortly",
@@ -239,7 +292,11 @@ pub async fn report_error(
     body: Body,
 ) -> Result<Response, ApiError> {
     // Authenticate before reading anything the caller sends.
-    let keys: Vec<&[u8]> = headers.get_all(PSK_HEADER).iter().map(|value| value.as_bytes()).collect();
+    let keys: Vec<&[u8]> = headers
+        .get_all(PSK_HEADER)
+        .iter()
+        .map(|value| value.as_bytes())
+        .collect();
     authorize(&state.config.psks, &keys, &path.application)?;
     let body = read_limited(body, MAX_ERROR_BODY, state.config.private_timeouts.read).await?;
     let (code, message) = parse_error_report(&body)?;
@@ -248,13 +305,18 @@ pub async fn report_error(
         return Err(already_processed());
     }
     tracing::info!(source_id = %target.source_id, code, "source failed by its application");
-    Ok((StatusCode::ACCEPTED, Json(json!({"message": "error recorded"}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"message": "error recorded"})),
+    )
+        .into_response())
 }
 
 /// `{"message": "...", "error": 503}` (`"code"` accepted for `"error"`; keys in any case).
 fn parse_error_report(body: &[u8]) -> Result<(i32, String), ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request(format!("request body is not valid JSON: {error}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(format!("request body is not valid JSON: {error}"))
+    })?;
     let Value::Object(fields) = value else {
         return Err(ApiError::bad_request("request body must be a JSON object"));
     };
@@ -264,10 +326,17 @@ fn parse_error_report(body: &[u8]) -> Result<(i32, String), ApiError> {
             .find(|(key, _)| names.contains(&key.to_lowercase().as_str()))
             .map(|(_, value)| value)
     };
-    let message = field(&["message"]).and_then(Value::as_str).unwrap_or_default().trim();
-    let code = field(&["error", "code"]).and_then(Value::as_i64).unwrap_or(0);
+    let message = field(&["message"])
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim();
+    let code = field(&["error", "code"])
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     if message.is_empty() || code == 0 {
-        return Err(ApiError::bad_request("Both 'message' and 'code' are required fields"));
+        return Err(ApiError::bad_request(
+            "Both 'message' and 'code' are required fields",
+        ));
     }
     if !(400..=599).contains(&code) {
         return Err(ApiError::bad_request(format!(
@@ -288,8 +357,14 @@ mod tests {
 
     #[test]
     fn error_reports() {
-        assert_eq!(parse_error_report(br#"{"message":"down","error":503}"#).unwrap(), (503, "down".into()));
-        assert_eq!(parse_error_report(br#"{"Message":"down","CODE":404}"#).unwrap(), (404, "down".into()));
+        assert_eq!(
+            parse_error_report(br#"{"message":"down","error":503}"#).unwrap(),
+            (503, "down".into())
+        );
+        assert_eq!(
+            parse_error_report(br#"{"Message":"down","CODE":404}"#).unwrap(),
+            (404, "down".into())
+        );
         for (body, status) in [
             (&br#"{"message":"x"}"#[..], 400),
             (br#"{"error":500}"#, 400),
@@ -298,7 +373,10 @@ mod tests {
             (br#"[1]"#, 400),
             (b"nope", 400),
         ] {
-            assert_eq!(parse_error_report(body).unwrap_err().status().as_u16(), status);
+            assert_eq!(
+                parse_error_report(body).unwrap_err().status().as_u16(),
+                status
+            );
         }
     }
 }

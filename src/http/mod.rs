@@ -27,8 +27,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 use crate::db::{CleanupRepository, ExportRepository, SourceRepository};
-use crate::storage::{KeyLayout, ObjectStore};
 use crate::metrics::Metrics;
+use crate::storage::{KeyLayout, ObjectStore};
 use error::ApiError;
 use observe::Observer;
 use rate_limit::RateLimiter;

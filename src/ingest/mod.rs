@@ -71,12 +71,14 @@ impl std::fmt::Display for LimitExceeded {
 
 impl std::error::Error for LimitExceeded {}
 
-/// Streams `body` into `key`.
+/// Streams `body` into `key`. `uploaded_format` is what the `Content-Type` said (sniffed when
+/// `None`), used to count rows; `stored_format` is the export's format, the object's type.
 pub async fn ingest(
     store: &ObjectStore,
     key: &str,
     body: Body,
-    format: Format,
+    uploaded_format: Option<Format>,
+    stored_format: Format,
     limits: Limits,
 ) -> Result<Ingested, IngestError> {
     let idle = limits.idle_timeout;
@@ -93,11 +95,11 @@ pub async fn ingest(
     let mut reader = Inspector {
         inner: StreamReader::new(Box::pin(chunks)),
         hasher: Sha256::new(),
-        rows: RowCounter::new(format),
+        rows: RowCounter::new(uploaded_format),
         bytes: 0,
         limit: limits.max_bytes,
     };
-    let content_type = match format {
+    let content_type = match stored_format {
         Format::Csv => "text/csv",
         Format::Json => "application/json",
     };

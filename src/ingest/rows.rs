@@ -8,6 +8,8 @@ use crate::domain::Format;
 /// A streaming row counter.
 #[derive(Debug, Clone)]
 pub enum RowCounter {
+    /// The format is not known yet: it is sniffed from the first non-blank byte.
+    Undecided,
     /// CSV records.
     Csv(CsvRows),
     /// JSON array elements.
@@ -15,17 +17,25 @@ pub enum RowCounter {
 }
 
 impl RowCounter {
-    /// A counter for data in `format`.
-    pub fn new(format: Format) -> Self {
+    /// A counter for data in `format`, or for data whose format is sniffed (`None`).
+    pub fn new(format: Option<Format>) -> Self {
         match format {
-            Format::Csv => Self::Csv(CsvRows::default()),
-            Format::Json => Self::Json(JsonRows::default()),
+            None => Self::Undecided,
+            Some(Format::Csv) => Self::Csv(CsvRows::default()),
+            Some(Format::Json) => Self::Json(JsonRows::default()),
         }
     }
 
     /// Feeds the next bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
+        if let Self::Undecided = self {
+            match bytes.iter().find(|byte| !byte.is_ascii_whitespace()) {
+                None => return,
+                Some(first) => *self = Self::new(Some(sniff(*first))),
+            }
+        }
         match self {
+            Self::Undecided => {}
             Self::Csv(counter) => counter.feed(bytes),
             Self::Json(counter) => counter.feed(bytes),
         }
@@ -34,9 +44,34 @@ impl RowCounter {
     /// The number of rows, once every byte was fed (`None` when the JSON has no array).
     pub fn finish(&self) -> Option<u64> {
         match self {
+            Self::Undecided => Some(0),
             Self::Csv(counter) => Some(counter.finish()),
             Self::Json(counter) => counter.finish(),
         }
+    }
+}
+
+/// The format of data starting with `first` (its first non-blank byte): JSON documents start
+/// with `{` or `[`, anything else is taken as CSV.
+pub fn sniff(first: u8) -> Format {
+    match first {
+        b'{' | b'[' => Format::Json,
+        _ => Format::Csv,
+    }
+}
+
+/// The format a `Content-Type` names, if it names one.
+pub fn format_of_content_type(content_type: &str) -> Option<Format> {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Some(Format::Json),
+        "text/csv" | "application/csv" => Some(Format::Csv),
+        _ => None,
     }
 }
 
@@ -147,7 +182,7 @@ mod tests {
 
     fn count(format: Format, text: &str) -> Option<u64> {
         // Feed byte by byte to prove chunk boundaries do not matter.
-        let mut counter = RowCounter::new(format);
+        let mut counter = RowCounter::new(Some(format));
         for byte in text.as_bytes() {
             counter.feed(std::slice::from_ref(byte));
         }
@@ -165,9 +200,36 @@ mod tests {
     }
 
     #[test]
+    fn sniffing_and_content_types() {
+        let mut counter = RowCounter::new(None);
+        counter.feed(b"  \n");
+        counter.feed(b" [1, 2, 3]");
+        assert_eq!(counter.finish(), Some(3));
+        let mut counter = RowCounter::new(None);
+        counter.feed(b"a,b\n1,2\n");
+        assert_eq!(counter.finish(), Some(1));
+        assert_eq!(
+            format_of_content_type("text/csv; charset=utf-8"),
+            Some(Format::Csv)
+        );
+        assert_eq!(
+            format_of_content_type("Application/JSON"),
+            Some(Format::Json)
+        );
+        assert_eq!(format_of_content_type("application/csv"), Some(Format::Csv));
+        assert_eq!(format_of_content_type("application/octet-stream"), None);
+    }
+
+    #[test]
     fn json_elements() {
         assert_eq!(count(Format::Json, r#"[{"a":1},{"a":[1,2]},3]"#), Some(3));
-        assert_eq!(count(Format::Json, r#"{"meta":{"x":[1,2]},"data":[{"s":"],\"["},{}]}"#), Some(2));
+        assert_eq!(
+            count(
+                Format::Json,
+                r#"{"meta":{"x":[1,2]},"data":[{"s":"],\"["},{}]}"#
+            ),
+            Some(2)
+        );
         assert_eq!(count(Format::Json, r#"{"data": []}"#), Some(0));
         assert_eq!(count(Format::Json, "[ ]"), Some(0));
         assert_eq!(count(Format::Json, r#"{"a": 1}"#), None);

@@ -225,10 +225,28 @@ mod tests {
     #[test]
     fn meta_json_has_upstream_fields_and_ours() {
         let meta: serde_json::Value = serde_json::from_str(&meta_json(&export())).unwrap();
-        let keys: Vec<&str> = meta.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["exported_by", "export_date", "export_org_id", "file_meta", "help_string", "failed_files"]);
+        let keys: Vec<&str> = meta
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "exported_by",
+                "export_date",
+                "export_org_id",
+                "file_meta",
+                "help_string",
+                "failed_files"
+            ]
+        );
         assert_eq!(meta["export_date"], "2026-01-02T03:04:05Z");
-        assert_eq!(meta["file_meta"][0]["filename"], format!("{}.json", Uuid::from_u128(1)));
+        assert_eq!(
+            meta["file_meta"][0]["filename"],
+            format!("{}.json", Uuid::from_u128(1))
+        );
         assert_eq!(meta["file_meta"][0]["rows"], 3);
         assert_eq!(meta["file_meta"][0]["bytes"], 42);
         assert_eq!(meta["failed_files"][0]["error"]["code"], "503");
@@ -239,8 +257,13 @@ mod tests {
     #[test]
     fn readme_lists_files_filters_in_order_and_failures() {
         let text = readme(&export());
-        assert!(text.starts_with("# Export Manifest\n\n## Exported Information\n- **Exported by**: alice\n"));
-        assert!(text.contains("- **Filters**: \n  - z: 1\n  - a: 2\n"), "{text}");
+        assert!(text.starts_with(
+            "# Export Manifest\n\n## Exported Information\n- **Exported by**: alice\n"
+        ));
+        assert!(
+            text.contains("- **Filters**: \n  - z: 1\n  - a: 2\n"),
+            "{text}"
+        );
         assert!(text.contains(&format!("### {}.json (Failed)", Uuid::from_u128(2))));
         assert!(text.contains("- **Error Code**: 503\n- **Error Message**: backend down"));
         assert!(!text.contains("No failures reported."));

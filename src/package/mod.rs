@@ -117,27 +117,40 @@ impl Packager {
     }
 
     async fn handle(&self, job: ClaimedJob) {
-        let span = tracing::info_span!("packaging", export_id = %job.export_id, attempt = job.attempts);
+        let span =
+            tracing::info_span!("packaging", export_id = %job.export_id, attempt = job.attempts);
         let _entered = span.enter();
         let started = Instant::now();
         match self.package(job).await {
             Ok(Some(summary)) => {
-                self.metrics.packaging_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .packaging_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 self.metrics.packaged_bytes.inc_by(summary.bytes);
-                tracing::info!(bytes = summary.bytes, elapsed_ms = started.elapsed().as_millis(), "export packaged");
+                tracing::info!(
+                    bytes = summary.bytes,
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "export packaged"
+                );
             }
             Ok(None) => {}
             Err(error) => {
                 self.metrics.packaging_failures.inc();
                 if job.attempts >= MAX_ATTEMPTS {
                     tracing::error!(error = %error, "packaging failed for good; failing the export");
-                    if let Err(db_error) = self.jobs.give_up(job.export_id, &error.to_string()).await {
+                    if let Err(db_error) =
+                        self.jobs.give_up(job.export_id, &error.to_string()).await
+                    {
                         tracing::error!(error = %db_error, "cannot record the packaging failure");
                     }
                 } else {
                     let delay = retry_delay(job.attempts, Duration::from_secs(300));
                     tracing::warn!(error = %error, retry_in_ms = delay.as_millis(), "packaging failed; will retry");
-                    if let Err(db_error) = self.jobs.retry_later(job.export_id, delay, &error.to_string()).await {
+                    if let Err(db_error) = self
+                        .jobs
+                        .retry_later(job.export_id, delay, &error.to_string())
+                        .await
+                    {
                         tracing::warn!(error = %db_error, "cannot reschedule; the lease will");
                     }
                 }
@@ -152,7 +165,8 @@ impl Packager {
             return Ok(None);
         };
         let key = self.keys.archive_key(&export.owner.org_id, export.id);
-        let summary = build_archive(&self.store, &export, &key, self.settings.compression_level).await?;
+        let summary =
+            build_archive(&self.store, &export, &key, self.settings.compression_level).await?;
         let status = packaged_status(export.sources.iter().map(|source| source.status));
         let archive = Archive {
             key,
@@ -186,11 +200,18 @@ pub async fn build_archive(
             };
             let mut object = store.get(&delivery.object_key, None).await?;
             writer
-                .add_entry(&manifest::file_name(export, source), &mut object.body, delivery.bytes)
+                .add_entry(
+                    &manifest::file_name(export, source),
+                    &mut object.body,
+                    delivery.bytes,
+                )
                 .await
                 .map_err(|error| PackageError::Archive(error.to_string()))?;
         }
-        for (name, text) in [("meta.json", manifest::meta_json(export)), ("README.md", manifest::readme(export))] {
+        for (name, text) in [
+            ("meta.json", manifest::meta_json(export)),
+            ("README.md", manifest::readme(export)),
+        ] {
             let mut input: &[u8] = text.as_bytes();
             writer
                 .add_entry(name, &mut input, text.len() as u64)
@@ -212,7 +233,10 @@ pub async fn build_archive(
                 Some(Message::Chunk(bytes)) => Some((Ok(bytes), receiver)),
                 Some(Message::Done) => None,
                 // The producer stopped without finishing: never store a truncated archive.
-                None => Some((Err(io::Error::other("the archive was not completed")), receiver)),
+                None => Some((
+                    Err(io::Error::other("the archive was not completed")),
+                    receiver,
+                )),
             }
         });
         let mut reader = StreamReader::new(Box::pin(chunks));
@@ -243,7 +267,10 @@ impl ChannelSink {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK)));
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
         self.sender
             .send(Message::Chunk(chunk))
             .await

@@ -120,7 +120,10 @@ impl<S: Sink + Send> ZipStreamWriter<S> {
         let size_placeholder = if zip64 { u32::MAX } else { 0 };
         put_u32(&mut header, size_placeholder);
         put_u32(&mut header, size_placeholder);
-        put_u16(&mut header, u16::try_from(name.len()).map_err(|_| invalid("entry name too long"))?);
+        put_u16(
+            &mut header,
+            u16::try_from(name.len()).map_err(|_| invalid("entry name too long"))?,
+        );
         put_u16(&mut header, if zip64 { 20 } else { 0 });
         header.extend_from_slice(name.as_bytes());
         if zip64 {
@@ -172,7 +175,9 @@ impl<S: Sink + Send> ZipStreamWriter<S> {
                         let input_done = consumed >= chunk.len();
                         // Keep going while input remains, or until the stream ends on Finish.
                         if (flush == FlushCompress::Finish && finished)
-                            || (flush == FlushCompress::None && input_done && output.len() < output.capacity())
+                            || (flush == FlushCompress::None
+                                && input_done
+                                && output.len() < output.capacity())
                         {
                             break;
                         }
@@ -184,8 +189,12 @@ impl<S: Sink + Send> ZipStreamWriter<S> {
             }
         }
         let crc = crc.finalize();
-        if !zip64 && (compressed > u64::from(u32::MAX - 1) || uncompressed > u64::from(u32::MAX - 1)) {
-            return Err(invalid("entry larger than its size hint allows without ZIP64"));
+        if !zip64
+            && (compressed > u64::from(u32::MAX - 1) || uncompressed > u64::from(u32::MAX - 1))
+        {
+            return Err(invalid(
+                "entry larger than its size hint allows without ZIP64",
+            ));
         }
         let mut descriptor = Vec::with_capacity(24);
         put_u32(&mut descriptor, DATA_DESCRIPTOR);
@@ -218,7 +227,9 @@ impl<S: Sink + Send> ZipStreamWriter<S> {
         let directory_offset = self.offset;
         let entries = std::mem::take(&mut self.entries);
         for entry in &entries {
-            let needs_size64 = entry.zip64 || entry.uncompressed >= u64::from(u32::MAX) || entry.compressed >= u64::from(u32::MAX);
+            let needs_size64 = entry.zip64
+                || entry.uncompressed >= u64::from(u32::MAX)
+                || entry.compressed >= u64::from(u32::MAX);
             let needs_offset64 = entry.offset >= u64::from(u32::MAX);
             let mut extra = Vec::new();
             if needs_size64 || needs_offset64 {
@@ -236,21 +247,49 @@ impl<S: Sink + Send> ZipStreamWriter<S> {
             let mut header = Vec::with_capacity(46 + entry.name.len() + extra.len());
             put_u32(&mut header, CENTRAL_HEADER);
             put_u16(&mut header, (3 << 8) | 45); // made by: Unix, spec 4.5
-            put_u16(&mut header, if needs_size64 || needs_offset64 { 45 } else { 20 });
+            put_u16(
+                &mut header,
+                if needs_size64 || needs_offset64 {
+                    45
+                } else {
+                    20
+                },
+            );
             put_u16(&mut header, FLAGS);
             put_u16(&mut header, entry.method);
             put_u16(&mut header, self.dos_time);
             put_u16(&mut header, self.dos_date);
             put_u32(&mut header, entry.crc);
-            put_u32(&mut header, if needs_size64 { u32::MAX } else { entry.compressed as u32 });
-            put_u32(&mut header, if needs_size64 { u32::MAX } else { entry.uncompressed as u32 });
+            put_u32(
+                &mut header,
+                if needs_size64 {
+                    u32::MAX
+                } else {
+                    entry.compressed as u32
+                },
+            );
+            put_u32(
+                &mut header,
+                if needs_size64 {
+                    u32::MAX
+                } else {
+                    entry.uncompressed as u32
+                },
+            );
             put_u16(&mut header, entry.name.len() as u16);
             put_u16(&mut header, extra.len() as u16);
             put_u16(&mut header, 0); // comment
             put_u16(&mut header, 0); // disk
             put_u16(&mut header, 0); // internal attributes
             put_u32(&mut header, 0o100_644 << 16); // regular file, rw-r--r--
-            put_u32(&mut header, if needs_offset64 { u32::MAX } else { entry.offset as u32 });
+            put_u32(
+                &mut header,
+                if needs_offset64 {
+                    u32::MAX
+                } else {
+                    entry.offset as u32
+                },
+            );
             header.extend_from_slice(entry.name.as_bytes());
             header.extend_from_slice(&extra);
             self.emit(&header).await?;
@@ -284,8 +323,22 @@ impl<S: Sink + Send> ZipStreamWriter<S> {
         let short_count = if needs_zip64 { 0xFFFF } else { count as u16 };
         put_u16(&mut end, short_count);
         put_u16(&mut end, short_count);
-        put_u32(&mut end, if needs_zip64 { u32::MAX } else { directory_size as u32 });
-        put_u32(&mut end, if needs_zip64 { u32::MAX } else { directory_offset as u32 });
+        put_u32(
+            &mut end,
+            if needs_zip64 {
+                u32::MAX
+            } else {
+                directory_size as u32
+            },
+        );
+        put_u32(
+            &mut end,
+            if needs_zip64 {
+                u32::MAX
+            } else {
+                directory_offset as u32
+            },
+        );
         put_u16(&mut end, 0);
         self.emit(&end).await?;
         let summary = ArchiveSummary {
@@ -315,7 +368,8 @@ fn put_u64(buffer: &mut Vec<u8>, value: u64) {
 /// MS-DOS time and date (2-second resolution, years 1980–2107).
 fn dos_timestamp(time: DateTime<Utc>) -> (u16, u16) {
     let year = time.year().clamp(1980, 2107) as u16;
-    let dos_time = ((time.hour() as u16) << 11) | ((time.minute() as u16) << 5) | (time.second() as u16 / 2);
+    let dos_time =
+        ((time.hour() as u16) << 11) | ((time.minute() as u16) << 5) | (time.second() as u16 / 2);
     let dos_date = ((year - 1980) << 9) | ((time.month() as u16) << 5) | time.day() as u16;
     (dos_time, dos_date)
 }
@@ -329,7 +383,10 @@ mod tests {
         let mut writer = ZipStreamWriter::new(Vec::new(), level, Utc::now());
         for (name, data) in entries {
             let mut input: &[u8] = data;
-            let summary = writer.add_entry(name, &mut input, data.len() as u64).await.unwrap();
+            let summary = writer
+                .add_entry(name, &mut input, data.len() as u64)
+                .await
+                .unwrap();
             assert_eq!(summary.uncompressed, data.len() as u64);
         }
         writer.finish().await.unwrap()
@@ -341,7 +398,8 @@ mod tests {
             .map(|index| {
                 let mut file = zip.by_index(index).unwrap();
                 let mut data = Vec::new();
-                file.read_to_end(&mut data).expect("CRC and sizes check out");
+                file.read_to_end(&mut data)
+                    .expect("CRC and sizes check out");
                 (file.name().unwrap().to_string(), data)
             })
             .collect()
@@ -349,7 +407,9 @@ mod tests {
 
     #[tokio::test]
     async fn deflated_and_stored_archives_read_back() {
-        let big: Vec<u8> = (0..400_000u32).flat_map(|n| format!("{n},row {n}\n").into_bytes()).collect();
+        let big: Vec<u8> = (0..400_000u32)
+            .flat_map(|n| format!("{n},row {n}\n").into_bytes())
+            .collect();
         let entries = vec![
             ("a.csv", big.clone()),
             ("empty.json", Vec::new()),
@@ -377,7 +437,10 @@ mod tests {
         let mut writer = ZipStreamWriter::new(Vec::new(), 1, Utc::now());
         let data = b"zip64 entry".to_vec();
         let mut input: &[u8] = &data;
-        writer.add_entry("big.csv", &mut input, ZIP64_THRESHOLD).await.unwrap();
+        writer
+            .add_entry("big.csv", &mut input, ZIP64_THRESHOLD)
+            .await
+            .unwrap();
         let (archive, _) = writer.finish().await.unwrap();
         assert_eq!(read_back(&archive), vec![("big.csv".to_string(), data)]);
     }

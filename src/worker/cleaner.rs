@@ -60,13 +60,18 @@ impl Cleaner {
                 "the application did not deliver this resource within {}",
                 humanize(timeout)
             );
-            report.timed_out = self.sources.time_out(timeout, TIMEOUT_CODE, &message).await?;
+            report.timed_out = self
+                .sources
+                .time_out(timeout, TIMEOUT_CODE, &message)
+                .await?;
         }
         loop {
             let keys = &self.keys;
             let expired = self
                 .cleanup
-                .expire(self.config.cleaner_grace, BATCH, |org_id, id| keys.export_prefix(org_id, id))
+                .expire(self.config.cleaner_grace, BATCH, |org_id, id| {
+                    keys.export_prefix(org_id, id)
+                })
                 .await?;
             report.expired += expired.len();
             if (expired.len() as i64) < BATCH {
@@ -74,7 +79,10 @@ impl Cleaner {
             }
         }
         loop {
-            let prefixes = self.cleanup.claim_deletions(100, Duration::from_secs(300)).await?;
+            let prefixes = self
+                .cleanup
+                .claim_deletions(100, Duration::from_secs(300))
+                .await?;
             if prefixes.is_empty() {
                 break;
             }
@@ -112,7 +120,11 @@ impl Cleaner {
 
 /// Deletes the objects under `prefix` and forgets the queued deletion; on failure leaves it
 /// queued with a backoff. Returns whether the objects are gone.
-pub async fn remove_objects(store: &ObjectStore, cleanup: &CleanupRepository, prefix: &str) -> bool {
+pub async fn remove_objects(
+    store: &ObjectStore,
+    cleanup: &CleanupRepository,
+    prefix: &str,
+) -> bool {
     match store.delete_prefix(prefix).await {
         Ok(deleted) => {
             tracing::debug!(prefix, deleted, "objects deleted");
@@ -124,7 +136,10 @@ pub async fn remove_objects(store: &ObjectStore, cleanup: &CleanupRepository, pr
         Err(error) => {
             tracing::warn!(error = %error, prefix, "cannot delete objects yet; the cleaner will retry");
             let delay = retry_delay(3, Duration::from_secs(600));
-            if let Err(db_error) = cleanup.deletion_failed(prefix, delay, &error.to_string()).await {
+            if let Err(db_error) = cleanup
+                .deletion_failed(prefix, delay, &error.to_string())
+                .await
+            {
                 tracing::warn!(error = %db_error, prefix, "cannot reschedule the deletion");
             }
             false
@@ -134,9 +149,9 @@ pub async fn remove_objects(store: &ObjectStore, cleanup: &CleanupRepository, pr
 
 fn humanize(duration: Duration) -> String {
     let seconds = duration.as_secs();
-    if seconds % 3600 == 0 {
+    if seconds.is_multiple_of(3600) {
         format!("{} h", seconds / 3600)
-    } else if seconds % 60 == 0 {
+    } else if seconds.is_multiple_of(60) {
         format!("{} min", seconds / 60)
     } else {
         format!("{seconds} s")

