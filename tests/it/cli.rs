@@ -245,3 +245,30 @@ async fn serve_leaves_the_schema_alone_when_told_to() {
     .unwrap();
     assert_eq!(tables, 0, "DB_MIGRATE_ON_START=false must not migrate");
 }
+
+#[tokio::test]
+async fn clean_runs_one_pass_and_exits() {
+    let url = fresh_database().await;
+    let directory = std::env::temp_dir().join(format!("exsvc-clean-{}", uuid::Uuid::new_v4().simple()));
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO exports (id, org_id, username, format, expires_at) \
+         VALUES (gen_random_uuid(), 'o', 'u', 'json', now() - interval '30 days')",
+    )
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    let output = Command::new(BINARY)
+        .arg("clean")
+        .env("DATABASE_URL", &url)
+        .env("STORAGE_DIR", &directory)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM exports")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the expired export (past the 7-day grace) is gone");
+    let _ = std::fs::remove_dir_all(directory);
+}

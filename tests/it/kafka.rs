@@ -295,6 +295,21 @@ async fn every_field_and_header_of_the_cloud_events() {
         })
         .collect();
     assert_eq!(announced, stored);
+    // …and the internal API accepts them.
+    for message in &messages {
+        let request = &message.value["data"]["resource_request"];
+        let reply = app
+            .upload(
+                export_id,
+                request["application"].as_str().unwrap(),
+                request["uuid"].as_str().unwrap(),
+                Some(if request["application"] == "otherApp" { "psk-other" } else { "psk-example" }),
+                "id\n1\n",
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+    }
+    app.wait_for_status(&caller, export_id, "complete").await;
 
     wait_for_metric(
         &app,
