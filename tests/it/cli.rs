@@ -249,8 +249,11 @@ async fn serve_leaves_the_schema_alone_when_told_to() {
 #[tokio::test]
 async fn clean_runs_one_pass_and_exits() {
     let url = fresh_database().await;
-    let directory = std::env::temp_dir().join(format!("exsvc-clean-{}", uuid::Uuid::new_v4().simple()));
-    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let directory =
+        std::env::temp_dir().join(format!("exsvc-clean-{}", uuid::Uuid::new_v4().simple()));
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO exports (id, org_id, username, format, expires_at) \
          VALUES (gen_random_uuid(), 'o', 'u', 'json', now() - interval '30 days')",
@@ -264,7 +267,11 @@ async fn clean_runs_one_pass_and_exits() {
         .env("STORAGE_DIR", &directory)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM exports")
         .fetch_one(&mut connection)
         .await

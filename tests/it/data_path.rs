@@ -860,15 +860,28 @@ struct OwnS3(std::process::Child, std::path::PathBuf);
 
 impl OwnS3 {
     fn start(port: u16) -> Self {
-        let directory = std::env::temp_dir().join(format!("exsvc-s3-{}", uuid::Uuid::new_v4().simple()));
+        let directory =
+            std::env::temp_dir().join(format!("exsvc-s3-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&directory).unwrap();
         let binary = std::env::var("S3S_FS_BIN").unwrap_or_else(|_| {
-            let installed = format!("{}/.cargo/bin/s3s-fs", std::env::var("HOME").unwrap_or_default());
-            if std::path::Path::new(&installed).exists() { installed } else { "s3s-fs".into() }
+            let installed = format!(
+                "{}/.cargo/bin/s3s-fs",
+                std::env::var("HOME").unwrap_or_default()
+            );
+            if std::path::Path::new(&installed).exists() {
+                installed
+            } else {
+                "s3s-fs".into()
+            }
         });
         let child = std::process::Command::new(binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", crate::helpers::S3_ACCESS_KEY, "--secret-key", crate::helpers::S3_SECRET_KEY])
+            .args([
+                "--access-key",
+                crate::helpers::S3_ACCESS_KEY,
+                "--secret-key",
+                crate::helpers::S3_SECRET_KEY,
+            ])
             .arg(&directory)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -888,65 +901,133 @@ impl Drop for OwnS3 {
 
 #[tokio::test]
 async fn an_unavailable_store_answers_503_and_the_retry_succeeds() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let settings = [("S3_ENDPOINT", endpoint.as_str()), ("S3_CREATE_BUCKET", "false"), ("EXPORT_SERVICE_BUCKET", "exports")];
+    let settings = [
+        ("S3_ENDPOINT", endpoint.as_str()),
+        ("S3_CREATE_BUCKET", "false"),
+        ("EXPORT_SERVICE_BUCKET", "exports"),
+    ];
     let app = TestApp::spawn_with(&settings).await;
     let caller = Caller::user("org-1", "alice");
-    let created = app.create(&caller, export_request("u", "json", &[("exampleApp", "exampleResource")])).await;
+    let created = app
+        .create(
+            &caller,
+            export_request("u", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
     let export = id(&created);
     let first = source(&created, 0);
 
-    let reply = app.upload(&export, "exampleApp", &first, EXAMPLE_PSK, JSON_UPLOAD).await;
+    let reply = app
+        .upload(&export, "exampleApp", &first, EXAMPLE_PSK, JSON_UPLOAD)
+        .await;
     reply.assert_error_containing(503, "object storage is unavailable");
     assert_eq!(reply.header("retry-after"), Some("5"));
-    let status = app.get(&format!("/api/export/v1/exports/{export}/status"), &caller).await.json();
+    let status = app
+        .get(&format!("/api/export/v1/exports/{export}/status"), &caller)
+        .await
+        .json();
     assert_eq!(status["sources"][0]["status"], "pending");
 
     // The store comes back; the application retries.
     let _server = OwnS3::start(port);
-    let config = export_service::config::Config::from_settings(&export_service::config::Settings::from_pairs(
-        [
-            ("S3_ENDPOINT", endpoint.as_str()),
-            ("AWS_ACCESS_KEY", crate::helpers::S3_ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", crate::helpers::S3_SECRET_KEY),
-            ("EXPORT_SERVICE_BUCKET", "exports"),
-            ("S3_CREATE_BUCKET", "true"),
-        ]
-        .map(|(name, value)| (name.to_string(), value.to_string())),
-    ))
+    let config = export_service::config::Config::from_settings(
+        &export_service::config::Settings::from_pairs(
+            [
+                ("S3_ENDPOINT", endpoint.as_str()),
+                ("AWS_ACCESS_KEY", crate::helpers::S3_ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", crate::helpers::S3_SECRET_KEY),
+                ("EXPORT_SERVICE_BUCKET", "exports"),
+                ("S3_CREATE_BUCKET", "true"),
+            ]
+            .map(|(name, value)| (name.to_string(), value.to_string())),
+        ),
+    )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match export_service::storage::ObjectStore::from_config(&config.store, &config.layout).await {
+        match export_service::storage::ObjectStore::from_config(&config.store, &config.layout).await
+        {
             Ok(_) => break,
             Err(error) => {
-                assert!(Instant::now() < deadline, "the S3 server did not start: {error}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the S3 server did not start: {error}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
-    let reply = app.upload(&export, "exampleApp", &first, EXAMPLE_PSK, JSON_UPLOAD).await;
+    let reply = app
+        .upload(&export, "exampleApp", &first, EXAMPLE_PSK, JSON_UPLOAD)
+        .await;
     assert_eq!(reply.status, 202, "{}", reply.text);
     app.wait_for_status(&caller, &export, "complete").await;
-    let metrics = app.client.get(app.metrics_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("export_service_failed_s3_uploads 1"), "{metrics}");
+    let metrics = app
+        .client
+        .get(app.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("export_service_failed_s3_uploads 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn the_local_directory_store_serves_the_whole_flow() {
-    let directory = std::env::temp_dir().join(format!("exsvc-objects-{}", uuid::Uuid::new_v4().simple()));
+    let directory =
+        std::env::temp_dir().join(format!("exsvc-objects-{}", uuid::Uuid::new_v4().simple()));
     let root = directory.to_str().unwrap().to_string();
     let app = TestApp::spawn_with(&[("OBJECT_STORE", "local"), ("STORAGE_DIR", &root)]).await;
     let caller = Caller::user("org-1", "alice");
-    let created = app.create(&caller, export_request("l", "csv", &[("exampleApp", "exampleResource")])).await;
+    let created = app
+        .create(
+            &caller,
+            export_request("l", "csv", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
     let export = id(&created);
-    assert_eq!(app.upload(&export, "exampleApp", &source(&created, 0), EXAMPLE_PSK, CSV_UPLOAD).await.status, 202);
+    assert_eq!(
+        app.upload(
+            &export,
+            "exampleApp",
+            &source(&created, 0),
+            EXAMPLE_PSK,
+            CSV_UPLOAD
+        )
+        .await
+        .status,
+        202
+    );
     app.wait_for_status(&caller, &export, "complete").await;
     let (_, archive) = app.download(&caller, &export).await;
-    assert_eq!(entry(&unzip(&archive), &format!("{}.csv", source(&created, 0))), CSV_UPLOAD.as_bytes());
-    assert!(directory.join("org-1").join(&export).join(format!("{export}.zip")).exists());
-    assert_eq!(app.delete(&format!("/api/export/v1/exports/{export}"), &caller).await.status, 202);
+    assert_eq!(
+        entry(&unzip(&archive), &format!("{}.csv", source(&created, 0))),
+        CSV_UPLOAD.as_bytes()
+    );
+    assert!(
+        directory
+            .join("org-1")
+            .join(&export)
+            .join(format!("{export}.zip"))
+            .exists()
+    );
+    assert_eq!(
+        app.delete(&format!("/api/export/v1/exports/{export}"), &caller)
+            .await
+            .status,
+        202
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while directory.join("org-1").join(&export).exists() {
         assert!(Instant::now() < deadline, "objects were not deleted");

@@ -303,7 +303,11 @@ async fn every_field_and_header_of_the_cloud_events() {
                 export_id,
                 request["application"].as_str().unwrap(),
                 request["uuid"].as_str().unwrap(),
-                Some(if request["application"] == "otherApp" { "psk-other" } else { "psk-example" }),
+                Some(if request["application"] == "otherApp" {
+                    "psk-other"
+                } else {
+                    "psk-example"
+                }),
                 "id\n1\n",
             )
             .await;
