@@ -45,6 +45,36 @@ fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
         .1
 }
 
+/// Creates a one-source export (exampleApp/exampleResource), delivers `body` and waits until
+/// it is packaged. Returns the export id and the create response.
+async fn delivered_export(
+    app: &TestApp,
+    caller: &Caller,
+    name: &str,
+    format: &str,
+    body: &'static str,
+) -> (String, Value) {
+    let created = app
+        .create(
+            caller,
+            export_request(name, format, &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let export = id(&created);
+    let reply = app
+        .upload(
+            &export,
+            "exampleApp",
+            &source(&created, 0),
+            EXAMPLE_PSK,
+            body,
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    app.wait_for_status(caller, &export, "complete").await;
+    (export, created)
+}
+
 const JSON_UPLOAD: &str = r#"{"data": [{"id": 1, "name": "alpha"}, {"id": 2, "name": "béta"}]}"#;
 const CSV_UPLOAD: &str = "id,name\n1,alpha\n2,\"multi\nline\"\n3,gamma\n";
 
@@ -417,24 +447,23 @@ async fn keys_paths_limits_and_bad_reports() {
     app.wait_for_status(&caller, &export, "complete").await;
 }
 
+/// Creates a one-source export and uploads `{}` to it with `psk`.
+async fn upload_with_key(app: &TestApp, psk: Option<&str>) -> crate::helpers::Reply {
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request("k", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    app.upload(&id(&created), "exampleApp", &source(&created, 0), psk, "{}")
+        .await
+}
+
 #[tokio::test]
 async fn psk_modes_closed_shared_and_disabled() {
     let closed = TestApp::spawn_with(&[("EXPORTS_PSKS", "")]).await;
-    let caller = Caller::user("org-1", "alice");
-    let created = closed
-        .create(
-            &caller,
-            export_request("c", "json", &[("exampleApp", "exampleResource")]),
-        )
-        .await;
-    closed
-        .upload(
-            &id(&created),
-            "exampleApp",
-            &source(&created, 0),
-            Some("anything"),
-            "{}",
-        )
+    upload_with_key(&closed, Some("anything"))
         .await
         .assert_error(
             403,
@@ -442,55 +471,13 @@ async fn psk_modes_closed_shared_and_disabled() {
         );
 
     let shared = TestApp::spawn_with(&[("EXPORTS_PSKS", "one, two")]).await;
-    let created = shared
-        .create(
-            &caller,
-            export_request("s", "json", &[("exampleApp", "exampleResource")]),
-        )
-        .await;
-    shared
-        .upload(
-            &id(&created),
-            "exampleApp",
-            &source(&created, 0),
-            Some("three"),
-            "{}",
-        )
+    upload_with_key(&shared, Some("three"))
         .await
         .assert_error(401, "invalid x-rh-exports-psk header");
-    assert_eq!(
-        shared
-            .upload(
-                &id(&created),
-                "exampleApp",
-                &source(&created, 0),
-                Some("two"),
-                "{}"
-            )
-            .await
-            .status,
-        202
-    );
+    assert_eq!(upload_with_key(&shared, Some("two")).await.status, 202);
 
     let open = TestApp::spawn_with(&[("DISABLE_SERVICE_TO_SERVICE_PSK_AUTH", "true")]).await;
-    let created = open
-        .create(
-            &caller,
-            export_request("o", "json", &[("exampleApp", "exampleResource")]),
-        )
-        .await;
-    assert_eq!(
-        open.upload(
-            &id(&created),
-            "exampleApp",
-            &source(&created, 0),
-            None,
-            "{}"
-        )
-        .await
-        .status,
-        202
-    );
+    assert_eq!(upload_with_key(&open, None).await.status, 202);
 }
 
 #[tokio::test]
@@ -573,26 +560,7 @@ async fn range_requests_resume_to_identical_bytes() {
 async fn delete_removes_rows_and_objects() {
     let app = TestApp::spawn().await;
     let caller = Caller::user("org-1", "alice");
-    let created = app
-        .create(
-            &caller,
-            export_request("d", "json", &[("exampleApp", "exampleResource")]),
-        )
-        .await;
-    let export = id(&created);
-    assert_eq!(
-        app.upload(
-            &export,
-            "exampleApp",
-            &source(&created, 0),
-            EXAMPLE_PSK,
-            JSON_UPLOAD
-        )
-        .await
-        .status,
-        202
-    );
-    app.wait_for_status(&caller, &export, "complete").await;
+    let (export, _) = delivered_export(&app, &caller, "d", "json", JSON_UPLOAD).await;
     let prefix = format!("org-1/{export}/");
     assert_eq!(
         app.store.list(&prefix).await.unwrap().len(),
@@ -626,26 +594,7 @@ async fn the_cleaner_removes_expired_exports_and_times_out_silent_sources() {
     ])
     .await;
     let caller = Caller::user("org-1", "alice");
-    let expired = app
-        .create(
-            &caller,
-            export_request("old", "json", &[("exampleApp", "exampleResource")]),
-        )
-        .await;
-    let expired_id = id(&expired);
-    assert_eq!(
-        app.upload(
-            &expired_id,
-            "exampleApp",
-            &source(&expired, 0),
-            EXAMPLE_PSK,
-            JSON_UPLOAD
-        )
-        .await
-        .status,
-        202
-    );
-    app.wait_for_status(&caller, &expired_id, "complete").await;
+    let (expired_id, _) = delivered_export(&app, &caller, "old", "json", JSON_UPLOAD).await;
     let recent = app
         .create(
             &caller,
@@ -990,26 +939,7 @@ async fn the_local_directory_store_serves_the_whole_flow() {
     let root = directory.to_str().unwrap().to_string();
     let app = TestApp::spawn_with(&[("OBJECT_STORE", "local"), ("STORAGE_DIR", &root)]).await;
     let caller = Caller::user("org-1", "alice");
-    let created = app
-        .create(
-            &caller,
-            export_request("l", "csv", &[("exampleApp", "exampleResource")]),
-        )
-        .await;
-    let export = id(&created);
-    assert_eq!(
-        app.upload(
-            &export,
-            "exampleApp",
-            &source(&created, 0),
-            EXAMPLE_PSK,
-            CSV_UPLOAD
-        )
-        .await
-        .status,
-        202
-    );
-    app.wait_for_status(&caller, &export, "complete").await;
+    let (export, created) = delivered_export(&app, &caller, "l", "csv", CSV_UPLOAD).await;
     let (_, archive) = app.download(&caller, &export).await;
     assert_eq!(
         entry(&unzip(&archive), &format!("{}.csv", source(&created, 0))),
