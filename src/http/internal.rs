@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::body::read_limited;
 use super::error::ApiError;
+use crate::db::SourceRepository;
 use crate::db::sources::{BeginUpload, Lookup, Settled, SourceTarget, StoredUpload};
 use crate::domain::SourceStatus;
 use crate::domain::psk::{Grant, PskError, authorize};
@@ -196,6 +197,13 @@ pub async fn upload(
             ));
         }
     }
+    // If the client goes away mid-upload the handler is dropped: the guard still frees the
+    // source at once, so the application's retry is not refused for the whole lease.
+    let mut hold = UploadHold {
+        sources: state.sources.clone(),
+        source_id: target.source_id,
+        armed: true,
+    };
     let started = Instant::now();
     let key = state.keys.source_key(
         &target.org_id,
@@ -224,6 +232,7 @@ pub async fn upload(
         Ok(ingested) => ingested,
         Err(error) => {
             state.metrics.failed_uploads.inc();
+            hold.armed = false;
             if let Err(db_error) = state.sources.release_upload(target.source_id).await {
                 tracing::warn!(error = %db_error, "cannot release the source; its lease will");
             }
@@ -255,7 +264,9 @@ pub async fn upload(
         bytes: ingested.bytes,
         rows: ingested.rows,
     };
-    if state.sources.complete(&target, &stored).await? == Settled::AlreadyProcessed {
+    let settled = state.sources.complete(&target, &stored).await;
+    hold.armed = false;
+    if settled? == Settled::AlreadyProcessed {
         return Err(already_processed());
     }
     state.metrics.uploads.inc();
@@ -282,6 +293,29 @@ pub async fn upload(
         })),
     )
         .into_response())
+}
+
+/// Frees a held source when an upload ends without settling it (e.g. the request was dropped).
+struct UploadHold {
+    sources: SourceRepository,
+    source_id: Uuid,
+    armed: bool,
+}
+
+impl Drop for UploadHold {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (sources, source_id) = (self.sources.clone(), self.source_id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = sources.release_upload(source_id).await {
+                    tracing::warn!(error = %error, "cannot release an abandoned upload; its lease will");
+                }
+            });
+        }
+    }
 }
 
 /// `POST …/error`: the application reports that it cannot deliver the source.

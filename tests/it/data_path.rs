@@ -965,3 +965,73 @@ async fn the_local_directory_store_serves_the_whole_flow() {
     }
     let _ = std::fs::remove_dir_all(directory);
 }
+
+#[tokio::test]
+async fn an_abandoned_upload_frees_its_source_for_the_retry() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request("a", "csv", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let export = id(&created);
+    let first = source(&created, 0);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
+    ));
+    let url = app.internal_url(&format!(
+        "/app/export/v1/{export}/exampleApp/{first}/upload"
+    ));
+    let client = app.client.clone();
+    let upload = tokio::spawn(async move {
+        client
+            .post(url)
+            .header("x-rh-exports-psk", "psk-example")
+            .body(body)
+            .send()
+            .await
+    });
+    sender.send(Ok(b"id,name\n1,a\n".to_vec())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: bool = sqlx::query_scalar(
+            "SELECT upload_lease_until IS NOT NULL FROM sources WHERE id = $1::uuid",
+        )
+        .bind(&first)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A concurrent second upload is refused while the first runs.
+    app.upload(&export, "exampleApp", &first, EXAMPLE_PSK, CSV_UPLOAD)
+        .await
+        .assert_error(409, "an upload for this source is already in progress");
+    // The client goes away mid-body.
+    upload.abort();
+    drop(sender);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = app
+            .upload(&export, "exampleApp", &first, EXAMPLE_PSK, CSV_UPLOAD)
+            .await;
+        if reply.status == 202 {
+            break;
+        }
+        assert_eq!(reply.status, 409, "{}", reply.text);
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned upload kept its source"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.wait_for_status(&caller, &export, "complete").await;
+}
