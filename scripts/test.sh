@@ -15,4 +15,4 @@ admin=(psql -X -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1)
     "${admin[@]}" -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null
   done
 
-cargo test --locked --all-targets "$@"
+cargo test --locked --workspace --all-targets "$@"
