@@ -21,6 +21,20 @@ pub struct ErrorBody {
     /// The HTTP status code.
     #[schema(example = 400)]
     pub code: u16,
+    /// Row-level problems of rejected data (uploads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<Violation>>,
+}
+
+/// One problem in rejected data.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Violation {
+    /// The data record (from 1; the CSV header is 0), when the problem is in one.
+    pub row: Option<u64>,
+    /// The field, when the problem is in one.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// An error answered to the client.
@@ -29,6 +43,7 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     retry_after_secs: Option<u64>,
+    violations: Option<Vec<Violation>>,
 }
 
 impl ApiError {
@@ -38,7 +53,14 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after_secs: None,
+            violations: None,
         }
+    }
+
+    /// Adds the row-level problems of rejected data.
+    pub fn with_violations(mut self, violations: Vec<Violation>) -> Self {
+        self.violations = Some(violations);
+        self
     }
 
     /// 400 Bad Request.
@@ -92,6 +114,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 message: self.message,
                 code: self.status.as_u16(),
+                violations: self.violations,
             }),
         )
             .into_response();

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::body::read_limited;
-use super::error::ApiError;
+use super::error::{ApiError, Violation};
 use crate::db::SourceRepository;
 use crate::db::sources::{BeginUpload, Lookup, Settled, SourceTarget, StoredUpload};
 use crate::domain::SourceStatus;
@@ -219,25 +219,40 @@ pub async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(format_of_content_type);
-    let ingested = match ingest(
-        &state.store,
-        &key,
-        body,
-        uploaded_format,
-        target.format,
-        limits,
-    )
-    .await
-    {
-        Ok(ingested) => ingested,
-        Err(error) => {
-            state.metrics.failed_uploads.inc();
-            hold.armed = false;
-            if let Err(db_error) = state.sources.release_upload(target.source_id).await {
-                tracing::warn!(error = %db_error, "cannot release the source; its lease will");
+    let ingested =
+        match ingest(
+            &state.store,
+            &key,
+            body,
+            uploaded_format,
+            target.format,
+            limits,
+        )
+        .await
+        {
+            Ok(ingested) => ingested,
+            Err(IngestError::Rejected(reason)) => {
+                // The data itself is wrong: the source fails with a message the tenant sees.
+                hold.armed = false;
+                state.metrics.failed_uploads.inc();
+                let message = format!("upload rejected: {reason}");
+                tracing::info!(source_id = %target.source_id, reason = %reason, "upload rejected");
+                state.sources.fail(&target, 422, &message).await?;
+                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+                    .with_violations(vec![Violation {
+                        row: reason.record,
+                        field: None,
+                        message: reason.message,
+                    }]));
             }
-            tracing::warn!(error = %error, "upload not stored");
-            return Err(match error {
+            Err(error) => {
+                state.metrics.failed_uploads.inc();
+                hold.armed = false;
+                if let Err(db_error) = state.sources.release_upload(target.source_id).await {
+                    tracing::warn!(error = %db_error, "cannot release the source; its lease will");
+                }
+                tracing::warn!(error = %error, "upload not stored");
+                return Err(match error {
                 IngestError::TooLarge { .. } => too_large(),
                 IngestError::Idle(timeout) => ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
@@ -255,9 +270,10 @@ pub async fn upload(
                 )
                 .retry_after(5),
                 IngestError::Store(other) => ApiError::internal(&other),
+                IngestError::Rejected(_) => unreachable!("handled above"),
             });
-        }
-    };
+            }
+        };
     let stored = StoredUpload {
         object_key: key,
         sha256: ingested.sha256.clone(),
@@ -290,6 +306,8 @@ pub async fn upload(
             "sha256": ingested.sha256,
             "bytes": ingested.bytes,
             "rows": ingested.rows,
+            "uploaded_bytes": ingested.uploaded_bytes,
+            "converted_from": ingested.uploaded_format.filter(|format| *format != target.format),
         })),
     )
         .into_response())

@@ -2,6 +2,7 @@
 //! rows are computed on the way. Memory stays bounded by the store's part size whatever the
 //! upload's size; the size limit and an idle timeout are enforced while streaming.
 
+pub mod convert;
 pub mod rows;
 
 use std::io;
@@ -17,6 +18,7 @@ use tokio_util::io::StreamReader;
 
 use crate::domain::Format;
 use crate::storage::{ObjectStore, PutError, StoreError};
+use convert::{Converting, Rejected};
 use rows::RowCounter;
 
 /// What was stored.
@@ -28,6 +30,10 @@ pub struct Ingested {
     pub bytes: u64,
     /// Data rows, when the format tells.
     pub rows: Option<u64>,
+    /// Bytes received.
+    pub uploaded_bytes: u64,
+    /// The format the upload was in (converted when it differs from the stored format).
+    pub uploaded_format: Option<Format>,
 }
 
 /// Why an upload was not stored. Nothing is left in the store in any of these cases.
@@ -45,6 +51,9 @@ pub enum IngestError {
     /// The body could not be read (the client went away).
     #[error("the payload could not be read: {0}")]
     Body(String),
+    /// The data is not in a shape that converts to the export's format.
+    #[error("the payload was rejected: {0}")]
+    Rejected(export_convert::ConvertError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -92,12 +101,16 @@ pub async fn ingest(
             )),
         }
     });
-    let mut reader = Inspector {
+    let limited = Limited {
         inner: StreamReader::new(Box::pin(chunks)),
-        hasher: Sha256::new(),
-        rows: RowCounter::new(uploaded_format),
-        bytes: 0,
+        seen: 0,
         limit: limits.max_bytes,
+    };
+    let mut reader = Inspector {
+        inner: Converting::new(limited, uploaded_format, stored_format),
+        hasher: Sha256::new(),
+        rows: RowCounter::new(Some(stored_format)),
+        bytes: 0,
     };
     let content_type = match stored_format {
         Format::Csv => "text/csv",
@@ -108,32 +121,64 @@ pub async fn ingest(
             sha256: hex::encode(reader.hasher.finalize()),
             bytes: reader.bytes,
             rows: reader.rows.finish(),
+            uploaded_bytes: reader.inner.inner_ref().seen,
+            uploaded_format: reader.inner.uploaded,
         }),
         Err(PutError::Store(error)) => Err(IngestError::Store(error)),
-        Err(PutError::Body(error)) => Err(
-            if error
-                .get_ref()
-                .is_some_and(|inner| inner.is::<LimitExceeded>())
-            {
-                IngestError::TooLarge {
-                    limit_mib: limits.max_bytes / (1024 * 1024),
-                }
-            } else if error.kind() == io::ErrorKind::TimedOut {
-                IngestError::Idle(idle)
-            } else {
-                IngestError::Body(error.to_string())
-            },
-        ),
+        Err(PutError::Body(error)) => Err(classify_body_error(error, limits)),
     }
 }
 
-/// Passes bytes through, hashing, counting and limiting them.
+fn classify_body_error(error: io::Error, limits: Limits) -> IngestError {
+    if let Some(inner) = error.get_ref() {
+        if inner.is::<LimitExceeded>() {
+            return IngestError::TooLarge {
+                limit_mib: limits.max_bytes / (1024 * 1024),
+            };
+        }
+        if let Some(Rejected(reason)) = inner.downcast_ref::<Rejected>() {
+            return IngestError::Rejected(reason.clone());
+        }
+    }
+    if error.kind() == io::ErrorKind::TimedOut {
+        IngestError::Idle(limits.idle_timeout)
+    } else {
+        IngestError::Body(error.to_string())
+    }
+}
+
+/// Fails the read once more than `limit` bytes arrived.
+struct Limited<R> {
+    inner: R,
+    seen: u64,
+    limit: u64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buffer.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(context, buffer);
+        if let Poll::Ready(Ok(())) = polled {
+            this.seen += (buffer.filled().len() - before) as u64;
+            if this.seen > this.limit {
+                return Poll::Ready(Err(io::Error::other(LimitExceeded)));
+            }
+        }
+        polled
+    }
+}
+
+/// Passes the stored bytes through, hashing and counting them.
 struct Inspector<R> {
     inner: R,
     hasher: Sha256,
     rows: RowCounter,
     bytes: u64,
-    limit: u64,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Inspector<R> {
@@ -148,9 +193,6 @@ impl<R: AsyncRead + Unpin> AsyncRead for Inspector<R> {
             Poll::Ready(Ok(())) => {
                 let fresh = &buffer.filled()[before..];
                 this.bytes += fresh.len() as u64;
-                if this.bytes > this.limit {
-                    return Poll::Ready(Err(io::Error::other(LimitExceeded)));
-                }
                 this.hasher.update(fresh);
                 this.rows.feed(fresh);
                 Poll::Ready(Ok(()))

@@ -163,17 +163,19 @@ async fn create_upload_package_download() {
         entry(&entries, &format!("{first}.json")),
         JSON_UPLOAD.as_bytes()
     );
-    // Stored as uploaded (conversion arrives with the plugin runtime).
+    // The CSV upload (sniffed: no Content-Type) was converted to the export's format, JSON.
+    let converted: Value =
+        serde_json::from_slice(entry(&entries, &format!("{second}.json"))).unwrap();
     assert_eq!(
-        entry(&entries, &format!("{second}.json")),
-        CSV_UPLOAD.as_bytes()
+        converted,
+        json!([{"id": "1", "name": "alpha"}, {"id": "2", "name": "multi\nline"}, {"id": "3", "name": "gamma"}])
     );
 
     let meta: Value = serde_json::from_slice(entry(&entries, "meta.json")).unwrap();
     assert_eq!(meta["exported_by"], "alice");
     assert_eq!(meta["export_org_id"], "org-1");
     assert!(meta.get("failed_files").is_none());
-    for (index, upload) in [(0, JSON_UPLOAD), (1, CSV_UPLOAD)] {
+    for index in 0..2 {
         let file = &meta["file_meta"][index];
         let name = file["filename"].as_str().unwrap();
         assert_eq!(
@@ -181,8 +183,13 @@ async fn create_upload_package_download() {
             sha256(entry(&entries, name)),
             "checksums match the entries"
         );
-        assert_eq!(file["bytes"], upload.len());
+        assert_eq!(file["bytes"], entry(&entries, name).len());
     }
+    assert_eq!(
+        meta["file_meta"][0]["bytes"],
+        JSON_UPLOAD.len(),
+        "same format: stored byte for byte"
+    );
     assert_eq!(meta["file_meta"][0]["filters"], json!({"b": 1, "a": "x"}));
     let readme = String::from_utf8(entry(&entries, "README.md").to_vec()).unwrap();
     assert!(
@@ -578,11 +585,18 @@ async fn delete_removes_rows_and_objects() {
         assert!(Instant::now() < deadline, "objects were not deleted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM object_deletions")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(queued, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM object_deletions")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if queued == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deletion stays queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -1034,4 +1048,85 @@ async fn an_abandoned_upload_frees_its_source_for_the_retry() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.wait_for_status(&caller, &export, "complete").await;
+}
+
+#[tokio::test]
+async fn uploads_in_the_other_format_are_converted_and_bad_shapes_rejected() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request(
+                "conv",
+                "csv",
+                &[
+                    ("exampleApp", "exampleResource"),
+                    ("exampleApp", "anotherExampleResource"),
+                ],
+            ),
+        )
+        .await;
+    let export = id(&created);
+    let reply = crate::helpers::Reply::from(
+        app.client
+            .post(app.internal_url(&format!(
+                "/app/export/v1/{export}/exampleApp/{}/upload",
+                source(&created, 0)
+            )))
+            .header("x-rh-exports-psk", "psk-example")
+            .header("content-type", "application/json")
+            .body(JSON_UPLOAD)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.json()["converted_from"], "json");
+    assert_eq!(reply.json()["rows"], 2);
+
+    // Declared JSON, but not an array of records: 422, and the source fails visibly.
+    let rejected = crate::helpers::Reply::from(
+        app.client
+            .post(app.internal_url(&format!(
+                "/app/export/v1/{export}/exampleApp/{}/upload",
+                source(&created, 1)
+            )))
+            .header("x-rh-exports-psk", "psk-example")
+            .header("content-type", "application/json")
+            .body(r#"[{"id": 1}, {"id": 2, "surprise": true}]"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    rejected.assert_error_containing(422, "upload rejected: record 2: has the key 'surprise'");
+    assert_eq!(rejected.json()["violations"][0]["row"], 2);
+
+    let status = app.wait_for_status(&caller, &export, "partial").await;
+    assert_eq!(status["sources"][1]["status"], "failed");
+    assert_eq!(status["sources"][1]["error"], 422);
+    assert!(
+        status["sources"][1]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("upload rejected: record 2")
+    );
+    let (_, archive) = app.download(&caller, &export).await;
+    let entries = unzip(&archive);
+    assert_eq!(
+        entry(&entries, &format!("{}.csv", source(&created, 0))),
+        "id,name\n1,alpha\n2,béta\n".as_bytes()
+    );
+    let meta: Value = serde_json::from_slice(entry(&entries, "meta.json")).unwrap();
+    assert_eq!(meta["failed_files"][0]["error"]["code"], "422");
+    assert!(
+        app.store
+            .list(&format!("org-1/{export}/{}", source(&created, 1)))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing stored for the rejected upload"
+    );
 }
