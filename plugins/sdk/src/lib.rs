@@ -1,0 +1,119 @@
+//! The guest SDK of export-service plugins.
+//!
+//! Implement [`Plugin`] (who you are, how to start a session) and [`Session`] (what to do with
+//! each chunk and at the end), then call [`export_plugin!`]. The SDK hides the WIT bindings,
+//! the resource handles and the error plumbing.
+//!
+//! ```ignore
+//! struct Upper;
+//! impl export_plugin_sdk::Plugin for Upper { … }
+//! export_plugin_sdk::export_plugin!(Upper);
+//! ```
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_bindings",
+        default_bindings_module: "export_plugin_sdk::bindings",
+    });
+}
+
+pub use bindings::export_service::plugin::host::LogLevel;
+pub use bindings::export_service::plugin::types::{
+    Capabilities, DataFormat, PluginError, PluginInfo, ResourceInfo, SessionOptions, StepOutput,
+    Violation,
+};
+
+/// Writes a line to the service's log.
+pub fn log(level: LogLevel, message: &str) {
+    bindings::export_service::plugin::host::log(level, message);
+}
+
+/// A plugin: describes itself and opens one [`Session`] per upload.
+pub trait Plugin {
+    /// The session type.
+    type Session: Session + 'static;
+
+    /// Name, version, resources (with optional JSON Schemas) and capabilities.
+    fn describe() -> PluginInfo;
+
+    /// Starts processing one upload.
+    fn open(options: SessionOptions) -> Result<Self::Session, PluginError>;
+}
+
+/// The processing of one upload.
+pub trait Session {
+    /// Processes the next chunk (at most 1 MiB).
+    fn push(&mut self, chunk: &[u8]) -> Result<StepOutput, PluginError>;
+
+    /// Ends the upload.
+    fn finish(&mut self) -> Result<StepOutput, PluginError>;
+}
+
+impl StepOutput {
+    /// Output bytes and no violations.
+    pub fn bytes(output: Vec<u8>) -> Self {
+        Self {
+            output,
+            violations: Vec::new(),
+        }
+    }
+}
+
+impl Violation {
+    /// A violation of `row` (and `field`), for a person to read.
+    pub fn new(row: Option<u64>, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            row,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+/// Exports `$plugin` (a type implementing [`Plugin`]) as the component's `processor`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __ExportedPlugin;
+
+        #[doc(hidden)]
+        pub struct __ExportedSession(::core::cell::RefCell<<$plugin as $crate::Plugin>::Session>);
+
+        impl $crate::bindings::exports::export_service::plugin::processor::Guest for __ExportedPlugin {
+            type Session = __ExportedSession;
+
+            fn describe() -> $crate::PluginInfo {
+                <$plugin as $crate::Plugin>::describe()
+            }
+        }
+
+        impl $crate::bindings::exports::export_service::plugin::processor::GuestSession for __ExportedSession {
+            fn open(
+                options: $crate::SessionOptions,
+            ) -> ::core::result::Result<
+                $crate::bindings::exports::export_service::plugin::processor::Session,
+                $crate::PluginError,
+            > {
+                let session = <$plugin as $crate::Plugin>::open(options)?;
+                Ok($crate::bindings::exports::export_service::plugin::processor::Session::new(
+                    __ExportedSession(::core::cell::RefCell::new(session)),
+                ))
+            }
+
+            fn push(&self, chunk: ::std::vec::Vec<u8>) -> ::core::result::Result<$crate::StepOutput, $crate::PluginError> {
+                $crate::Session::push(&mut *self.0.borrow_mut(), &chunk)
+            }
+
+            fn finish(&self) -> ::core::result::Result<$crate::StepOutput, $crate::PluginError> {
+                $crate::Session::finish(&mut *self.0.borrow_mut())
+            }
+        }
+
+        $crate::bindings::export_bindings!(__ExportedPlugin with_types_in $crate::bindings);
+    };
+}
