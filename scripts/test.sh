@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
 scripts/ensure-kafka.sh
 scripts/ensure-s3.sh
+scripts/build-plugins.sh >/dev/null
 
 # Each test creates its own database; drop those a previous run left behind.
 admin=(psql -X -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1)

@@ -11,6 +11,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod package;
+pub mod plugin_host;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -11,5 +11,6 @@ mod isolation;
 mod kafka;
 mod lifecycle;
 mod list;
+mod plugins;
 mod probes;
 mod rate_limit;

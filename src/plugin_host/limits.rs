@@ -1,0 +1,86 @@
+//! What one plugin session may use.
+
+use std::time::Duration;
+
+/// Limits of every session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Linear memory, summed over all of the instance's memories.
+    pub memory_bytes: usize,
+    /// Time one call (`open`, `push`, `finish`) may run.
+    pub call_timeout: Duration,
+    /// Time all calls of one session may run together.
+    pub session_timeout: Duration,
+    /// Output one call may return.
+    pub output_bytes_per_call: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 * 1024 * 1024,
+            call_timeout: Duration::from_secs(2),
+            session_timeout: Duration::from_secs(300),
+            output_bytes_per_call: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A resource limiter that caps the sum of all memories of a store (wasmtime's own
+/// `StoreLimits` caps each memory separately).
+#[derive(Debug)]
+pub struct MemoryCap {
+    limit: usize,
+    total: usize,
+    peak: usize,
+    exceeded: bool,
+}
+
+impl MemoryCap {
+    /// A cap of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            total: 0,
+            peak: 0,
+            exceeded: false,
+        }
+    }
+
+    /// The most memory the store held at once.
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+
+    /// Whether a growth was refused.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.total - current.min(self.total) + desired;
+        if total > self.limit {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        self.total = total;
+        self.peak = self.peak.max(total);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

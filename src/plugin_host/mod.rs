@@ -1,0 +1,493 @@
+//! The Wasm plugin host (wasmtime with the component model).
+//!
+//! One [`Engine`] for the process; components compiled once and cached by the SHA-256 of their
+//! bytes, with an [`InstancePre`](wasmtime::component::InstancePre) so each upload only pays for
+//! a fresh store and an instantiation. Every call is bounded: epoch interruption (a deadline per
+//! call and per session), a memory cap summed over all of the instance's memories, and a cap on
+//! the output of one call. Plugins get a log import and an empty WASI context — no files,
+//! network, environment, arguments or real clock. A trap, a deadline, a limit or a malformed
+//! component fails that session with a message naming the plugin and the reason; the process
+//! and other sessions are not affected.
+
+mod limits;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use limits::MemoryCap;
+pub use limits::PluginLimits;
+
+#[expect(
+    missing_docs,
+    reason = "generated from wit/plugin.wit, documented there"
+)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "wit",
+    });
+}
+
+use bindings::export_service::plugin::host::LogLevel;
+pub use bindings::export_service::plugin::types::{
+    Capabilities, DataFormat, PluginError as GuestError, PluginInfo, ResourceInfo, SessionOptions,
+    StepOutput, Violation,
+};
+
+/// How often the epoch advances: the granularity of deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// The longest log line a plugin can write.
+pub const MAX_LOG_LINE: usize = 1024;
+/// Log lines one session may write (more are dropped).
+pub const MAX_LOG_LINES: u32 = 1000;
+
+/// Why a plugin could not be loaded or failed a session.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginFailure {
+    /// The bytes are not a usable component for our world.
+    #[error("plugin rejected: {0}")]
+    Invalid(String),
+    /// The plugin trapped (panicked, hit `unreachable`, overflowed its stack…).
+    #[error("plugin {plugin} crashed: {reason}")]
+    Trapped {
+        /// The plugin's name.
+        plugin: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The plugin ran past its deadline.
+    #[error("plugin {plugin} exceeded its time limit of {limit_ms} ms")]
+    Timeout {
+        /// The plugin's name.
+        plugin: String,
+        /// The limit.
+        limit_ms: u128,
+    },
+    /// The plugin asked for more memory than allowed.
+    #[error("plugin {plugin} exceeded its memory limit of {limit_mib} MiB")]
+    OutOfMemory {
+        /// The plugin's name.
+        plugin: String,
+        /// The limit.
+        limit_mib: usize,
+    },
+    /// One call produced more output than allowed.
+    #[error("plugin {plugin} produced more than {limit_mib} MiB from one chunk")]
+    OutputTooLarge {
+        /// The plugin's name.
+        plugin: String,
+        /// The limit.
+        limit_mib: usize,
+    },
+    /// The plugin refused its configuration.
+    #[error("plugin {plugin} refused its configuration: {reason}")]
+    InvalidConfig {
+        /// The plugin's name.
+        plugin: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// The plugin rejected the data.
+    #[error("plugin {plugin} rejected the data")]
+    Rejected {
+        /// The plugin's name.
+        plugin: String,
+        /// The problems it found.
+        violations: Vec<Violation>,
+    },
+    /// The plugin reported another failure.
+    #[error("plugin {plugin} failed: {reason}")]
+    Failed {
+        /// The plugin's name.
+        plugin: String,
+        /// Its reason.
+        reason: String,
+    },
+}
+
+/// The state of one store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    plugin: String,
+    log_lines: u32,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::export_service::plugin::host::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        if self.log_lines >= MAX_LOG_LINES {
+            return;
+        }
+        self.log_lines += 1;
+        let mut line = message;
+        if line.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
+            line.push('…');
+        }
+        let plugin = self.plugin.as_str();
+        match level {
+            LogLevel::Debug => tracing::debug!(plugin, "{line}"),
+            LogLevel::Info => tracing::info!(plugin, "{line}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{line}"),
+            LogLevel::Error => tracing::error!(plugin, "{line}"),
+        }
+    }
+}
+
+impl bindings::export_service::plugin::types::Host for HostState {}
+
+/// A compiled, checked plugin, ready to run sessions.
+pub struct LoadedPlugin {
+    /// SHA-256 of the component's bytes, hex.
+    pub digest: String,
+    /// What the plugin says about itself.
+    pub info: PluginInfo,
+    pre: bindings::PluginPre<HostState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LoadedPlugin")
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// The process's plugin host.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    limits: PluginLimits,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PluginHost")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginHost {
+    /// A host with these limits.
+    pub fn new(limits: PluginLimits) -> Result<Self, PluginFailure> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine =
+            Engine::new(&config).map_err(|error| PluginFailure::Invalid(error.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
+        bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
+        let ticking = engine.clone();
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
+        Ok(Self {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            limits,
+            ticker_stop,
+        })
+    }
+
+    /// The limits sessions run under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    /// Compiles (or finds in the cache) a component, checks that it implements our world and
+    /// that `describe` works.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginFailure> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(loaded) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(&digest)
+        {
+            return Ok(loaded.clone());
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|error| {
+            PluginFailure::Invalid(format!("not a valid WebAssembly component: {error:#}"))
+        })?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|error| {
+            PluginFailure::Invalid(format!(
+                "the component imports something the host does not grant: {error:#}"
+            ))
+        })?;
+        let pre = bindings::PluginPre::new(instance_pre).map_err(|error| {
+            PluginFailure::Invalid(format!(
+                "the component does not export the export-service:plugin/processor interface: {error:#}"
+            ))
+        })?;
+        let mut store = self.store("(loading)");
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|error| PluginFailure::Invalid(format!("cannot instantiate: {error:#}")))?;
+        let info = instance
+            .export_service_plugin_processor()
+            .call_describe(&mut store)
+            .map_err(|error| PluginFailure::Invalid(format!("describe failed: {error:#}")))?;
+        let loaded = Arc::new(LoadedPlugin {
+            digest: digest.clone(),
+            info,
+            pre,
+        });
+        self.cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(digest, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn store(&self, plugin: &str) -> Store<HostState> {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                table: ResourceTable::new(),
+                memory: MemoryCap::new(self.limits.memory_bytes),
+                plugin: plugin.to_owned(),
+                log_lines: 0,
+            },
+        );
+        store.limiter(|state| &mut state.memory);
+        store.set_epoch_deadline(ticks(self.limits.call_timeout));
+        store
+    }
+
+    /// Starts a session of `plugin` for one upload.
+    pub fn open(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        options: &SessionOptions,
+    ) -> Result<PluginSession, PluginFailure> {
+        let name = plugin.info.name.clone();
+        let mut store = self.store(&name);
+        let started = Instant::now();
+        let instance = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| failure(&name, &store, &self.limits, error))?;
+        let guest = instance.export_service_plugin_processor().session();
+        let opened = guest
+            .call_open(&mut store, options)
+            .map_err(|error| failure(&name, &store, &self.limits, error))?;
+        let resource = opened.map_err(|error| guest_failure(&name, error))?;
+        Ok(PluginSession {
+            plugin: plugin.clone(),
+            store,
+            instance,
+            resource,
+            limits: self.limits.clone(),
+            guest_time: started.elapsed(),
+        })
+    }
+}
+
+/// One upload going through a plugin.
+pub struct PluginSession {
+    plugin: Arc<LoadedPlugin>,
+    store: Store<HostState>,
+    instance: bindings::Plugin,
+    resource: ResourceAny,
+    limits: PluginLimits,
+    guest_time: Duration,
+}
+
+impl PluginSession {
+    /// The plugin running this session.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// Time spent inside the plugin so far.
+    pub fn guest_time(&self) -> Duration {
+        self.guest_time
+    }
+
+    /// Peak memory of the plugin's instance so far, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.store.data().memory.peak()
+    }
+
+    /// Processes one chunk.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<StepOutput, PluginFailure> {
+        self.call(|instance, store, resource| {
+            instance
+                .export_service_plugin_processor()
+                .session()
+                .call_push(store, resource, chunk)
+        })
+    }
+
+    /// Ends the upload.
+    pub fn finish(&mut self) -> Result<StepOutput, PluginFailure> {
+        self.call(|instance, store, resource| {
+            instance
+                .export_service_plugin_processor()
+                .session()
+                .call_finish(store, resource)
+        })
+    }
+
+    fn call(
+        &mut self,
+        run: impl FnOnce(
+            &bindings::Plugin,
+            &mut Store<HostState>,
+            ResourceAny,
+        ) -> wasmtime::Result<Result<StepOutput, GuestError>>,
+    ) -> Result<StepOutput, PluginFailure> {
+        let name = self.plugin.info.name.clone();
+        let remaining = self.limits.session_timeout.saturating_sub(self.guest_time);
+        if remaining.is_zero() {
+            return Err(PluginFailure::Timeout {
+                plugin: name,
+                limit_ms: self.limits.session_timeout.as_millis(),
+            });
+        }
+        self.store
+            .set_epoch_deadline(ticks(self.limits.call_timeout.min(remaining)));
+        let started = Instant::now();
+        let result = run(&self.instance, &mut self.store, self.resource);
+        self.guest_time += started.elapsed();
+        let output = result
+            .map_err(|error| {
+                let mut failure = failure(&name, &self.store, &self.limits, error);
+                // A session deadline reads better than the per-call one it tripped.
+                if let PluginFailure::Timeout { limit_ms, .. } = &mut failure
+                    && self.guest_time >= self.limits.session_timeout
+                {
+                    *limit_ms = self.limits.session_timeout.as_millis();
+                }
+                failure
+            })?
+            .map_err(|error| guest_failure(&name, error))?;
+        if output.output.len() > self.limits.output_bytes_per_call {
+            return Err(PluginFailure::OutputTooLarge {
+                plugin: name,
+                limit_mib: self.limits.output_bytes_per_call / (1024 * 1024),
+            });
+        }
+        Ok(output)
+    }
+}
+
+fn ticks(duration: Duration) -> u64 {
+    (duration.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
+}
+
+/// Classifies a failed call: deadline, memory, or a trap.
+fn failure(
+    plugin: &str,
+    store: &Store<HostState>,
+    limits: &PluginLimits,
+    error: wasmtime::Error,
+) -> PluginFailure {
+    if store.data().memory.exceeded() {
+        return PluginFailure::OutOfMemory {
+            plugin: plugin.to_owned(),
+            limit_mib: limits.memory_bytes / (1024 * 1024),
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => PluginFailure::Timeout {
+            plugin: plugin.to_owned(),
+            limit_ms: limits.call_timeout.as_millis(),
+        },
+        Some(trap) => PluginFailure::Trapped {
+            plugin: plugin.to_owned(),
+            reason: trap.to_string(),
+        },
+        None => PluginFailure::Trapped {
+            plugin: plugin.to_owned(),
+            reason: format!("{error:#}"),
+        },
+    }
+}
+
+fn guest_failure(plugin: &str, error: GuestError) -> PluginFailure {
+    let plugin = plugin.to_owned();
+    match error {
+        GuestError::InvalidConfig(reason) => PluginFailure::InvalidConfig { plugin, reason },
+        GuestError::Rejected(violations) => PluginFailure::Rejected { plugin, violations },
+        GuestError::Failed(reason) => PluginFailure::Failed { plugin, reason },
+    }
+}
+
+/// A clock that never moves: plugins get no real time (their output cannot depend on it).
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
