@@ -124,7 +124,7 @@ pub(super) fn kafka_config(reader: &Reader<'_>) -> Result<KafkaConfig, ConfigErr
         ssl_ca_location: text("KAFKA_SSL_CA_LOCATION"),
         extra_properties: extra_properties(settings.get("KAFKA_PROPERTIES"))?,
         create_topic_partitions,
-        message_timeout: reader.duration("KAFKA_MESSAGE_TIMEOUT", 30)?,
+        message_timeout: reader.duration("KAFKA_MESSAGE_TIMEOUT", 20)?,
     })
 }
 
@@ -141,6 +141,24 @@ fn extra_properties(text: Option<&str>) -> Result<Vec<(String, Secret<String>)>,
                 "expected a JSON object of librdkafka properties, e.g. {\"linger.ms\": 5}".into(),
             )
         })?;
+    // These decide whether an event counts as delivered, and how long that may take: the relay's
+    // guarantees (and the lease check) depend on them, so they are not overridable.
+    const FIXED: [&str; 6] = [
+        "acks",
+        "request.required.acks",
+        "enable.idempotence",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "transactional.id",
+    ];
+    if let Some(key) = object.keys().find(|key| FIXED.contains(&key.as_str())) {
+        return Err(invalid(
+            "KAFKA_PROPERTIES",
+            format!(
+                "'{key}' cannot be overridden (delivery guarantees depend on it; use KAFKA_MESSAGE_TIMEOUT for the timeout)"
+            ),
+        ));
+    }
     object
         .into_iter()
         .map(|(key, value)| {
@@ -273,5 +291,16 @@ mod tests {
                 .contains("OUTBOX_LEASE")
         );
         assert!(config(&[("KAFKA_CREATE_TOPIC_PARTITIONS", "-1")]).is_err());
+        assert!(
+            config(&[("KAFKA_PROPERTIES", r#"{"acks": "0"}"#)])
+                .unwrap_err()
+                .contains("'acks' cannot be overridden")
+        );
+        assert!(config(&[("KAFKA_PROPERTIES", r#"{"enable.idempotence": false}"#)]).is_err());
+        assert!(
+            config(&[("KAFKA_BROKERS", "b:9092"), ("SHUTDOWN_TIMEOUT", "10s")])
+                .unwrap_err()
+                .contains("SHUTDOWN_TIMEOUT")
+        );
     }
 }

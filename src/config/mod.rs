@@ -92,6 +92,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "PACKAGE_LEASE",
     "PACKAGE_COMPRESSION_LEVEL",
     "PACKAGING_WORKER",
+    "MAX_CONCURRENT_UPLOADS",
     "CLEANER_INTERVAL",
     "CLEANER_GRACE",
     "SOURCE_TIMEOUT",
@@ -348,6 +349,17 @@ impl Config {
         }
         if self.rate_limit.burst == 0 {
             return Err(invalid("RATE_LIMIT_BURST", "must be at least 1".into()));
+        }
+        if self.kafka.brokers.is_some()
+            && self.shutdown_timeout < self.kafka.message_timeout + Duration::from_secs(5)
+        {
+            return Err(invalid(
+                "SHUTDOWN_TIMEOUT",
+                format!(
+                    "must exceed KAFKA_MESSAGE_TIMEOUT ({} ms) by at least 5 s, so deliveries in flight can finish",
+                    self.kafka.message_timeout.as_millis()
+                ),
+            ));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("DB_MAX_CONNECTIONS", "must be at least 1".into()));

@@ -71,6 +71,8 @@ pub struct DataPathConfig {
     pub compression_level: u32,
     /// Whether this replica runs a packaging worker (API-only replicas can opt out).
     pub packaging_worker: bool,
+    /// Uploads one replica accepts at once; more get 503 with `Retry-After`.
+    pub max_concurrent_uploads: usize,
     /// How often the in-process cleaner runs; `None` = only `export-service clean`.
     pub cleaner_interval: Option<Duration>,
     /// How long after `expires_at` an export's rows and objects are deleted.
@@ -278,12 +280,27 @@ pub(super) fn data_path_config(
         ));
     }
     let optional = |duration: Duration| (!duration.is_zero()).then_some(duration);
+    for name in ["UPLOAD_LEASE", "PACKAGE_LEASE"] {
+        if reader.duration(name, 300)? < Duration::from_secs(10) {
+            return Err(invalid(
+                name,
+                "must be at least 10s (it is renewed every third of it)".into(),
+            ));
+        }
+    }
+    if reader.parsed::<usize>("MAX_CONCURRENT_UPLOADS", 16)? == 0 {
+        return Err(invalid(
+            "MAX_CONCURRENT_UPLOADS",
+            "must be at least 1".into(),
+        ));
+    }
     Ok(DataPathConfig {
         max_payload_bytes: max_payload_mib * 1024 * 1024,
         upload_lease: reader.duration("UPLOAD_LEASE", 15 * 60)?,
         package_lease: reader.duration("PACKAGE_LEASE", 5 * 60)?,
         compression_level,
         packaging_worker: reader.boolean("PACKAGING_WORKER", true)?,
+        max_concurrent_uploads: reader.parsed("MAX_CONCURRENT_UPLOADS", 16)?,
         cleaner_interval: optional(reader.duration("CLEANER_INTERVAL", 0)?),
         cleaner_grace: reader.duration("CLEANER_GRACE", u64::from(expiry_days) * 24 * 3600)?,
         source_timeout: optional(reader.duration("SOURCE_TIMEOUT", 24 * 3600)?),

@@ -49,8 +49,25 @@ impl JobRepository {
         }))
     }
 
+    /// Extends the lease of a job this worker still holds; `false` when another worker has
+    /// re-claimed it (or it is finished).
+    pub async fn heartbeat(&self, job: ClaimedJob, lease: Duration) -> Result<bool, DbError> {
+        let extended = sqlx::query(
+            "UPDATE package_jobs SET available_at = now() + make_interval(secs => $3) \
+             WHERE export_id = $1 AND attempts = $2 AND finished_at IS NULL",
+        )
+        .bind(job.export_id)
+        .bind(job.attempts)
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(extended > 0)
+    }
+
     /// Records the archive and the export's final status, and closes the job, in one
-    /// transaction. Returns `false` when the job was already finished (another worker won).
+    /// transaction — only while this worker's claim is the current one. Returns `false`
+    /// otherwise (another worker re-claimed the job, or finished it).
     pub async fn finish(
         &self,
         job: ClaimedJob,
@@ -60,9 +77,10 @@ impl JobRepository {
         let mut transaction = self.pool.begin().await?;
         let closed = sqlx::query(
             "UPDATE package_jobs SET finished_at = now(), last_error = NULL \
-             WHERE export_id = $1 AND finished_at IS NULL",
+             WHERE export_id = $1 AND attempts = $2 AND finished_at IS NULL",
         )
         .bind(job.export_id)
+        .bind(job.attempts)
         .execute(&mut *transaction)
         .await?
         .rows_affected();

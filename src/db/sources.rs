@@ -47,8 +47,8 @@ pub enum Lookup {
 /// Result of trying to hold a source for an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BeginUpload {
-    /// The source is held for this upload until the lease ends.
-    Started,
+    /// The source is held for this upload (identified by the token) until the lease ends.
+    Started(Uuid),
     /// The source already completed or failed.
     AlreadyProcessed,
     /// Another upload of the same source is running.
@@ -62,6 +62,10 @@ pub enum Settled {
     Recorded(Progress),
     /// The source was already complete or failed; nothing changed.
     AlreadyProcessed,
+    /// An upload holds the source (error reports), or another upload took it over (uploads).
+    Held,
+    /// The source no longer exists (its export was deleted or expired).
+    Gone,
 }
 
 /// What a completed upload stored.
@@ -127,14 +131,17 @@ impl SourceRepository {
         target: &SourceTarget,
         lease: Duration,
     ) -> Result<BeginUpload, DbError> {
+        let token = Uuid::new_v4();
         let mut transaction = self.pool.begin().await?;
         let held = sqlx::query(
-            "UPDATE sources SET upload_lease_until = now() + make_interval(secs => $2), updated_at = now() \
+            "UPDATE sources SET upload_lease_until = now() + make_interval(secs => $2), \
+                    upload_token = $3, updated_at = now() \
              WHERE id = $1 AND status = 'pending' \
                AND (upload_lease_until IS NULL OR upload_lease_until < now())",
         )
         .bind(target.source_id)
         .bind(lease.as_secs_f64())
+        .bind(token)
         .execute(&mut *transaction)
         .await?
         .rows_affected();
@@ -151,15 +158,37 @@ impl SourceRepository {
         }
         mark_running(&mut transaction, target.export_id).await?;
         transaction.commit().await?;
-        Ok(BeginUpload::Started)
+        Ok(BeginUpload::Started(token))
+    }
+
+    /// Extends the hold of an upload that is still running; `false` when it lost the source.
+    pub async fn extend_upload(
+        &self,
+        source_id: Uuid,
+        token: Uuid,
+        lease: Duration,
+    ) -> Result<bool, DbError> {
+        let extended = sqlx::query(
+            "UPDATE sources SET upload_lease_until = now() + make_interval(secs => $3) \
+             WHERE id = $1 AND upload_token = $2 AND status = 'pending'",
+        )
+        .bind(source_id)
+        .bind(token)
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(extended > 0)
     }
 
     /// Lets go of a source whose upload failed, so the application can retry at once.
-    pub async fn release_upload(&self, source_id: Uuid) -> Result<(), DbError> {
+    pub async fn release_upload(&self, source_id: Uuid, token: Uuid) -> Result<(), DbError> {
         sqlx::query(
-            "UPDATE sources SET upload_lease_until = NULL WHERE id = $1 AND status = 'pending'",
+            "UPDATE sources SET upload_lease_until = NULL, upload_token = NULL \
+             WHERE id = $1 AND upload_token = $2 AND status = 'pending'",
         )
         .bind(source_id)
+        .bind(token)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -169,25 +198,27 @@ impl SourceRepository {
     pub async fn complete(
         &self,
         target: &SourceTarget,
+        token: Uuid,
         stored: &StoredUpload,
     ) -> Result<Settled, DbError> {
         let mut transaction = self.pool.begin().await?;
         lock_export(&mut transaction, target.export_id).await?;
         let updated = sqlx::query(
             "UPDATE sources SET status = 'complete', object_key = $2, sha256 = $3, bytes = $4, rows = $5, \
-                    completed_at = now(), updated_at = now(), upload_lease_until = NULL \
-             WHERE id = $1 AND status = 'pending'",
+                    completed_at = now(), updated_at = now(), upload_lease_until = NULL, upload_token = NULL \
+             WHERE id = $1 AND status = 'pending' AND upload_token = $6",
         )
         .bind(target.source_id)
         .bind(&stored.object_key)
         .bind(&stored.sha256)
         .bind(i64::try_from(stored.bytes).unwrap_or(i64::MAX))
         .bind(stored.rows.map(|rows| i64::try_from(rows).unwrap_or(i64::MAX)))
+        .bind(token)
         .execute(&mut *transaction)
         .await?
         .rows_affected();
         if updated == 0 {
-            return Ok(Settled::AlreadyProcessed);
+            return explain(&mut transaction, target.source_id).await;
         }
         let progress = advance(&mut transaction, target.export_id).await?;
         transaction.commit().await?;
@@ -206,7 +237,8 @@ impl SourceRepository {
         let updated = sqlx::query(
             "UPDATE sources SET status = 'failed', code = $2, message = $3, completed_at = now(), \
                     updated_at = now(), upload_lease_until = NULL \
-             WHERE id = $1 AND status = 'pending'",
+             WHERE id = $1 AND status = 'pending' \
+               AND (upload_lease_until IS NULL OR upload_lease_until < now())",
         )
         .bind(target.source_id)
         .bind(code)
@@ -215,7 +247,7 @@ impl SourceRepository {
         .await?
         .rows_affected();
         if updated == 0 {
-            return Ok(Settled::AlreadyProcessed);
+            return explain(&mut transaction, target.source_id).await;
         }
         mark_running(&mut transaction, target.export_id).await?;
         let progress = advance(&mut transaction, target.export_id).await?;
@@ -263,6 +295,22 @@ impl SourceRepository {
         }
         Ok(failed)
     }
+}
+
+/// Why a source could not be settled: gone, held by an upload, or already terminal.
+async fn explain(
+    transaction: &mut Transaction<'_, Postgres>,
+    source_id: Uuid,
+) -> Result<Settled, DbError> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM sources WHERE id = $1")
+        .bind(source_id)
+        .fetch_optional(&mut **transaction)
+        .await?;
+    Ok(match status.as_deref() {
+        None => Settled::Gone,
+        Some("pending") => Settled::Held,
+        Some(_) => Settled::AlreadyProcessed,
+    })
 }
 
 async fn lock_export(

@@ -94,7 +94,9 @@ impl Relay {
             }
         }
         listener.abort();
-        self.publisher.flush(Duration::from_secs(5));
+        // Flushing blocks: keep it off the async workers.
+        let publisher = self.publisher;
+        let _ = tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5))).await;
         tracing::info!("event dispatch stopped");
     }
 

@@ -183,26 +183,33 @@ pub async fn upload(
         state.metrics.failed_uploads.inc();
         return Err(too_large());
     }
-    match state
-        .sources
-        .begin_upload(&target, state.config.data_path.upload_lease)
-        .await?
-    {
-        BeginUpload::Started => {}
+    let Ok(_permit) = state.upload_slots.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many uploads in progress on this replica; retry shortly",
+        )
+        .retry_after(2));
+    };
+    let lease = state.config.data_path.upload_lease;
+    let token = match state.sources.begin_upload(&target, lease).await? {
+        BeginUpload::Started(token) => token,
         BeginUpload::AlreadyProcessed => return Err(already_processed()),
-        BeginUpload::InProgress => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "an upload for this source is already in progress",
-            ));
-        }
-    }
+        BeginUpload::InProgress => return Err(upload_in_progress()),
+    };
     // If the client goes away mid-upload the handler is dropped: the guard still frees the
-    // source at once, so the application's retry is not refused for the whole lease.
+    // source at once, so the application's retry is not refused for the whole lease. While the
+    // upload runs, its hold on the source is renewed.
     let mut hold = UploadHold {
         sources: state.sources.clone(),
         source_id: target.source_id,
+        token,
         armed: true,
+        renewal: tokio::spawn(keep_holding(
+            state.sources.clone(),
+            target.source_id,
+            token,
+            lease,
+        )),
     };
     let started = Instant::now();
     let key = state.keys.source_key(
@@ -219,24 +226,30 @@ pub async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(format_of_content_type);
+    let ingested = ingest(
+        &state.store,
+        &key,
+        body,
+        uploaded_format,
+        target.format,
+        limits,
+    )
+    .await;
+    hold.renewal.abort();
     let ingested =
-        match ingest(
-            &state.store,
-            &key,
-            body,
-            uploaded_format,
-            target.format,
-            limits,
-        )
-        .await
-        {
+        match ingested {
             Ok(ingested) => ingested,
             Err(IngestError::Rejected(reason)) => {
                 // The data itself is wrong: the source fails with a message the tenant sees.
-                hold.armed = false;
                 state.metrics.failed_uploads.inc();
                 let message = format!("upload rejected: {reason}");
                 tracing::info!(source_id = %target.source_id, reason = %reason, "upload rejected");
+                // Release first: an error report may not fail a source an upload holds.
+                state
+                    .sources
+                    .release_upload(target.source_id, token)
+                    .await?;
+                hold.armed = false;
                 state.sources.fail(&target, 422, &message).await?;
                 return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
                     .with_violations(vec![Violation {
@@ -247,19 +260,20 @@ pub async fn upload(
             }
             Err(error) => {
                 state.metrics.failed_uploads.inc();
-                hold.armed = false;
-                if let Err(db_error) = state.sources.release_upload(target.source_id).await {
-                    tracing::warn!(error = %db_error, "cannot release the source; its lease will");
-                }
                 tracing::warn!(error = %error, "upload not stored");
+                if state
+                    .sources
+                    .release_upload(target.source_id, token)
+                    .await
+                    .is_ok()
+                {
+                    hold.armed = false;
+                }
                 return Err(match error {
                 IngestError::TooLarge { .. } => too_large(),
                 IngestError::Idle(timeout) => ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "no data received for {} ms; upload again",
-                        timeout.as_millis()
-                    ),
+                    format!("no data received for {} ms; upload again", timeout.as_millis()),
                 ),
                 IngestError::Body(reason) => {
                     ApiError::bad_request(format!("the payload could not be read: {reason}"))
@@ -275,15 +289,32 @@ pub async fn upload(
             }
         };
     let stored = StoredUpload {
-        object_key: key,
+        object_key: key.clone(),
         sha256: ingested.sha256.clone(),
         bytes: ingested.bytes,
         rows: ingested.rows,
     };
-    let settled = state.sources.complete(&target, &stored).await;
+    let settled = state.sources.complete(&target, token, &stored).await?;
     hold.armed = false;
-    if settled? == Settled::AlreadyProcessed {
-        return Err(already_processed());
+    match settled {
+        Settled::Recorded(_) => {}
+        Settled::AlreadyProcessed => return Err(already_processed()),
+        Settled::Held => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "another upload took this source over; this one was not recorded",
+            ));
+        }
+        Settled::Gone => {
+            // The export was deleted (or expired) while the data streamed in: remove it again.
+            if let Err(error) = state.store.delete(&key).await {
+                tracing::warn!(error = %error, key, "cannot delete the upload of a deleted export");
+            }
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "the export was deleted while the upload ran",
+            ));
+        }
     }
     state.metrics.uploads.inc();
     state
@@ -313,22 +344,49 @@ pub async fn upload(
         .into_response())
 }
 
+fn upload_in_progress() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "an upload for this source is already in progress",
+    )
+}
+
+/// Renews an upload's hold every third of the lease until aborted.
+async fn keep_holding(
+    sources: SourceRepository,
+    source_id: Uuid,
+    token: Uuid,
+    lease: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match sources.extend_upload(source_id, token, lease).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => tracing::warn!(error = %error, "cannot renew the upload's hold"),
+        }
+    }
+}
+
 /// Frees a held source when an upload ends without settling it (e.g. the request was dropped).
 struct UploadHold {
     sources: SourceRepository,
     source_id: Uuid,
+    token: Uuid,
     armed: bool,
+    renewal: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for UploadHold {
     fn drop(&mut self) {
+        self.renewal.abort();
         if !self.armed {
             return;
         }
-        let (sources, source_id) = (self.sources.clone(), self.source_id);
+        let (sources, source_id, token) = (self.sources.clone(), self.source_id, self.token);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(error) = sources.release_upload(source_id).await {
+                if let Err(error) = sources.release_upload(source_id, token).await {
                     tracing::warn!(error = %error, "cannot release an abandoned upload; its lease will");
                 }
             });
@@ -353,8 +411,11 @@ pub async fn report_error(
     let body = read_limited(body, MAX_ERROR_BODY, state.config.private_timeouts.read).await?;
     let (code, message) = parse_error_report(&body)?;
     let target = authorised_target(&state, &headers, &path).await?;
-    if state.sources.fail(&target, code, &message).await? == Settled::AlreadyProcessed {
-        return Err(already_processed());
+    match state.sources.fail(&target, code, &message).await? {
+        Settled::Recorded(_) => {}
+        Settled::AlreadyProcessed => return Err(already_processed()),
+        Settled::Held => return Err(upload_in_progress()),
+        Settled::Gone => return Err(ApiError::export_not_found(target.export_id)),
     }
     tracing::info!(source_id = %target.source_id, code, "source failed by its application");
     Ok((

@@ -49,6 +49,8 @@ pub struct AppState {
     pub store: ObjectStore,
     /// Object keys.
     pub keys: KeyLayout,
+    /// Uploads this replica accepts at once (each holds up to two parts in memory).
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -58,6 +60,9 @@ impl AppState {
     pub fn new(config: Arc<Config>, pool: PgPool, store: ObjectStore, metrics: Metrics) -> Self {
         Self {
             keys: KeyLayout::new(&config.layout.source_key_template),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.data_path.max_concurrent_uploads,
+            )),
             config,
             exports: ExportRepository::new(pool.clone()),
             sources: SourceRepository::new(pool.clone()),

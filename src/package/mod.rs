@@ -9,7 +9,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, watch};
@@ -164,19 +164,67 @@ impl Packager {
             self.jobs.abandon(job.export_id, "export deleted").await?;
             return Ok(None);
         };
-        let key = self.keys.archive_key(&export.owner.org_id, export.id);
-        let summary =
-            build_archive(&self.store, &export, &key, self.settings.compression_level).await?;
+        let key = self
+            .keys
+            .archive_key(&export.owner.org_id, export.id, job.attempts);
+        // Keep the claim alive while building, so no other worker takes the job over.
+        let heartbeat = tokio::spawn(keep_claimed(self.jobs.clone(), job, self.settings.lease));
+        let built =
+            build_archive(&self.store, &export, &key, self.settings.compression_level).await;
+        heartbeat.abort();
+        let summary = built?;
         let status = packaged_status(export.sources.iter().map(|source| source.status));
         let archive = Archive {
-            key,
+            key: key.clone(),
             bytes: summary.bytes,
             sha256: summary.sha256.clone(),
         };
-        if !self.jobs.finish(job, &archive, status).await? {
-            tracing::info!("another worker finished this export first");
+        if self.jobs.finish(job, &archive, status).await? {
+            self.remove_other_archives(&export, &key).await;
+        } else {
+            // Another worker's claim won (or the export is gone): this archive is not recorded.
+            tracing::info!(
+                "another worker finished this export; discarding this attempt's archive"
+            );
+            if let Err(error) = self.store.delete(&key).await {
+                tracing::warn!(error = %error, key, "cannot delete a discarded archive");
+            }
         }
         Ok(Some(summary))
+    }
+
+    /// Deletes archives of earlier attempts that died after storing theirs.
+    async fn remove_other_archives(&self, export: &Export, kept: &str) {
+        let prefix = self.keys.export_prefix(&export.owner.org_id, export.id);
+        let archive_prefix = format!("{prefix}{}.", export.id);
+        match self.store.list(&archive_prefix).await {
+            Ok(keys) => {
+                for key in keys
+                    .iter()
+                    .filter(|key| key.as_str() != kept && key.ends_with(".zip"))
+                {
+                    if let Err(error) = self.store.delete(key).await {
+                        tracing::warn!(error = %error, key, "cannot delete a stale archive");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot list stale archives"),
+        }
+    }
+}
+
+/// Extends a job's lease every third of it until aborted.
+async fn keep_claimed(jobs: JobRepository, job: ClaimedJob, lease: Duration) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match jobs.heartbeat(job, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("the packaging claim was lost; another worker may be building");
+                return;
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot extend the packaging claim"),
+        }
     }
 }
 
@@ -198,15 +246,27 @@ pub async fn build_archive(
             let (SourceStatus::Complete, Some(delivery)) = (source.status, &source.delivery) else {
                 continue;
             };
-            let mut object = store.get(&delivery.object_key, None).await?;
-            writer
+            let object = store.get(&delivery.object_key, None).await?;
+            let mut verified = Verifying {
+                inner: object.body,
+                hasher: Sha256::new(),
+            };
+            let written = writer
                 .add_entry(
                     &manifest::file_name(export, source),
-                    &mut object.body,
+                    &mut verified,
                     delivery.bytes,
                 )
                 .await
                 .map_err(|error| PackageError::Archive(error.to_string()))?;
+            let sha256 = hex::encode(verified.hasher.finalize());
+            if written.uncompressed != delivery.bytes || sha256 != delivery.sha256 {
+                return Err(PackageError::Archive(format!(
+                    "the stored object of source {} is not what was uploaded \
+                     ({} bytes, sha256 {sha256}; expected {} bytes, sha256 {})",
+                    source.id, written.uncompressed, delivery.bytes, delivery.sha256
+                )));
+            }
         }
         for (name, text) in [
             ("meta.json", manifest::meta_json(export)),
@@ -248,6 +308,28 @@ pub async fn build_archive(
         (Err(error), _) => Err(error),
         (Ok(_), Err(PutError::Store(error))) => Err(PackageError::Store(error)),
         (Ok(_), Err(PutError::Body(error))) => Err(PackageError::Archive(error.to_string())),
+    }
+}
+
+/// Hashes what passes through, to check a source object against what was recorded.
+struct Verifying<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Verifying<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buffer.filled().len();
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(context, buffer);
+        if let std::task::Poll::Ready(Ok(())) = polled {
+            this.hasher.update(&buffer.filled()[before..]);
+        }
+        polled
     }
 }
 
@@ -319,15 +401,4 @@ async fn listen(pool: PgPool, wake: std::sync::Arc<tokio::sync::Notify>) {
             }
         }
     }
-}
-
-/// Reads a source's stored object fully (tests and tools).
-pub async fn read_object(store: &ObjectStore, key: &str) -> Result<Vec<u8>, StoreError> {
-    let mut object = store.get(key, None).await?;
-    let mut data = Vec::new();
-    let mut stream = tokio_util::io::ReaderStream::new(&mut object.body);
-    while let Some(chunk) = stream.next().await {
-        data.extend_from_slice(&chunk.map_err(|error| StoreError::Other(error.to_string()))?);
-    }
-    Ok(data)
 }

@@ -106,12 +106,15 @@ impl<S: Sink + Send> ZipStreamWriter<S> {
         size_hint: u64,
     ) -> io::Result<EntrySummary> {
         let zip64 = size_hint >= ZIP64_THRESHOLD;
+        // The central directory needs ZIP64 (version 4.5) for offsets past 4 GiB; say so in the
+        // local header too, so both headers agree.
+        let needs_version_45 = zip64 || self.offset >= u64::from(u32::MAX);
         let method: u16 = if self.level == 0 { 0 } else { 8 };
         let offset = self.offset;
 
         let mut header = Vec::with_capacity(30 + name.len() + 20);
         put_u32(&mut header, LOCAL_HEADER);
-        put_u16(&mut header, if zip64 { 45 } else { 20 });
+        put_u16(&mut header, if needs_version_45 { 45 } else { 20 });
         put_u16(&mut header, FLAGS);
         put_u16(&mut header, method);
         put_u16(&mut header, self.dos_time);

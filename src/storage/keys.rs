@@ -47,10 +47,14 @@ impl KeyLayout {
             .replace("{export_id}", &export_id.to_string())
     }
 
-    /// The key of the export's archive: inside the export's prefix, one per export, so a
-    /// re-driven packaging job overwrites rather than adds.
-    pub fn archive_key(&self, org_id: &str, export_id: Uuid) -> String {
-        format!("{}{export_id}.zip", self.export_prefix(org_id, export_id))
+    /// The key of the archive built by packaging attempt `attempt`: inside the export's prefix,
+    /// and distinct per attempt, so two workers never write the same object; the attempt that
+    /// records its archive deletes the others.
+    pub fn archive_key(&self, org_id: &str, export_id: Uuid, attempt: i32) -> String {
+        format!(
+            "{}{export_id}.{attempt}.zip",
+            self.export_prefix(org_id, export_id)
+        )
     }
 }
 
@@ -89,8 +93,8 @@ mod tests {
             format!("org1/{export}/")
         );
         assert_eq!(
-            layout.archive_key("org1", export),
-            format!("org1/{export}/{export}.zip")
+            layout.archive_key("org1", export, 2),
+            format!("org1/{export}/{export}.2.zip")
         );
     }
 

@@ -61,6 +61,13 @@ impl LocalStore {
             }
             file.sync_all().await.map_err(io_error)?;
             fs::rename(&temporary, &path).await.map_err(io_error)?;
+            // The rename is durable only once the directory is synced.
+            fs::File::open(&directory)
+                .await
+                .map_err(io_error)?
+                .sync_all()
+                .await
+                .map_err(io_error)?;
             Ok::<_, PutError>(written)
         }
         .await;
@@ -119,7 +126,12 @@ impl LocalStore {
 
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
-        let mut pending = vec![self.root.clone()];
+        // Walk only below the prefix's directory, not the whole store.
+        let start = match prefix.rfind('/') {
+            Some(end) => self.path(&prefix[..end])?,
+            None => self.root.clone(),
+        };
+        let mut pending = vec![start];
         while let Some(directory) = pending.pop() {
             let mut entries = match fs::read_dir(&directory).await {
                 Ok(entries) => entries,

@@ -116,18 +116,18 @@ impl S3Store {
             .upload_id()
             .ok_or_else(|| StoreError::Other("no upload id in CreateMultipartUpload".into()))?
             .to_owned();
+        // Aborted unless completed — also when this future is dropped (client gone, shutdown),
+        // so no invisible parts of tenant data stay behind.
+        let mut abort = AbortOnDrop {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: upload_id.clone(),
+            armed: true,
+        };
         let result = self.upload_parts(key, &upload_id, first, body).await;
-        if result.is_err() {
-            // Best effort: a dangling multipart upload only costs storage until the bucket's
-            // lifecycle rule removes it.
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+        if result.is_ok() {
+            abort.armed = false;
         }
         result
     }
@@ -274,15 +274,26 @@ impl S3Store {
                 .delete(delete)
                 .send()
                 .await;
-            if let Err(error) = result {
+            match result {
+                Ok(output) => {
+                    // With `quiet`, only failures are listed: any means objects remain.
+                    if let Some(failed) = output.errors().first() {
+                        return Err(StoreError::Unavailable(format!(
+                            "{} of {} objects not deleted (first: {} {})",
+                            output.errors().len(),
+                            chunk.len(),
+                            failed.key().unwrap_or_default(),
+                            failed.message().unwrap_or_default()
+                        )));
+                    }
+                }
                 // Some S3-compatible servers lack DeleteObjects: delete one by one.
-                if error.code() == Some("NotImplemented") {
+                Err(error) if error.code() == Some("NotImplemented") => {
                     for key in chunk {
                         self.delete(key).await?;
                     }
-                } else {
-                    return Err(classify(error));
                 }
+                Err(error) => return Err(classify(error)),
             }
         }
         Ok(keys.len() as u64)
@@ -300,18 +311,55 @@ impl S3Store {
     }
 }
 
-/// Reads up to `size` bytes (fewer only at the end of the body).
+/// Aborts a multipart upload when dropped while armed.
+struct AbortOnDrop {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let request = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = request.send().await {
+                    tracing::warn!(error = %error, "cannot abort a multipart upload");
+                }
+            });
+        }
+    }
+}
+
+/// Reads up to `size` bytes (fewer only at the end of the body). Small bodies allocate little:
+/// the buffer grows to the part size only as data arrives.
 async fn read_part(
     body: &mut (dyn AsyncRead + Unpin + Send),
     size: usize,
 ) -> Result<Vec<u8>, PutError> {
-    let mut part = Vec::with_capacity(size);
+    let mut part: Vec<u8> = Vec::with_capacity(size.min(256 * 1024));
     let mut limited = body.take(size as u64);
-    limited
-        .read_to_end(&mut part)
-        .await
-        .map_err(PutError::Body)?;
-    Ok(part)
+    loop {
+        if part.len() == part.capacity() {
+            // Grow straight towards the part size rather than doubling past it.
+            let target = (part.capacity() * 4).min(size).max(part.len() + 1);
+            part.reserve_exact(target - part.len());
+        }
+        let read = limited.read_buf(&mut part).await.map_err(PutError::Body)?;
+        if read == 0 {
+            return Ok(part);
+        }
+    }
 }
 
 /// Transport failures, timeouts and 5xx answers are worth retrying; the rest is not.

@@ -963,7 +963,7 @@ async fn the_local_directory_store_serves_the_whole_flow() {
         directory
             .join("org-1")
             .join(&export)
-            .join(format!("{export}.zip"))
+            .join(format!("{export}.1.zip"))
             .exists()
     );
     assert_eq!(
@@ -1025,10 +1025,19 @@ async fn an_abandoned_upload_frees_its_source_for_the_retry() {
         assert!(Instant::now() < deadline, "the upload never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A concurrent second upload is refused while the first runs.
+    // A concurrent second upload, or an error report, is refused while the first runs.
     app.upload(&export, "exampleApp", &first, EXAMPLE_PSK, CSV_UPLOAD)
         .await
         .assert_error(409, "an upload for this source is already in progress");
+    app.report_error(
+        &export,
+        "exampleApp",
+        &first,
+        EXAMPLE_PSK,
+        json!({"message": "oops", "error": 500}),
+    )
+    .await
+    .assert_error(409, "an upload for this source is already in progress");
     // The client goes away mid-body.
     upload.abort();
     drop(sender);
@@ -1129,4 +1138,182 @@ async fn uploads_in_the_other_format_are_converted_and_bad_shapes_rejected() {
             .is_empty(),
         "nothing stored for the rejected upload"
     );
+}
+
+#[tokio::test]
+async fn an_upload_finishing_after_its_export_was_deleted_leaves_nothing() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request("gone", "csv", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let export = id(&created);
+    let first = source(&created, 0);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
+    ));
+    let url = app.internal_url(&format!(
+        "/app/export/v1/{export}/exampleApp/{first}/upload"
+    ));
+    let client = app.client.clone();
+    let upload = tokio::spawn(async move {
+        let response = client
+            .post(url)
+            .header("x-rh-exports-psk", "psk-example")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::Reply::from(response).await
+    });
+    sender.send(Ok(b"id,name\n1,a\n".to_vec())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: bool = sqlx::query_scalar(
+            "SELECT upload_lease_until IS NOT NULL FROM sources WHERE id = $1::uuid",
+        )
+        .bind(&first)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.delete(&format!("/api/export/v1/exports/{export}"), &caller)
+            .await
+            .status,
+        202
+    );
+    sender.send(Ok(b"2,b\n".to_vec())).await.unwrap();
+    drop(sender);
+    let reply = upload.await.unwrap();
+    reply.assert_error(410, "the export was deleted while the upload ran");
+    let prefix = format!("org-1/{export}/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.store.list(&prefix).await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the late upload's object was left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn archives_pass_a_strict_independent_reader() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let (export, _) = delivered_export(&app, &caller, "strict", "json", JSON_UPLOAD).await;
+    let (_, archive) = app.download(&caller, &export).await;
+    let path = std::env::temp_dir().join(format!("exsvc-{export}.zip"));
+    std::fs::write(&path, &archive).unwrap();
+    // Python's zipfile checks every local header against the central directory and every CRC.
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\n\
+             with zipfile.ZipFile(sys.argv[1]) as z:\n\
+             \x20   bad = z.testzip()\n\
+             \x20   assert bad is None, bad\n\
+             \x20   for info in z.infolist():\n\
+             \x20       assert z.read(info.filename) is not None\n\
+             \x20   print(len(z.infolist()))",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3");
+}
+
+#[tokio::test]
+async fn only_the_current_claim_can_record_an_archive() {
+    use export_service::db::JobRepository;
+    use export_service::domain::{Archive, ExportStatus};
+    let app = TestApp::spawn_with(&[("PACKAGING_WORKER", "false")]).await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request("claims", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let export = id(&created);
+    assert_eq!(
+        app.upload(
+            &export,
+            "exampleApp",
+            &source(&created, 0),
+            EXAMPLE_PSK,
+            JSON_UPLOAD
+        )
+        .await
+        .status,
+        202
+    );
+    let jobs = JobRepository::new(app.pool.clone());
+    let first = jobs
+        .claim(Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("a job");
+    assert!(
+        jobs.claim(Duration::from_secs(60)).await.unwrap().is_none(),
+        "claimed jobs are not handed out twice"
+    );
+    // The first worker stalls past its lease; a second one takes the job over.
+    sqlx::query("UPDATE package_jobs SET available_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let second = jobs
+        .claim(Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("re-driven");
+    assert_eq!(second.attempts, first.attempts + 1);
+    assert!(
+        !jobs
+            .heartbeat(first, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "the stale claim cannot extend"
+    );
+    let archive = |attempt: i32| Archive {
+        key: format!("org-1/{export}/{export}.{attempt}.zip"),
+        bytes: 1,
+        sha256: "00".repeat(32),
+    };
+    assert!(
+        !jobs
+            .finish(first, &archive(1), ExportStatus::Complete)
+            .await
+            .unwrap(),
+        "the stale claim cannot record"
+    );
+    assert!(
+        jobs.finish(second, &archive(2), ExportStatus::Complete)
+            .await
+            .unwrap()
+    );
+    let key: String = sqlx::query_scalar("SELECT archive_key FROM exports WHERE id = $1::uuid")
+        .bind(&export)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(key.ends_with(".2.zip"));
 }
