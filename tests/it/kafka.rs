@@ -551,6 +551,33 @@ async fn shutdown_is_bounded_and_marks_nothing_unacknowledged_as_sent() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = app
+            .client
+            .get(app.metrics_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let failures = text.lines().find_map(|line| {
+            line.strip_prefix(&format!(
+                "export_service_kafka_produce_failures{{topic=\"{topic}\"}} "
+            ))?
+            .parse::<u64>()
+            .ok()
+        });
+        if failures.is_some_and(|count| count >= 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed delivery was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let pool = app.pool.clone();
     let took = app.stop().await;
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
@@ -595,4 +622,43 @@ async fn without_brokers_events_wait_in_the_outbox() {
         Duration::from_secs(10),
     )
     .await;
+}
+
+#[tokio::test]
+async fn event_strings_come_from_configuration() {
+    let topic = unique_topic();
+    let brokers = shared_broker();
+    let app = spawn_with_kafka_and(
+        &fresh_database().await,
+        &brokers,
+        &topic,
+        &[
+            ("KAFKA_EVENT_SOURCE", "urn:example:source"),
+            ("KAFKA_EVENT_TYPE", "com.example.export.request"),
+            ("KAFKA_EVENT_SPECVERSION", "1.0.2"),
+            ("KAFKA_EVENT_DATASCHEMA", "https://example.com/request.json"),
+            ("KAFKA_EVENT_SCHEMA", "https://example.com/events.json"),
+        ],
+    )
+    .await;
+    let caller = Caller::user("org-1", "alice");
+    app.create(
+        &caller,
+        export_request("n", "json", &[("exampleApp", "exampleResource")]),
+    )
+    .await;
+    let messages = consume(
+        &brokers,
+        &topic,
+        1,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+    )
+    .await;
+    let event = &messages[0].value;
+    assert_eq!(event["source"], "urn:example:source");
+    assert_eq!(event["type"], "com.example.export.request");
+    assert_eq!(event["specversion"], "1.0.2");
+    assert_eq!(event["dataschema"], "https://example.com/request.json");
+    assert_eq!(event["$schema"], "https://example.com/events.json");
 }
