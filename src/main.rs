@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use export_service::config::Config;
+use export_service::domain::Format;
+use export_service::plugin_host::tool;
 use export_service::server::{BoundService, shutdown_signal};
 use export_service::storage::{KeyLayout, ObjectStore};
 use export_service::worker::cleaner::Cleaner;
@@ -34,10 +36,56 @@ enum Command {
     /// One cleaning pass (for a CronJob): delete expired exports and their objects, fail
     /// sources that never answered, finish deferred object deletions.
     Clean,
+    /// Tools for plugin authors (they need no database).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a component, check it implements the plugin world, print what it says about itself.
+    Check {
+        /// The component (.wasm).
+        component: PathBuf,
+    },
+    /// Run a component over a sample file exactly as the service would.
+    Run {
+        /// The component (.wasm).
+        component: PathBuf,
+        /// The sample upload.
+        #[arg(long)]
+        input: PathBuf,
+        /// Format of the sample: csv or json.
+        #[arg(long, value_parser = parse_format)]
+        from: Format,
+        /// Format to produce: csv or json.
+        #[arg(long, value_parser = parse_format)]
+        to: Format,
+        /// The binding's configuration (JSON), if the plugin takes one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where to write the output (default: report only its size).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    text.parse()
+        .map_err(|_| format!("'{text}' is not csv or json"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Plugin(command) = cli.command {
+        return match plugin_tool(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("export-service plugin: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -61,6 +109,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(&config).await,
             Command::Clean => clean(&config).await,
+            Command::Plugin(_) => unreachable!("handled before the configuration is loaded"),
         }
     });
     match result {
@@ -90,6 +139,99 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = db::connect(&config.database);
     migrate_with_retry(&pool).await?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Writes a report line for a person (the author's tools print to stdout by design).
+#[expect(clippy::print_stdout, reason = "the plugin tools report on stdout")]
+fn say(line: &str) {
+    println!("{line}");
+}
+
+fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Check { component } => {
+            let plugin = tool::check(&component)?;
+            let info = &plugin.info;
+            say(&format!("plugin:       {} {}", info.name, info.version));
+            say(&format!("digest:       sha256:{}", plugin.digest));
+            say(&format!(
+                "capabilities: validate={} transform={} convert={}",
+                info.capabilities.validate, info.capabilities.transform, info.capabilities.convert
+            ));
+            for resource in &info.resources {
+                let schema = if resource.schema.is_some() {
+                    " (with a JSON Schema)"
+                } else {
+                    ""
+                };
+                say(&format!("resource:     {}{schema}", resource.name));
+            }
+            say("ok: the component implements export-service:plugin@1.0.0");
+        }
+        PluginCommand::Run {
+            component,
+            input,
+            from,
+            to,
+            config,
+            output,
+        } => {
+            let report = tool::run(&component, &input, from, to, config.as_deref())?;
+            say(&format!(
+                "plugin:      {} {} (sha256:{})",
+                report.plugin, report.version, report.digest
+            ));
+            say(&format!(
+                "input:       {} bytes of {from}",
+                report.input_bytes
+            ));
+            match &output {
+                Some(path) => {
+                    std::fs::write(path, &report.output)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    say(&format!(
+                        "output:      {} bytes of {to} in {}",
+                        report.output.len(),
+                        path.display()
+                    ));
+                }
+                None => say(&format!(
+                    "output:      {} bytes of {to} (use --output to keep them)",
+                    report.output.len()
+                )),
+            }
+            say(&format!(
+                "rows:        {}",
+                report
+                    .rows
+                    .map_or("unknown".to_string(), |rows| rows.to_string())
+            ));
+            say(&format!("violations:  {}", report.violations.len()));
+            for violation in report.violations.iter().take(20) {
+                say(&format!(
+                    "  row {} field {}: {}",
+                    violation.row.map_or("-".to_string(), |row| row.to_string()),
+                    violation.field.as_deref().unwrap_or("-"),
+                    violation.message
+                ));
+            }
+            say(&format!(
+                "time:        {:.1} ms wall, {:.1} ms in the plugin",
+                report.wall_time.as_secs_f64() * 1000.0,
+                report.guest_time.as_secs_f64() * 1000.0
+            ));
+            if let Some(fuel) = report.fuel {
+                say(&format!(
+                    "fuel:        {fuel} (about one unit per Wasm instruction)"
+                ));
+            }
+            say(&format!(
+                "peak memory: {:.1} MiB of plugin linear memory",
+                report.peak_memory as f64 / 1_048_576.0
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! and other sessions are not affected.
 
 mod limits;
+pub mod tool;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -204,8 +205,21 @@ impl std::fmt::Debug for PluginHost {
 impl PluginHost {
     /// A host with these limits.
     pub fn new(limits: PluginLimits) -> Result<Self, PluginFailure> {
+        Self::build(limits, false)
+    }
+
+    /// A host that also counts fuel (roughly, executed instructions) — for the author's tool;
+    /// the service itself runs without the metering overhead.
+    pub fn with_fuel_metering(limits: PluginLimits) -> Result<Self, PluginFailure> {
+        Self::build(limits, true)
+    }
+
+    fn build(limits: PluginLimits, meter_fuel: bool) -> Result<Self, PluginFailure> {
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(meter_fuel);
         let engine =
             Engine::new(&config).map_err(|error| PluginFailure::Invalid(error.to_string()))?;
         let mut linker = Linker::new(&engine);
@@ -305,6 +319,8 @@ impl PluginHost {
             },
         );
         store.limiter(|state| &mut state.memory);
+        // Fails (harmlessly) unless the engine meters fuel.
+        let _ = store.set_fuel(u64::MAX);
         store.set_epoch_deadline(ticks(self.limits.call_timeout));
         store
     }
@@ -357,6 +373,11 @@ impl PluginSession {
     /// Time spent inside the plugin so far.
     pub fn guest_time(&self) -> Duration {
         self.guest_time
+    }
+
+    /// Fuel consumed so far, when the host meters it.
+    pub fn fuel_consumed(&self) -> Option<u64> {
+        self.store.get_fuel().ok().map(|left| u64::MAX - left)
     }
 
     /// Peak memory of the plugin's instance so far, in bytes.

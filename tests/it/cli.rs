@@ -279,3 +279,67 @@ async fn clean_runs_one_pass_and_exits() {
     assert_eq!(left, 0, "the expired export (past the 7-day grace) is gone");
     let _ = std::fs::remove_dir_all(directory);
 }
+
+#[test]
+fn plugin_check_and_run_work_offline() {
+    let component =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/csv_json.wasm");
+    let check = Command::new(BINARY)
+        .args(["plugin", "check"])
+        .arg(&component)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(report.contains("plugin:       csv-json 1.0.0"), "{report}");
+    assert!(report.contains("ok: the component implements export-service:plugin@1.0.0"));
+
+    let directory = std::env::temp_dir().join(format!(
+        "exsvc-plugin-run-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&directory).unwrap();
+    let input = directory.join("sample.csv");
+    let output = directory.join("out.json");
+    std::fs::write(&input, "id,name\n1,\"a, b\"\n2,c\n").unwrap();
+    let run = Command::new(BINARY)
+        .args(["plugin", "run"])
+        .arg(&component)
+        .arg("--input")
+        .arg(&input)
+        .args(["--from", "csv", "--to", "json", "--output"])
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = String::from_utf8_lossy(&run.stdout);
+    for expected in ["rows:        2", "violations:  0", "fuel:", "peak memory:"] {
+        assert!(
+            report.contains(expected),
+            "{expected} missing from:\n{report}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        r#"[{"id":"1","name":"a, b"},{"id":"2","name":"c"}]"#
+    );
+
+    let broken = directory.join("broken.wasm");
+    std::fs::write(&broken, b"\0asm garbage").unwrap();
+    let refused = Command::new(BINARY)
+        .args(["plugin", "check"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("plugin rejected"));
+    let _ = std::fs::remove_dir_all(directory);
+}
