@@ -81,3 +81,82 @@ fn malformed_components_are_refused_with_a_reason() {
         "{error}"
     );
 }
+
+/// Runs `csv_json.wasm` on a small CSV to show the host still works.
+fn still_converts(host: &PluginHost) {
+    let plugin = host.load(&plugin_bytes("csv_json.wasm")).unwrap();
+    let mut session = host
+        .open(&plugin, &options(DataFormat::Csv, DataFormat::Json))
+        .unwrap();
+    let mut output = session.push(b"a\n1\n").unwrap().output;
+    output.extend(session.finish().unwrap().output);
+    assert_eq!(output, br#"[{"a":"1"}]"#);
+}
+
+#[test]
+fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works() {
+    let limits = PluginLimits {
+        call_timeout: std::time::Duration::from_millis(500),
+        ..PluginLimits::default()
+    };
+    let host = PluginHost::new(limits.clone()).unwrap();
+    let cases: [(&str, &str); 5] = [
+        ("hostile_spin.wasm", "exceeded its time limit of 500 ms"),
+        (
+            "hostile_memory_bomb.wasm",
+            "exceeded its memory limit of 64 MiB",
+        ),
+        (
+            "hostile_huge_output.wasm",
+            "produced more than 16 MiB from one chunk",
+        ),
+        ("hostile_panic.wasm", "crashed"),
+        ("hostile_deep_recursion.wasm", "crashed"),
+    ];
+    for (file, expected) in cases {
+        let plugin = host.load(&plugin_bytes(file)).unwrap();
+        let mut session = host
+            .open(&plugin, &options(DataFormat::Csv, DataFormat::Csv))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let failure = session.push(b"id\n1\n").expect_err(file);
+        let message = failure.to_string();
+        assert!(message.contains(expected), "{file}: {message}");
+        assert!(
+            message.contains(&plugin.info.name),
+            "the message names the plugin: {message}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{file} took {:?}",
+            started.elapsed()
+        );
+        still_converts(&host);
+    }
+}
+
+#[test]
+fn components_of_the_wrong_world_or_with_ungranted_imports_are_refused() {
+    let host = PluginHost::new(PluginLimits::default()).unwrap();
+    let wrong = host
+        .load(&plugin_bytes("hostile_wrong_world.wasm"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wrong.contains("does not export the export-service:plugin/processor interface"),
+        "{wrong}"
+    );
+    let greedy = host
+        .load(&plugin_bytes("hostile_capability.wasm"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        greedy.contains("imports something the host does not grant"),
+        "{greedy}"
+    );
+    assert!(
+        greedy.contains("backdoor"),
+        "the message names the import: {greedy}"
+    );
+    still_converts(&host);
+}

@@ -51,14 +51,19 @@ impl Session for Conversion {
     fn push(&mut self, chunk: &[u8]) -> Result<StepOutput, PluginError> {
         match self {
             Conversion::Same => Ok(StepOutput::bytes(chunk.to_vec())),
-            Conversion::Convert(converter) => converter.push(chunk).map(StepOutput::bytes).map_err(rejected),
+            Conversion::Convert(converter) => converter
+                .push(chunk)
+                .map(StepOutput::bytes)
+                .map_err(rejected),
         }
     }
 
     fn finish(&mut self) -> Result<StepOutput, PluginError> {
         match self {
             Conversion::Same => Ok(StepOutput::bytes(Vec::new())),
-            Conversion::Convert(converter) => converter.finish().map(StepOutput::bytes).map_err(rejected),
+            Conversion::Convert(converter) => {
+                converter.finish().map(StepOutput::bytes).map_err(rejected)
+            }
         }
     }
 }
