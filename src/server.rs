@@ -19,6 +19,8 @@ use crate::dispatch::relay::{self, Relay};
 use crate::http::{self, AppState, request_id::RequestIdGenerator};
 use crate::metrics::Metrics;
 use crate::package::{Packager, PackagerSettings};
+use crate::plugin_host::PluginHost;
+use crate::plugin_host::directory::PluginBindings;
 use crate::storage::ObjectStore;
 use crate::worker::cleaner::Cleaner;
 
@@ -35,6 +37,9 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The plugins could not be loaded.
+    #[error("plugins: {0}")]
+    Plugins(String),
     /// The object store could not be set up.
     #[error("object store: {0}")]
     Store(crate::storage::StoreError),
@@ -82,7 +87,23 @@ impl BoundService {
             SocketAddr::new(config.listen_address, config.metrics_port),
         )
         .await?;
-        let state = AppState::new(Arc::new(config), pool.clone(), store, Metrics::new());
+        let plugins = match &config.data_path.plugins_dir {
+            None => None,
+            Some(directory) => {
+                let (limits, directory) =
+                    (config.data_path.plugin_limits.clone(), directory.clone());
+                let bindings = tokio::task::spawn_blocking(move || {
+                    let host = Arc::new(PluginHost::new(limits)?);
+                    PluginBindings::load_directory(host, &directory)
+                })
+                .await
+                .map_err(|error| ServeError::Plugins(error.to_string()))?
+                .map_err(|error| ServeError::Plugins(error.to_string()))?;
+                Some(Arc::new(bindings))
+            }
+        };
+        let mut state = AppState::new(Arc::new(config), pool.clone(), store, Metrics::new());
+        state.plugins = plugins;
         Ok(Self {
             public,
             private,

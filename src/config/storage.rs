@@ -73,6 +73,10 @@ pub struct DataPathConfig {
     pub packaging_worker: bool,
     /// Uploads one replica accepts at once; more get 503 with `Retry-After`.
     pub max_concurrent_uploads: usize,
+    /// Directory of `<application>.wasm` plugins (and `<application>.json` configs).
+    pub plugins_dir: Option<PathBuf>,
+    /// Limits of plugin sessions.
+    pub plugin_limits: crate::plugin_host::PluginLimits,
     /// How often the in-process cleaner runs; `None` = only `export-service clean`.
     pub cleaner_interval: Option<Duration>,
     /// How long after `expires_at` an export's rows and objects are deleted.
@@ -301,6 +305,17 @@ pub(super) fn data_path_config(
         compression_level,
         packaging_worker: reader.boolean("PACKAGING_WORKER", true)?,
         max_concurrent_uploads: reader.parsed("MAX_CONCURRENT_UPLOADS", 16)?,
+        plugins_dir: reader.0.get("PLUGINS_DIR").map(PathBuf::from),
+        plugin_limits: crate::plugin_host::PluginLimits {
+            memory_bytes: reader
+                .parsed::<usize>("PLUGIN_MEMORY_LIMIT", 64)?
+                .saturating_mul(1024 * 1024),
+            call_timeout: reader.duration("PLUGIN_CALL_TIMEOUT", 2)?,
+            session_timeout: reader.duration("PLUGIN_SESSION_TIMEOUT", 300)?,
+            output_bytes_per_call: reader
+                .parsed::<usize>("PLUGIN_OUTPUT_LIMIT", 16)?
+                .saturating_mul(1024 * 1024),
+        },
         cleaner_interval: optional(reader.duration("CLEANER_INTERVAL", 0)?),
         cleaner_grace: reader.duration("CLEANER_GRACE", u64::from(expiry_days) * 24 * 3600)?,
         source_timeout: optional(reader.duration("SOURCE_TIMEOUT", 24 * 3600)?),

@@ -132,7 +132,7 @@ impl ExportRepository {
     async fn sources_of(&self, export_id: Uuid) -> Result<Vec<Source>, DbError> {
         sqlx::query(
             "SELECT id, application, resource, filters::text AS filters, status, code, message, \
-                    object_key, sha256, bytes, rows \
+                                        object_key, sha256, bytes, rows, plugin_name, plugin_version, plugin_digest \
              FROM sources WHERE export_id = $1 ORDER BY position",
         )
         .bind(export_id)
@@ -340,6 +340,14 @@ fn delivery_from_row(row: &PgRow) -> Result<Option<Delivery>, DbError> {
             sha256,
             bytes: u64::try_from(bytes).unwrap_or_default(),
             rows: rows.and_then(|rows| u64::try_from(rows).ok()),
+            plugin: match (
+                row.try_get::<Option<String>, _>("plugin_name")?,
+                row.try_get::<Option<String>, _>("plugin_version")?,
+                row.try_get::<Option<String>, _>("plugin_digest")?,
+            ) {
+                (Some(name), Some(version), Some(digest)) => Some((name, version, digest)),
+                _ => None,
+            },
         }),
         _ => None,
     })

@@ -79,6 +79,8 @@ pub struct StoredUpload {
     pub bytes: u64,
     /// Data rows, when known.
     pub rows: Option<u64>,
+    /// The plugin that processed it.
+    pub plugin: Option<crate::ingest::PluginStamp>,
 }
 
 /// Source transitions.
@@ -204,8 +206,9 @@ impl SourceRepository {
         let mut transaction = self.pool.begin().await?;
         lock_export(&mut transaction, target.export_id).await?;
         let updated = sqlx::query(
-            "UPDATE sources SET status = 'complete', object_key = $2, sha256 = $3, bytes = $4, rows = $5, \
-                    completed_at = now(), updated_at = now(), upload_lease_until = NULL, upload_token = NULL \
+                        "UPDATE sources SET status = 'complete', object_key = $2, sha256 = $3, bytes = $4, rows = $5, \
+                    completed_at = now(), updated_at = now(), upload_lease_until = NULL, upload_token = NULL, \
+                    plugin_name = $7, plugin_version = $8, plugin_digest = $9 \
              WHERE id = $1 AND status = 'pending' AND upload_token = $6",
         )
         .bind(target.source_id)
@@ -214,6 +217,9 @@ impl SourceRepository {
         .bind(i64::try_from(stored.bytes).unwrap_or(i64::MAX))
         .bind(stored.rows.map(|rows| i64::try_from(rows).unwrap_or(i64::MAX)))
         .bind(token)
+        .bind(stored.plugin.as_ref().map(|plugin| plugin.name.as_str()))
+        .bind(stored.plugin.as_ref().map(|plugin| plugin.version.as_str()))
+        .bind(stored.plugin.as_ref().map(|plugin| plugin.digest.as_str()))
         .execute(&mut *transaction)
         .await?
         .rows_affected();

@@ -67,6 +67,8 @@ pub struct Delivery {
     pub bytes: u64,
     /// Data rows, when known.
     pub rows: Option<u64>,
+    /// The plugin that processed the upload: name, version, component digest.
+    pub plugin: Option<(String, String, String)>,
 }
 
 /// One requested resource of an export.

@@ -23,7 +23,8 @@ use crate::db::sources::{BeginUpload, Lookup, Settled, SourceTarget, StoredUploa
 use crate::domain::SourceStatus;
 use crate::domain::psk::{Grant, PskError, authorize};
 use crate::ingest::rows::format_of_content_type;
-use crate::ingest::{IngestError, Limits, ingest};
+use crate::ingest::{IngestError, Limits, PluginRun, ingest};
+use crate::plugin_host::PluginFailure;
 use crate::storage::StoreError;
 
 /// The header carrying the pre-shared key.
@@ -226,6 +227,17 @@ pub async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(format_of_content_type);
+    let plugin = state.plugins.as_ref().and_then(|bindings| {
+        bindings
+            .binding_for(&target.application, &target.resource)
+            .map(|binding| PluginRun {
+                host: bindings.host.clone(),
+                plugin: binding.plugin.clone(),
+                config: binding.config.clone(),
+                application: target.application.clone(),
+                resource: target.resource.clone(),
+            })
+    });
     let ingested = ingest(
         &state.store,
         &key,
@@ -233,47 +245,90 @@ pub async fn upload(
         uploaded_format,
         target.format,
         limits,
+        plugin,
     )
     .await;
     hold.renewal.abort();
-    let ingested =
-        match ingested {
-            Ok(ingested) => ingested,
-            Err(IngestError::Rejected(reason)) => {
-                // The data itself is wrong: the source fails with a message the tenant sees.
-                state.metrics.failed_uploads.inc();
-                let message = format!("upload rejected: {reason}");
-                tracing::info!(source_id = %target.source_id, reason = %reason, "upload rejected");
-                // Release first: an error report may not fail a source an upload holds.
-                state
-                    .sources
-                    .release_upload(target.source_id, token)
-                    .await?;
-                hold.armed = false;
-                state.sources.fail(&target, 422, &message).await?;
-                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-                    .with_violations(vec![Violation {
+    let ingested = match ingested {
+        Ok(ingested) => ingested,
+        Err(IngestError::Plugin(failure)) => {
+            // The plugin rejected the data or failed on it: the source fails, visibly.
+            state.metrics.failed_uploads.inc();
+            let message = failure.to_string();
+            tracing::info!(source_id = %target.source_id, reason = %message, "upload stopped by its plugin");
+            state
+                .sources
+                .release_upload(target.source_id, token)
+                .await?;
+            hold.armed = false;
+            let violations: Vec<Violation> = match &failure {
+                PluginFailure::Rejected { violations, .. } => violations
+                    .iter()
+                    .map(|violation| Violation {
+                        row: violation.row,
+                        field: violation.field.clone(),
+                        message: violation.message.clone(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let summary = match violations.first() {
+                Some(first) => format!(
+                    "{message}: {} violation(s), first: {}{}",
+                    violations.len(),
+                    first
+                        .row
+                        .map(|row| format!("row {row}: "))
+                        .unwrap_or_default(),
+                    first.message
+                ),
+                None => message,
+            };
+            state.sources.fail(&target, 422, &summary).await?;
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, summary)
+                .with_violations(violations));
+        }
+        Err(IngestError::Rejected(reason)) => {
+            // The data itself is wrong: the source fails with a message the tenant sees.
+            state.metrics.failed_uploads.inc();
+            let message = format!("upload rejected: {reason}");
+            tracing::info!(source_id = %target.source_id, reason = %reason, "upload rejected");
+            // Release first: an error report may not fail a source an upload holds.
+            state
+                .sources
+                .release_upload(target.source_id, token)
+                .await?;
+            hold.armed = false;
+            state.sources.fail(&target, 422, &message).await?;
+            return Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_violations(vec![
+                    Violation {
                         row: reason.record,
                         field: None,
                         message: reason.message,
-                    }]));
+                    },
+                ]),
+            );
+        }
+        Err(error) => {
+            state.metrics.failed_uploads.inc();
+            tracing::warn!(error = %error, "upload not stored");
+            if state
+                .sources
+                .release_upload(target.source_id, token)
+                .await
+                .is_ok()
+            {
+                hold.armed = false;
             }
-            Err(error) => {
-                state.metrics.failed_uploads.inc();
-                tracing::warn!(error = %error, "upload not stored");
-                if state
-                    .sources
-                    .release_upload(target.source_id, token)
-                    .await
-                    .is_ok()
-                {
-                    hold.armed = false;
-                }
-                return Err(match error {
+            return Err(match error {
                 IngestError::TooLarge { .. } => too_large(),
                 IngestError::Idle(timeout) => ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    format!("no data received for {} ms; upload again", timeout.as_millis()),
+                    format!(
+                        "no data received for {} ms; upload again",
+                        timeout.as_millis()
+                    ),
                 ),
                 IngestError::Body(reason) => {
                     ApiError::bad_request(format!("the payload could not be read: {reason}"))
@@ -284,15 +339,16 @@ pub async fn upload(
                 )
                 .retry_after(5),
                 IngestError::Store(other) => ApiError::internal(&other),
-                IngestError::Rejected(_) => unreachable!("handled above"),
+                IngestError::Rejected(_) | IngestError::Plugin(_) => unreachable!("handled above"),
             });
-            }
-        };
+        }
+    };
     let stored = StoredUpload {
         object_key: key.clone(),
         sha256: ingested.sha256.clone(),
         bytes: ingested.bytes,
         rows: ingested.rows,
+        plugin: ingested.plugin.clone(),
     };
     let settled = state.sources.complete(&target, token, &stored).await?;
     hold.armed = false;
@@ -338,7 +394,12 @@ pub async fn upload(
             "bytes": ingested.bytes,
             "rows": ingested.rows,
             "uploaded_bytes": ingested.uploaded_bytes,
-            "converted_from": ingested.uploaded_format.filter(|format| *format != target.format),
+                        "converted_from": ingested.uploaded_format.filter(|format| *format != target.format),
+            "plugin": ingested.plugin.as_ref().map(|plugin| json!({
+                "name": plugin.name,
+                "version": plugin.version,
+                "digest": plugin.digest,
+            })),
         })),
     )
         .into_response())

@@ -51,6 +51,8 @@ pub struct AppState {
     pub keys: KeyLayout,
     /// Uploads this replica accepts at once (each holds up to two parts in memory).
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Plugins bound to applications, when configured.
+    pub plugins: Option<Arc<crate::plugin_host::directory::PluginBindings>>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -63,6 +65,7 @@ impl AppState {
             upload_slots: Arc::new(tokio::sync::Semaphore::new(
                 config.data_path.max_concurrent_uploads,
             )),
+            plugins: None,
             config,
             exports: ExportRepository::new(pool.clone()),
             sources: SourceRepository::new(pool.clone()),

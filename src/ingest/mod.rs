@@ -3,6 +3,7 @@
 //! upload's size; the size limit and an idle timeout are enforced while streaming.
 
 pub mod convert;
+pub mod plugin_stage;
 pub mod rows;
 
 use std::io;
@@ -19,6 +20,10 @@ use tokio_util::io::StreamReader;
 use crate::domain::Format;
 use crate::storage::{ObjectStore, PutError, StoreError};
 use convert::{Converting, Rejected};
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+
+use crate::plugin_host::{DataFormat, LoadedPlugin, PluginFailure, PluginHost, SessionOptions};
 use rows::RowCounter;
 
 /// What was stored.
@@ -34,6 +39,34 @@ pub struct Ingested {
     pub uploaded_bytes: u64,
     /// The format the upload was in (converted when it differs from the stored format).
     pub uploaded_format: Option<Format>,
+    /// The plugin the upload went through, if any.
+    pub plugin: Option<PluginStamp>,
+}
+
+/// Which plugin processed an upload (recorded with the source, listed in `meta.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginStamp {
+    /// The plugin's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// SHA-256 of its component.
+    pub digest: String,
+}
+
+/// An upload's plugin, with what its session needs to know.
+#[derive(Clone)]
+pub struct PluginRun {
+    /// The host.
+    pub host: Arc<PluginHost>,
+    /// The plugin.
+    pub plugin: Arc<LoadedPlugin>,
+    /// The binding's configuration (JSON text).
+    pub config: Option<String>,
+    /// The uploading application.
+    pub application: String,
+    /// The requested resource.
+    pub resource: String,
 }
 
 /// Why an upload was not stored. Nothing is left in the store in any of these cases.
@@ -54,6 +87,9 @@ pub enum IngestError {
     /// The data is not in a shape that converts to the export's format.
     #[error("the payload was rejected: {0}")]
     Rejected(export_convert::ConvertError),
+    /// The application's plugin failed or rejected the data.
+    #[error(transparent)]
+    Plugin(PluginFailure),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -89,6 +125,7 @@ pub async fn ingest(
     uploaded_format: Option<Format>,
     stored_format: Format,
     limits: Limits,
+    plugin: Option<PluginRun>,
 ) -> Result<Ingested, IngestError> {
     let idle = limits.idle_timeout;
     let chunks = futures::stream::unfold(body.into_data_stream(), move |mut stream| async move {
@@ -106,6 +143,18 @@ pub async fn ingest(
         seen: 0,
         limit: limits.max_bytes,
     };
+    if let Some(run) = plugin {
+        return ingest_through_plugin(
+            store,
+            key,
+            limited,
+            uploaded_format,
+            stored_format,
+            limits,
+            run,
+        )
+        .await;
+    }
     let mut reader = Inspector {
         inner: Converting::new(limited, uploaded_format, stored_format),
         hasher: Sha256::new(),
@@ -123,14 +172,98 @@ pub async fn ingest(
             rows: reader.rows.finish(),
             uploaded_bytes: reader.inner.inner_ref().seen,
             uploaded_format: reader.inner.uploaded,
+            plugin: None,
         }),
         Err(PutError::Store(error)) => Err(IngestError::Store(error)),
         Err(PutError::Body(error)) => Err(classify_body_error(error, limits)),
     }
 }
 
+/// The upload with a plugin: sniff the format if undeclared, then stream through the plugin.
+async fn ingest_through_plugin<R: AsyncRead + Send + Unpin + 'static>(
+    store: &ObjectStore,
+    key: &str,
+    mut input: R,
+    declared: Option<Format>,
+    stored_format: Format,
+    limits: Limits,
+    run: PluginRun,
+) -> Result<Ingested, IngestError> {
+    let mut peeked = Vec::new();
+    let uploaded = match declared {
+        Some(format) => format,
+        None => loop {
+            let mut buffer = [0u8; 4096];
+            let read = input
+                .read(&mut buffer)
+                .await
+                .map_err(|error| classify_body_error(error, limits))?;
+            peeked.extend_from_slice(&buffer[..read]);
+            match peeked.iter().find(|byte| !byte.is_ascii_whitespace()) {
+                Some(first) => break rows::sniff(*first),
+                None if read == 0 => break stored_format,
+                None => {}
+            }
+        },
+    };
+    let stamp = PluginStamp {
+        name: run.plugin.info.name.clone(),
+        version: run.plugin.info.version.clone(),
+        digest: run.plugin.digest.clone(),
+    };
+    let options = SessionOptions {
+        application: run.application,
+        resource: run.resource,
+        input_format: data_format(uploaded),
+        output_format: data_format(stored_format),
+        config: run.config,
+    };
+    let chained = std::io::Cursor::new(peeked).chain(input);
+    let (output, read_bytes) = plugin_stage::through_plugin(run.host, run.plugin, options, chained);
+    let mut reader = Inspector {
+        inner: output,
+        hasher: Sha256::new(),
+        rows: RowCounter::new(Some(stored_format)),
+        bytes: 0,
+    };
+    match store
+        .put(key, &mut reader, content_type(stored_format))
+        .await
+    {
+        Ok(_) => Ok(Ingested {
+            sha256: hex::encode(reader.hasher.finalize()),
+            bytes: reader.bytes,
+            rows: reader.rows.finish(),
+            uploaded_bytes: read_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            uploaded_format: Some(uploaded),
+            plugin: Some(stamp),
+        }),
+        Err(PutError::Store(error)) => Err(IngestError::Store(error)),
+        Err(PutError::Body(error)) => Err(classify_body_error(error, limits)),
+    }
+}
+
+fn content_type(format: Format) -> &'static str {
+    match format {
+        Format::Csv => "text/csv",
+        Format::Json => "application/json",
+    }
+}
+
+fn data_format(format: Format) -> DataFormat {
+    match format {
+        Format::Csv => DataFormat::Csv,
+        Format::Json => DataFormat::Json,
+    }
+}
+
 fn classify_body_error(error: io::Error, limits: Limits) -> IngestError {
     if let Some(inner) = error.get_ref() {
+        if let Some(plugin_stage::PluginStopped(failure)) =
+            inner.downcast_ref::<plugin_stage::PluginStopped>()
+        {
+            return IngestError::Plugin(failure.clone());
+        }
         if inner.is::<LimitExceeded>() {
             return IngestError::TooLarge {
                 limit_mib: limits.max_bytes / (1024 * 1024),

@@ -30,6 +30,15 @@ struct FileMeta<'a> {
     sha256: &'a str,
     bytes: u64,
     rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugin: Option<PluginMeta<'a>>,
+}
+
+#[derive(Serialize)]
+struct PluginMeta<'a> {
+    name: &'a str,
+    version: &'a str,
+    digest: &'a str,
 }
 
 #[derive(Serialize)]
@@ -67,6 +76,14 @@ pub fn meta_json(export: &Export) -> String {
                 sha256: &delivery.sha256,
                 bytes: delivery.bytes,
                 rows: delivery.rows,
+                plugin: delivery
+                    .plugin
+                    .as_ref()
+                    .map(|(name, version, digest)| PluginMeta {
+                        name,
+                        version,
+                        digest,
+                    }),
             })
         })
         .collect();
@@ -198,6 +215,7 @@ mod tests {
                 sha256: "ab".repeat(32),
                 bytes: 42,
                 rows: Some(3),
+                plugin: None,
             }),
         };
         Export {

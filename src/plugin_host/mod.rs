@@ -9,6 +9,7 @@
 //! component fails that session with a message naming the plugin and the reason; the process
 //! and other sessions are not affected.
 
+pub mod directory;
 mod limits;
 pub mod tool;
 

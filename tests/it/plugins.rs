@@ -160,3 +160,106 @@ fn components_of_the_wrong_world_or_with_ungranted_imports_are_refused() {
     );
     still_converts(&host);
 }
+
+/// A directory binding `exampleApp` to the csv-json plugin and `otherApp` to a hostile one.
+fn plugins_directory(hostile: &str) -> std::path::PathBuf {
+    let directory =
+        std::env::temp_dir().join(format!("exsvc-plugins-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&directory).unwrap();
+    std::fs::write(
+        directory.join("exampleApp.wasm"),
+        plugin_bytes("csv_json.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        directory.join("exampleApp.json"),
+        r#"{"note": "config reaches the plugin"}"#,
+    )
+    .unwrap();
+    std::fs::write(directory.join("otherApp.wasm"), plugin_bytes(hostile)).unwrap();
+    directory
+}
+
+#[tokio::test]
+async fn bound_plugins_run_on_the_upload_path() {
+    use crate::helpers::{Caller, TestApp, export_request};
+    let directory = plugins_directory("hostile_spin.wasm");
+    let app = TestApp::spawn_with(&[
+        ("PLUGINS_DIR", directory.to_str().unwrap()),
+        ("PLUGIN_CALL_TIMEOUT", "300ms"),
+    ])
+    .await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request(
+                "p",
+                "json",
+                &[("exampleApp", "exampleResource"), ("otherApp", "events")],
+            ),
+        )
+        .await;
+    let export = created["id"].as_str().unwrap().to_string();
+    let source = |index: usize| {
+        created["sources"][index]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // The hostile plugin is stopped; the source fails with a message naming it.
+    let stopped = app
+        .upload(
+            &export,
+            "otherApp",
+            &source(1),
+            Some("psk-other"),
+            "id\n1\n",
+        )
+        .await;
+    stopped.assert_error_containing(422, "plugin hostile-spin exceeded its time limit of 300 ms");
+
+    // The next upload on the same process goes through the csv-json plugin.
+    let reply = app
+        .upload(
+            &export,
+            "exampleApp",
+            &source(0),
+            Some("psk-example"),
+            "id,name\n1,\"x, y\"\n",
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.json()["plugin"]["name"], "csv-json");
+    let status = app.wait_for_status(&caller, &export, "partial").await;
+    assert!(
+        status["sources"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hostile-spin")
+    );
+
+    let (_, archive) = app.download(&caller, &export).await;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
+    let mut converted = String::new();
+    std::io::Read::read_to_string(
+        &mut zip.by_name(&format!("{}.json", source(0))).unwrap(),
+        &mut converted,
+    )
+    .unwrap();
+    assert_eq!(converted, r#"[{"id":"1","name":"x, y"}]"#);
+    let mut meta = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("meta.json").unwrap(), &mut meta).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["file_meta"][0]["plugin"]["name"], "csv-json");
+    assert_eq!(meta["file_meta"][0]["plugin"]["version"], "1.0.0");
+    assert_eq!(
+        meta["file_meta"][0]["plugin"]["digest"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    let _ = std::fs::remove_dir_all(directory);
+}

@@ -1,6 +1,7 @@
 //! Returns far more output than one chunk can justify: the host's output cap must stop it.
 use export_plugin_sdk::{
-    Capabilities, Plugin, PluginError, PluginInfo, Session, SessionOptions, StepOutput,
+    Capabilities, Plugin, PluginError, PluginInfo, ResourceInfo, Session, SessionOptions,
+    StepOutput,
 };
 
 struct Hostile;
@@ -13,7 +14,10 @@ impl Plugin for Hostile {
         PluginInfo {
             name: env!("CARGO_PKG_NAME").into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            resources: Vec::new(),
+            resources: vec![ResourceInfo {
+                name: "*".into(),
+                schema: None,
+            }],
             capabilities: Capabilities {
                 validate: false,
                 transform: true,
