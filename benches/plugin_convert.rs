@@ -1,6 +1,9 @@
-#![cfg_attr(not(test), expect(missing_docs, reason = "criterion's macros generate undocumented items"))]
-    missing_docs,
-    reason = "criterion's macros generate undocumented items"
+#![cfg_attr(
+    not(test),
+    expect(
+        missing_docs,
+        reason = "criterion's macros generate undocumented items"
+    )
 )]
 //! The same CSV→JSON converter, native and as the `csv-json` Wasm plugin, on the same data in the
 //! same 1 MiB chunks the service pushes; and the cost of starting one plugin session.
