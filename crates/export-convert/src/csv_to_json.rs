@@ -11,7 +11,8 @@ pub struct CsvToJson {
     ends: Vec<usize>,
     used: usize,
     ends_used: usize,
-    header: Option<Vec<String>>,
+    /// The header's keys, each already rendered as `"name":`.
+    header: Option<Vec<Vec<u8>>>,
     records: u64,
     started: bool,
     /// Quote characters seen: an odd count at the end means an unterminated quoted field.
@@ -89,51 +90,59 @@ impl CsvToJson {
     }
 
     fn record(&mut self, output: &mut Vec<u8>) -> Result<(), ConvertError> {
-        let mut fields = Vec::with_capacity(self.ends_used);
-        let mut start = 0;
-        for &end in &self.ends[..self.ends_used] {
-            let field = std::str::from_utf8(&self.fields[start..end]).map_err(|_| {
-                ConvertError::at(
-                    self.records + u64::from(self.header.is_some()),
-                    "is not valid UTF-8",
-                )
-            })?;
-            fields.push(field.to_owned());
-            start = end;
-        }
-        let Some(header) = &self.header else {
-            for (index, name) in fields.iter().enumerate() {
-                if fields[..index].contains(name) {
+        let record_number = self.records + u64::from(self.header.is_some());
+        let Some(keys) = &self.header else {
+            let mut names: Vec<String> = Vec::with_capacity(self.ends_used);
+            let mut start = 0;
+            for &end in &self.ends[..self.ends_used] {
+                let name = std::str::from_utf8(&self.fields[start..end])
+                    .map_err(|_| ConvertError::at(0, "is not valid UTF-8"))?;
+                if names.iter().any(|existing| existing == name) {
                     return Err(ConvertError::at(
                         0,
                         format!("the header has a duplicate column '{name}'"),
                     ));
                 }
+                names.push(name.to_owned());
+                start = end;
             }
-            self.header = Some(fields);
+            // Each key is escaped once, as `"name":`, and copied into every record.
+            self.header = Some(
+                names
+                    .iter()
+                    .map(|name| {
+                        let mut key = serde_json::to_vec(name).expect("a string serialises");
+                        key.push(b':');
+                        key
+                    })
+                    .collect(),
+            );
             return Ok(());
         };
         self.records += 1;
-        if fields.len() != header.len() {
+        if self.ends_used != keys.len() {
             return Err(ConvertError::at(
                 self.records,
                 format!(
                     "has {} fields, the header has {}",
-                    fields.len(),
-                    header.len()
+                    self.ends_used,
+                    keys.len()
                 ),
             ));
         }
         output.push(if self.started { b',' } else { b'[' });
         self.started = true;
         output.push(b'{');
-        for (index, (name, value)) in header.iter().zip(&fields).enumerate() {
+        let mut start = 0;
+        for (index, (key, &end)) in keys.iter().zip(&self.ends[..self.ends_used]).enumerate() {
             if index > 0 {
                 output.push(b',');
             }
-            serde_json::to_writer(&mut *output, name).expect("writing to memory");
-            output.push(b':');
-            serde_json::to_writer(&mut *output, value).expect("writing to memory");
+            output.extend_from_slice(key);
+            let value = std::str::from_utf8(&self.fields[start..end])
+                .map_err(|_| ConvertError::at(record_number, "is not valid UTF-8"))?;
+            write_json_string(output, value);
+            start = end;
         }
         output.push(b'}');
         Ok(())
@@ -142,7 +151,7 @@ impl CsvToJson {
 
 impl Converter for CsvToJson {
     fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
-        let mut output = Vec::with_capacity(input.len() + input.len() / 2);
+        let mut output = Vec::with_capacity(input.len() * 2 + 64);
         if !input.is_empty() {
             self.quotes += input.iter().filter(|byte| **byte == b'"').count() as u64;
             self.feed(input, &mut output)?;
@@ -171,5 +180,59 @@ impl Converter for CsvToJson {
 
     fn records(&self) -> u64 {
         self.records
+    }
+}
+
+/// Appends `value` as a JSON string: quotes, and escapes only where JSON requires them.
+fn write_json_string(output: &mut Vec<u8>, value: &str) {
+    output.push(b'"');
+    let bytes = value.as_bytes();
+    let mut plain_from = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => {
+                output.extend_from_slice(&bytes[plain_from..index]);
+                output.extend_from_slice(format!("\\u{byte:04x}").as_bytes());
+                plain_from = index + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        output.extend_from_slice(&bytes[plain_from..index]);
+        output.extend_from_slice(escape);
+        plain_from = index + 1;
+    }
+    output.extend_from_slice(&bytes[plain_from..]);
+    output.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_json_string;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        for text in [
+            "plain",
+            "quote \" and \\ back",
+            "tab\tnew\nline\r",
+            "\u{1}\u{8}\u{c}\u{1f} ctrl",
+            "é 🎉 ✓",
+            "",
+        ] {
+            let mut ours = Vec::new();
+            write_json_string(&mut ours, text);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
     }
 }
