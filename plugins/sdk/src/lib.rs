@@ -117,3 +117,65 @@ macro_rules! export_plugin {
         $crate::bindings::export_bindings!(__ExportedPlugin with_types_in $crate::bindings);
     };
 }
+
+/// What a chunk-by-chunk transform plugin says about itself: its crate's name and version, every
+/// resource, `transform` capability.
+pub fn transform_info(name: &str, version: &str) -> PluginInfo {
+    PluginInfo {
+        name: name.into(),
+        version: version.into(),
+        resources: vec![ResourceInfo {
+            name: "*".into(),
+            schema: None,
+        }],
+        capabilities: Capabilities {
+            validate: false,
+            transform: true,
+            convert: false,
+        },
+    }
+}
+
+/// Exports a stateless plugin made of one function `fn(&[u8]) -> Result<StepOutput, PluginError>`
+/// applied to every chunk (named and versioned after its crate).
+#[macro_export]
+macro_rules! export_transform {
+    ($transform:path) => {
+        #[doc(hidden)]
+        pub struct __Transform;
+
+        #[doc(hidden)]
+        pub struct __TransformSession;
+
+        impl $crate::Plugin for __Transform {
+            type Session = __TransformSession;
+
+            fn describe() -> $crate::PluginInfo {
+                $crate::transform_info(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+            }
+
+            fn open(
+                _options: $crate::SessionOptions,
+            ) -> ::core::result::Result<__TransformSession, $crate::PluginError> {
+                Ok(__TransformSession)
+            }
+        }
+
+        impl $crate::Session for __TransformSession {
+            fn push(
+                &mut self,
+                chunk: &[u8],
+            ) -> ::core::result::Result<$crate::StepOutput, $crate::PluginError> {
+                $transform(chunk)
+            }
+
+            fn finish(
+                &mut self,
+            ) -> ::core::result::Result<$crate::StepOutput, $crate::PluginError> {
+                Ok($crate::StepOutput::bytes(::std::vec::Vec::new()))
+            }
+        }
+
+        $crate::export_plugin!(__Transform);
+    };
+}

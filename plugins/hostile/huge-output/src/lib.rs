@@ -1,44 +1,9 @@
 //! Returns far more output than one chunk can justify: the host's output cap must stop it.
-use export_plugin_sdk::{
-    Capabilities, Plugin, PluginError, PluginInfo, ResourceInfo, Session, SessionOptions,
-    StepOutput,
-};
 
-struct Hostile;
-struct Run;
+use export_plugin_sdk::{PluginError, StepOutput};
 
-impl Plugin for Hostile {
-    type Session = Run;
-
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            resources: vec![ResourceInfo {
-                name: "*".into(),
-                schema: None,
-            }],
-            capabilities: Capabilities {
-                validate: false,
-                transform: true,
-                convert: false,
-            },
-        }
-    }
-
-    fn open(_options: SessionOptions) -> Result<Run, PluginError> {
-        Ok(Run)
-    }
+fn push(_chunk: &[u8]) -> Result<StepOutput, PluginError> {
+    Ok(StepOutput::bytes(vec![b'x'; 24 * 1024 * 1024]))
 }
 
-impl Session for Run {
-    fn push(&mut self, _chunk: &[u8]) -> Result<StepOutput, PluginError> {
-        Ok(StepOutput::bytes(vec![b'x'; 24 * 1024 * 1024]))
-    }
-
-    fn finish(&mut self) -> Result<StepOutput, PluginError> {
-        Ok(StepOutput::bytes(Vec::new()))
-    }
-}
-
-export_plugin_sdk::export_plugin!(Hostile);
+export_plugin_sdk::export_transform!(push);

@@ -1,48 +1,12 @@
 //! Never returns from `push`: the host's deadline must stop it.
-use export_plugin_sdk::{
-    Capabilities, Plugin, PluginError, PluginInfo, ResourceInfo, Session, SessionOptions,
-    StepOutput,
-};
 
-struct Hostile;
-struct Run;
+use export_plugin_sdk::{PluginError, StepOutput};
 
-impl Plugin for Hostile {
-    type Session = Run;
-
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            resources: vec![ResourceInfo {
-                name: "*".into(),
-                schema: None,
-            }],
-            capabilities: Capabilities {
-                validate: false,
-                transform: true,
-                convert: false,
-            },
-        }
-    }
-
-    fn open(_options: SessionOptions) -> Result<Run, PluginError> {
-        Ok(Run)
+fn push(chunk: &[u8]) -> Result<StepOutput, PluginError> {
+    let mut counter = chunk.len() as u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_mul(6364136223846793005).wrapping_add(1));
     }
 }
 
-impl Session for Run {
-    fn push(&mut self, chunk: &[u8]) -> Result<StepOutput, PluginError> {
-        let mut counter = chunk.len() as u64;
-        loop {
-            counter =
-                std::hint::black_box(counter.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
-    }
-
-    fn finish(&mut self) -> Result<StepOutput, PluginError> {
-        Ok(StepOutput::bytes(Vec::new()))
-    }
-}
-
-export_plugin_sdk::export_plugin!(Hostile);
+export_plugin_sdk::export_transform!(push);
