@@ -75,6 +75,56 @@ async fn delivered_export(
     (export, created)
 }
 
+/// An upload whose body the test feeds chunk by chunk.
+struct StreamingUpload {
+    sender: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    reply: tokio::task::JoinHandle<crate::helpers::Reply>,
+}
+
+/// Starts uploading to `source` with a first chunk, and waits until the source is held.
+async fn start_streaming_upload(
+    app: &TestApp,
+    export: &str,
+    source: &str,
+    first_chunk: &[u8],
+) -> StreamingUpload {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
+    ));
+    let url = app.internal_url(&format!(
+        "/app/export/v1/{export}/exampleApp/{source}/upload"
+    ));
+    let client = app.client.clone();
+    let reply = tokio::spawn(async move {
+        let response = client
+            .post(url)
+            .header("x-rh-exports-psk", "psk-example")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::Reply::from(response).await
+    });
+    sender.send(Ok(first_chunk.to_vec())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: bool = sqlx::query_scalar(
+            "SELECT upload_lease_until IS NOT NULL FROM sources WHERE id = $1::uuid",
+        )
+        .bind(source)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if held {
+            return StreamingUpload { sender, reply };
+        }
+        assert!(Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 const JSON_UPLOAD: &str = r#"{"data": [{"id": 1, "name": "alpha"}, {"id": 2, "name": "béta"}]}"#;
 const CSV_UPLOAD: &str = "id,name\n1,alpha\n2,\"multi\nline\"\n3,gamma\n";
 
@@ -992,39 +1042,7 @@ async fn an_abandoned_upload_frees_its_source_for_the_retry() {
         .await;
     let export = id(&created);
     let first = source(&created, 0);
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(
-        receiver,
-        |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
-    ));
-    let url = app.internal_url(&format!(
-        "/app/export/v1/{export}/exampleApp/{first}/upload"
-    ));
-    let client = app.client.clone();
-    let upload = tokio::spawn(async move {
-        client
-            .post(url)
-            .header("x-rh-exports-psk", "psk-example")
-            .body(body)
-            .send()
-            .await
-    });
-    sender.send(Ok(b"id,name\n1,a\n".to_vec())).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let held: bool = sqlx::query_scalar(
-            "SELECT upload_lease_until IS NOT NULL FROM sources WHERE id = $1::uuid",
-        )
-        .bind(&first)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if held {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the upload never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let streaming = start_streaming_upload(&app, &export, &first, b"id,name\n1,a\n").await;
     // A concurrent second upload, or an error report, is refused while the first runs.
     app.upload(&export, "exampleApp", &first, EXAMPLE_PSK, CSV_UPLOAD)
         .await
@@ -1039,8 +1057,8 @@ async fn an_abandoned_upload_frees_its_source_for_the_retry() {
     .await
     .assert_error(409, "an upload for this source is already in progress");
     // The client goes away mid-body.
-    upload.abort();
-    drop(sender);
+    streaming.reply.abort();
+    drop(streaming.sender);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let reply = app
@@ -1152,50 +1170,16 @@ async fn an_upload_finishing_after_its_export_was_deleted_leaves_nothing() {
         .await;
     let export = id(&created);
     let first = source(&created, 0);
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(
-        receiver,
-        |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
-    ));
-    let url = app.internal_url(&format!(
-        "/app/export/v1/{export}/exampleApp/{first}/upload"
-    ));
-    let client = app.client.clone();
-    let upload = tokio::spawn(async move {
-        let response = client
-            .post(url)
-            .header("x-rh-exports-psk", "psk-example")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        crate::helpers::Reply::from(response).await
-    });
-    sender.send(Ok(b"id,name\n1,a\n".to_vec())).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let held: bool = sqlx::query_scalar(
-            "SELECT upload_lease_until IS NOT NULL FROM sources WHERE id = $1::uuid",
-        )
-        .bind(&first)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if held {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the upload never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let streaming = start_streaming_upload(&app, &export, &first, b"id,name\n1,a\n").await;
     assert_eq!(
         app.delete(&format!("/api/export/v1/exports/{export}"), &caller)
             .await
             .status,
         202
     );
-    sender.send(Ok(b"2,b\n".to_vec())).await.unwrap();
-    drop(sender);
-    let reply = upload.await.unwrap();
+    streaming.sender.send(Ok(b"2,b\n".to_vec())).await.unwrap();
+    drop(streaming.sender);
+    let reply = streaming.reply.await.unwrap();
     reply.assert_error(410, "the export was deleted while the upload ran");
     let prefix = format!("org-1/{export}/");
     let deadline = Instant::now() + Duration::from_secs(10);
