@@ -236,6 +236,7 @@ pub async fn upload(
                 config: binding.config.clone(),
                 application: target.application.clone(),
                 resource: target.resource.clone(),
+                schema: binding.schema_for(&target.resource),
             })
     });
     let ingested = ingest(

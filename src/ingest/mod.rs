@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod plugin_stage;
 pub mod rows;
+pub mod schema;
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +21,7 @@ use tokio_util::io::StreamReader;
 use crate::domain::Format;
 use crate::storage::{ObjectStore, PutError, StoreError};
 use convert::{Converting, Rejected};
+use schema::SchemaCheck;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
@@ -67,6 +69,8 @@ pub struct PluginRun {
     pub application: String,
     /// The requested resource.
     pub resource: String,
+    /// The JSON Schema the stored records must satisfy, if the binding has one.
+    pub schema: Option<Arc<jsonschema::Validator>>,
 }
 
 /// Why an upload was not stored. Nothing is left in the store in any of these cases.
@@ -160,6 +164,7 @@ pub async fn ingest(
         hasher: Sha256::new(),
         rows: RowCounter::new(Some(stored_format)),
         bytes: 0,
+        schema: None,
     };
     let content_type = match stored_format {
         Format::Csv => "text/csv",
@@ -219,12 +224,19 @@ async fn ingest_through_plugin<R: AsyncRead + Send + Unpin + 'static>(
         config: run.config,
     };
     let chained = std::io::Cursor::new(peeked).chain(input);
+    let schema = run.schema.map(|validator| {
+        (
+            SchemaCheck::new(validator, stored_format),
+            format!("{}'s JSON Schema", stamp.name),
+        )
+    });
     let (output, read_bytes) = plugin_stage::through_plugin(run.host, run.plugin, options, chained);
     let mut reader = Inspector {
         inner: output,
         hasher: Sha256::new(),
         rows: RowCounter::new(Some(stored_format)),
         bytes: 0,
+        schema,
     };
     match store
         .put(key, &mut reader, content_type(stored_format))
@@ -312,6 +324,8 @@ struct Inspector<R> {
     hasher: Sha256,
     rows: RowCounter,
     bytes: u64,
+    /// The binding's JSON Schema check, and whose schema it is.
+    schema: Option<(SchemaCheck, String)>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Inspector<R> {
@@ -328,6 +342,25 @@ impl<R: AsyncRead + Unpin> AsyncRead for Inspector<R> {
                 this.bytes += fresh.len() as u64;
                 this.hasher.update(fresh);
                 this.rows.feed(fresh);
+                if let Some((check, owner)) = &mut this.schema {
+                    if fresh.is_empty() {
+                        // The end: any violation rejects the upload before the store keeps it.
+                        let violations = check.finish();
+                        let owner = owner.clone();
+                        this.schema = None;
+                        if !violations.is_empty() {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                plugin_stage::PluginStopped(PluginFailure::Rejected {
+                                    plugin: owner,
+                                    violations,
+                                }),
+                            )));
+                        }
+                    } else {
+                        check.feed(fresh);
+                    }
+                }
                 Poll::Ready(Ok(()))
             }
             other => other,

@@ -14,6 +14,20 @@ pub struct Binding {
     pub plugin: Arc<LoadedPlugin>,
     /// Its configuration (JSON text), if any.
     pub config: Option<String>,
+    /// The binding's JSON Schema (`"schema"` in its configuration), checked by the host.
+    pub schema: Option<Arc<jsonschema::Validator>>,
+    /// JSON Schemas the plugin declares per resource.
+    pub resource_schemas: HashMap<String, Arc<jsonschema::Validator>>,
+}
+
+impl Binding {
+    /// The schema records of `resource` must satisfy: the binding's, else the plugin's own.
+    pub fn schema_for(&self, resource: &str) -> Option<Arc<jsonschema::Validator>> {
+        self.schema
+            .clone()
+            .or_else(|| self.resource_schemas.get(resource).cloned())
+            .or_else(|| self.resource_schemas.get("*").cloned())
+    }
 }
 
 /// Application → plugin.
@@ -46,18 +60,49 @@ impl PluginBindings {
                 PluginFailure::Invalid(format!("{}: {failure}", path.display()))
             })?;
             let config_path = path.with_extension("json");
-            let config = match std::fs::read_to_string(&config_path) {
+            let (config, schema) = match std::fs::read_to_string(&config_path) {
                 Ok(text) => {
-                    serde_json::from_str::<serde_json::Value>(&text).map_err(|error| {
+                    let value: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|error| {
+                            PluginFailure::Invalid(format!(
+                                "{} is not JSON: {error}",
+                                config_path.display()
+                            ))
+                        })?;
+                    let schema = value
+                        .get("schema")
+                        .map(|schema| {
+                            crate::ingest::schema::compile(schema)
+                                .map(Arc::new)
+                                .map_err(|reason| {
+                                    PluginFailure::Invalid(format!(
+                                        "{}: \"schema\" is not a JSON Schema: {reason}",
+                                        config_path.display()
+                                    ))
+                                })
+                        })
+                        .transpose()?;
+                    (Some(text), schema)
+                }
+                Err(_) => (None, None),
+            };
+            let mut resource_schemas = HashMap::new();
+            for resource in &plugin.info.resources {
+                let Some(text) = &resource.schema else {
+                    continue;
+                };
+                let compiled = serde_json::from_str::<serde_json::Value>(text)
+                    .map_err(|error| error.to_string())
+                    .and_then(|schema| crate::ingest::schema::compile(&schema))
+                    .map_err(|reason| {
                         PluginFailure::Invalid(format!(
-                            "{} is not JSON: {error}",
-                            config_path.display()
+                            "{}: the schema of resource '{}' is not a JSON Schema: {reason}",
+                            path.display(),
+                            resource.name
                         ))
                     })?;
-                    Some(text)
-                }
-                Err(_) => None,
-            };
+                resource_schemas.insert(resource.name.clone(), Arc::new(compiled));
+            }
             tracing::info!(
                 application,
                 plugin = %plugin.info.name,
@@ -65,7 +110,15 @@ impl PluginBindings {
                 digest = %plugin.digest,
                 "plugin bound"
             );
-            by_application.insert(application.to_owned(), Binding { plugin, config });
+            by_application.insert(
+                application.to_owned(),
+                Binding {
+                    plugin,
+                    config,
+                    schema,
+                    resource_schemas,
+                },
+            );
         }
         Ok(Self {
             host,

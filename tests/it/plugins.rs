@@ -263,3 +263,87 @@ async fn bound_plugins_run_on_the_upload_path() {
     );
     let _ = std::fs::remove_dir_all(directory);
 }
+
+#[tokio::test]
+async fn a_binding_schema_rejects_bad_records_with_row_level_violations() {
+    use crate::helpers::{Caller, TestApp, export_request};
+    let directory = plugins_directory("hostile_panic.wasm");
+    std::fs::write(
+        directory.join("exampleApp.json"),
+        r#"{"schema": {"type": "object", "required": ["id", "name"],
+                       "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}}}}"#,
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(&[("PLUGINS_DIR", directory.to_str().unwrap())]).await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request(
+                "s",
+                "json",
+                &[
+                    ("exampleApp", "exampleResource"),
+                    ("exampleApp", "anotherExampleResource"),
+                ],
+            ),
+        )
+        .await;
+    let export = created["id"].as_str().unwrap().to_string();
+    let source = |index: usize| {
+        created["sources"][index]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let rejected = app
+        .upload(
+            &export,
+            "exampleApp",
+            &source(0),
+            Some("psk-example"),
+            "id,name\n1,a\nx2,b\n3,c\nfour,d\n",
+        )
+        .await;
+    rejected.assert_error_containing(
+        422,
+        "plugin csv-json's JSON Schema rejected the data: 2 violation(s), first: row 2:",
+    );
+    let violations = rejected.json()["violations"].clone();
+    assert_eq!(violations.as_array().unwrap().len(), 2);
+    assert_eq!(violations[0]["row"], 2);
+    assert_eq!(violations[0]["field"], "id");
+    assert_eq!(violations[1]["row"], 4);
+    let status = app
+        .get(&format!("/api/export/v1/exports/{export}/status"), &caller)
+        .await
+        .json();
+    assert_eq!(status["sources"][0]["status"], "failed");
+    assert!(
+        status["sources"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("row 2")
+    );
+    assert!(
+        app.store
+            .list(&format!("org-1/{export}/{}", source(0)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let accepted = app
+        .upload(
+            &export,
+            "exampleApp",
+            &source(1),
+            Some("psk-example"),
+            "id,name\n1,a\n22,b\n",
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text);
+    app.wait_for_status(&caller, &export, "partial").await;
+    let _ = std::fs::remove_dir_all(directory);
+}

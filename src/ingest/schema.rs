@@ -1,0 +1,138 @@
+//! JSON-Schema validation of the records being stored, in the host (native `jsonschema`, the
+//! schema compiled once per binding): every record of the stored output, in the export's format
+//! (CSV records are checked as objects of strings), against the binding's schema. Violations
+//! (record, field, message) reject the upload when it ends.
+
+use export_convert::{Converter, CsvToJson, JsonRecords};
+
+use crate::domain::Format;
+use crate::plugin_host::Violation;
+
+/// The most violations kept.
+pub const MAX_VIOLATIONS: usize = 100;
+
+/// Checks records as their bytes stream past.
+pub struct SchemaCheck {
+    validator: std::sync::Arc<jsonschema::Validator>,
+    csv: Option<CsvToJson>,
+    records: JsonRecords,
+    violations: Vec<Violation>,
+    failure: Option<String>,
+}
+
+impl SchemaCheck {
+    /// A check of data in `format` against `validator`.
+    pub fn new(validator: std::sync::Arc<jsonschema::Validator>, format: Format) -> Self {
+        Self {
+            validator,
+            csv: (format == Format::Csv).then(CsvToJson::new),
+            records: JsonRecords::new(),
+            violations: Vec::new(),
+            failure: None,
+        }
+    }
+
+    /// Feeds stored bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.failure.is_some() || self.violations.len() >= MAX_VIOLATIONS {
+            return;
+        }
+        let json = match &mut self.csv {
+            None => Ok(bytes.to_vec()),
+            Some(converter) => converter.push(bytes),
+        };
+        match json {
+            Ok(json) => self.check(&json),
+            Err(error) => self.failure = Some(error.to_string()),
+        }
+    }
+
+    fn check(&mut self, json: &[u8]) {
+        let validator = self.validator.clone();
+        let violations = &mut self.violations;
+        let mut row = self.records.records();
+        let result = self.records.push(json, &mut |record| {
+            row += 1;
+            let value: serde_json::Value = match serde_json::from_slice(record) {
+                Ok(value) => value,
+                Err(error) => {
+                    violations.push(Violation {
+                        row: Some(row),
+                        field: None,
+                        message: format!("not valid JSON: {error}"),
+                    });
+                    return Ok(());
+                }
+            };
+            for error in validator.iter_errors(&value) {
+                if violations.len() >= MAX_VIOLATIONS {
+                    break;
+                }
+                let path = error.instance_path().to_string();
+                violations.push(Violation {
+                    row: Some(row),
+                    field: (!path.is_empty()).then(|| path.trim_start_matches('/').to_owned()),
+                    message: error.to_string(),
+                });
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            self.failure = Some(error.to_string());
+        }
+    }
+
+    /// Ends the data; returns the violations found (empty = valid).
+    pub fn finish(&mut self) -> Vec<Violation> {
+        if let Some(converter) = &mut self.csv {
+            match converter.finish() {
+                Ok(json) => self.check(&json),
+                Err(error) => self.failure = Some(error.to_string()),
+            }
+        }
+        if let Some(failure) = self.failure.take() {
+            self.violations.push(Violation {
+                row: None,
+                field: None,
+                message: format!("the records could not be read for validation: {failure}"),
+            });
+        }
+        std::mem::take(&mut self.violations)
+    }
+}
+
+/// Compiles a JSON Schema, with the reason when it is not one.
+pub fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::validator_for(schema).map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(format: Format, data: &str) -> Vec<Violation> {
+        let schema = json!({"type": "object", "required": ["id"], "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}}});
+        let mut check = SchemaCheck::new(std::sync::Arc::new(compile(&schema).unwrap()), format);
+        for byte in data.as_bytes().chunks(3) {
+            check.feed(byte);
+        }
+        check.finish()
+    }
+
+    #[test]
+    fn json_and_csv_records_are_checked() {
+        assert!(check(Format::Json, r#"[{"id": "1"}, {"id": "22"}]"#).is_empty());
+        let violations = check(
+            Format::Json,
+            r#"[{"id": "1"}, {"name": "x"}, {"id": "x7"}]"#,
+        );
+        assert_eq!(violations.len(), 2);
+        assert_eq!(violations[0].row, Some(2));
+        assert_eq!(violations[1].row, Some(3));
+        assert_eq!(violations[1].field.as_deref(), Some("id"));
+        assert!(check(Format::Csv, "id,name\n1,a\n2,b\n").is_empty());
+        let csv = check(Format::Csv, "id,name\n1,a\nx,b\n");
+        assert_eq!((csv.len(), csv[0].row), (1, Some(2)));
+    }
+}
