@@ -21,10 +21,13 @@ pub struct Binding {
 }
 
 impl Binding {
-    /// The schema records of `resource` must satisfy: the binding's, else the plugin's own.
+    /// The schema the host checks records of `resource` against: the binding's (unless the plugin
+    /// validates by itself, in which case the configuration's schema is the plugin's to use), else
+    /// the one the plugin declares for the resource.
     pub fn schema_for(&self, resource: &str) -> Option<Arc<jsonschema::Validator>> {
         self.schema
             .clone()
+            .filter(|_| !self.plugin.info.capabilities.validate)
             .or_else(|| self.resource_schemas.get(resource).cloned())
             .or_else(|| self.resource_schemas.get("*").cloned())
     }

@@ -347,3 +347,84 @@ async fn a_binding_schema_rejects_bad_records_with_row_level_violations() {
     app.wait_for_status(&caller, &export, "partial").await;
     let _ = std::fs::remove_dir_all(directory);
 }
+
+#[tokio::test]
+async fn the_schema_validator_plugin_checks_records_inside_the_sandbox() {
+    use crate::helpers::{Caller, TestApp, export_request};
+    let directory =
+        std::env::temp_dir().join(format!("exsvc-plugins-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&directory).unwrap();
+    std::fs::write(
+        directory.join("exampleApp.wasm"),
+        plugin_bytes("schema_validator.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        directory.join("exampleApp.json"),
+        r#"{"schema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}}}}"#,
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(&[("PLUGINS_DIR", directory.to_str().unwrap())]).await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request(
+                "v",
+                "json",
+                &[
+                    ("exampleApp", "exampleResource"),
+                    ("exampleApp", "anotherExampleResource"),
+                ],
+            ),
+        )
+        .await;
+    let export = created["id"].as_str().unwrap().to_string();
+    let source = |index: usize| {
+        created["sources"][index]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let rejected = app
+        .upload(
+            &export,
+            "exampleApp",
+            &source(0),
+            Some("psk-example"),
+            "id,name\n1,a\nbad,b\n",
+        )
+        .await;
+    rejected.assert_error_containing(
+        422,
+        "plugin schema-validator rejected the data: 1 violation(s), first: row 2:",
+    );
+    assert_eq!(rejected.json()["violations"][0]["field"], "id");
+
+    let good = app
+        .upload(
+            &export,
+            "exampleApp",
+            &source(1),
+            Some("psk-example"),
+            "id,name\n1,\"a, é\"\n2,\"line\nbreak\"\n",
+        )
+        .await;
+    assert_eq!(good.status, 202, "{}", good.text);
+    assert_eq!(good.json()["plugin"]["name"], "schema-validator");
+    app.wait_for_status(&caller, &export, "partial").await;
+    let (_, archive) = app.download(&caller, &export).await;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
+    let mut stored = String::new();
+    std::io::Read::read_to_string(
+        &mut zip.by_name(&format!("{}.json", source(1))).unwrap(),
+        &mut stored,
+    )
+    .unwrap();
+    assert_eq!(
+        stored,
+        r#"[{"id":"1","name":"a, é"},{"id":"2","name":"line\nbreak"}]"#
+    );
+    let _ = std::fs::remove_dir_all(directory);
+}
