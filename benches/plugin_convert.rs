@@ -13,6 +13,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use export_convert::{Converter, CsvToJson};
+use export_service::domain::Format;
+use export_service::ingest::schema::SchemaCheck;
 use export_service::plugin_host::{DataFormat, PluginHost, PluginLimits, SessionOptions};
 
 const CHUNK: usize = 1024 * 1024;
@@ -78,6 +80,44 @@ fn benchmarks(criterion: &mut Criterion) {
                 produced += session.push(chunk).unwrap().output.len();
             }
             produced + session.finish().unwrap().output.len()
+        })
+    });
+    group.finish();
+
+    // Where JSON-Schema validation runs: natively in the host, or inside the schema-validator
+    // plugin, on the same CSV records (checked as objects of strings).
+    let schema = serde_json::json!({"type": "object", "required": ["id", "name"],
+        "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}, "name": {"type": "string", "maxLength": 64}}});
+    let validator = std::sync::Arc::new(export_service::ingest::schema::compile(&schema).unwrap());
+    let validator_component =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/schema_validator.wasm");
+    let validating = host
+        .load(&std::fs::read(&validator_component).expect("run scripts/build-plugins.sh"))
+        .expect("the schema-validator plugin loads");
+    let validating_options = SessionOptions {
+        output_format: DataFormat::Csv,
+        config: Some(serde_json::json!({ "schema": schema }).to_string()),
+        ..options()
+    };
+    let mut group = criterion.benchmark_group("validate_csv");
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.sample_size(10);
+    group.bench_function("host", |bencher| {
+        bencher.iter(|| {
+            let mut check = SchemaCheck::new(validator.clone(), Format::Csv);
+            for chunk in data.chunks(CHUNK) {
+                check.feed(chunk);
+            }
+            assert!(check.finish().is_empty());
+        })
+    });
+    group.bench_function("guest", |bencher| {
+        bencher.iter(|| {
+            let mut session = host.open(&validating, &validating_options).unwrap();
+            for chunk in data.chunks(CHUNK) {
+                assert!(session.push(chunk).unwrap().violations.is_empty());
+            }
+            session.finish().unwrap().output.len()
         })
     });
     group.finish();
