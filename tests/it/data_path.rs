@@ -1301,3 +1301,51 @@ async fn only_the_current_claim_can_record_an_archive() {
         .unwrap();
     assert!(key.ends_with(".2.zip"));
 }
+
+#[tokio::test]
+async fn csv_to_json_to_csv_through_the_upload_path_round_trips_exactly() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let original = "id,name,note,empty\n1,\"Smith, Jane\",\"said \"\"hi\"\"\",\n2,Zoë 🎉,\"two\nlines\",\n007,,plain,x\n";
+
+    // CSV uploaded to a JSON export: stored as JSON (every value a string).
+    let (as_json_export, created) =
+        delivered_export(&app, &caller, "to-json", "json", original).await;
+    let (_, archive) = app.download(&caller, &as_json_export).await;
+    let json = entry(&unzip(&archive), &format!("{}.json", source(&created, 0))).to_vec();
+    let records: Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(records[0]["name"], "Smith, Jane");
+    assert_eq!(records[1]["note"], "two\nlines");
+    assert_eq!(records[2]["id"], "007", "numbers stay strings");
+    assert_eq!(records[2]["name"], "");
+
+    // That JSON uploaded to a CSV export: the original CSV again, byte for byte.
+    let created = app
+        .create(
+            &caller,
+            export_request("to-csv", "csv", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let export = id(&created);
+    let reply = crate::helpers::Reply::from(
+        app.client
+            .post(app.internal_url(&format!(
+                "/app/export/v1/{export}/exampleApp/{}/upload",
+                source(&created, 0)
+            )))
+            .header("x-rh-exports-psk", "psk-example")
+            .header("content-type", "application/json")
+            .body(json)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    app.wait_for_status(&caller, &export, "complete").await;
+    let (_, archive) = app.download(&caller, &export).await;
+    assert_eq!(
+        entry(&unzip(&archive), &format!("{}.csv", source(&created, 0))),
+        original.as_bytes()
+    );
+}
