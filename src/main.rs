@@ -230,6 +230,12 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
                 "peak memory: {:.1} MiB of plugin linear memory",
                 report.peak_memory as f64 / 1_048_576.0
             ));
+            if !report.violations.is_empty() {
+                anyhow::bail!(
+                    "the service would reject this upload: {} violation(s)",
+                    report.violations.len()
+                );
+            }
         }
     }
     Ok(())

@@ -332,6 +332,32 @@ fn plugin_check_and_run_work_offline() {
         r#"[{"id":"1","name":"a, b"},{"id":"2","name":"c"}]"#
     );
 
+    // A validator that finds a violation: exit 1, with the violation listed.
+    let validator =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/schema_validator.wasm");
+    let schema = directory.join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"schema": {"type": "object", "properties": {"id": {"pattern": "^[0-9]+$"}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(&input, "id,name\n1,a\nx,b\n").unwrap();
+    let rejected = Command::new(BINARY)
+        .args(["plugin", "run"])
+        .arg(&validator)
+        .arg("--input")
+        .arg(&input)
+        .args(["--from", "csv", "--to", "csv", "--config"])
+        .arg(&schema)
+        .output()
+        .unwrap();
+    assert_eq!(rejected.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&rejected.stdout).contains("row 2 field id:"));
+    assert!(
+        String::from_utf8_lossy(&rejected.stderr)
+            .contains("would reject this upload: 1 violation(s)")
+    );
+
     let broken = directory.join("broken.wasm");
     std::fs::write(&broken, b"\0asm garbage").unwrap();
     let refused = Command::new(BINARY)
