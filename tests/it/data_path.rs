@@ -262,15 +262,7 @@ async fn create_upload_package_download() {
     .await
     .assert_error_containing(410, "already been processed");
 
-    let metrics = app
-        .client
-        .get(app.metrics_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("export_service_total_s3_uploads 2"),
         "{metrics}"
@@ -981,15 +973,7 @@ async fn an_unavailable_store_answers_503_and_the_retry_succeeds() {
         .await;
     assert_eq!(reply.status, 202, "{}", reply.text);
     app.wait_for_status(&caller, &export, "complete").await;
-    let metrics = app
-        .client
-        .get(app.metrics_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("export_service_failed_s3_uploads 1"),
         "{metrics}"
@@ -1095,39 +1079,31 @@ async fn uploads_in_the_other_format_are_converted_and_bad_shapes_rejected() {
         )
         .await;
     let export = id(&created);
-    let reply = crate::helpers::Reply::from(
-        app.client
-            .post(app.internal_url(&format!(
-                "/app/export/v1/{export}/exampleApp/{}/upload",
-                source(&created, 0)
-            )))
-            .header("x-rh-exports-psk", "psk-example")
-            .header("content-type", "application/json")
-            .body(JSON_UPLOAD)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = app
+        .upload_as(
+            &export,
+            "exampleApp",
+            &source(&created, 0),
+            EXAMPLE_PSK,
+            Some("application/json"),
+            JSON_UPLOAD,
+        )
+        .await;
     assert_eq!(reply.status, 202, "{}", reply.text);
     assert_eq!(reply.json()["converted_from"], "json");
     assert_eq!(reply.json()["rows"], 2);
 
     // Declared JSON, but not an array of records: 422, and the source fails visibly.
-    let rejected = crate::helpers::Reply::from(
-        app.client
-            .post(app.internal_url(&format!(
-                "/app/export/v1/{export}/exampleApp/{}/upload",
-                source(&created, 1)
-            )))
-            .header("x-rh-exports-psk", "psk-example")
-            .header("content-type", "application/json")
-            .body(r#"[{"id": 1}, {"id": 2, "surprise": true}]"#)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let rejected = app
+        .upload_as(
+            &export,
+            "exampleApp",
+            &source(&created, 1),
+            EXAMPLE_PSK,
+            Some("application/json"),
+            r#"[{"id": 1}, {"id": 2, "surprise": true}]"#,
+        )
+        .await;
     rejected.assert_error_containing(422, "upload rejected: record 2: has the key 'surprise'");
     assert_eq!(rejected.json()["violations"][0]["row"], 2);
 
@@ -1327,20 +1303,16 @@ async fn csv_to_json_to_csv_through_the_upload_path_round_trips_exactly() {
         )
         .await;
     let export = id(&created);
-    let reply = crate::helpers::Reply::from(
-        app.client
-            .post(app.internal_url(&format!(
-                "/app/export/v1/{export}/exampleApp/{}/upload",
-                source(&created, 0)
-            )))
-            .header("x-rh-exports-psk", "psk-example")
-            .header("content-type", "application/json")
-            .body(json)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = app
+        .upload_as(
+            &export,
+            "exampleApp",
+            &source(&created, 0),
+            EXAMPLE_PSK,
+            Some("application/json"),
+            json,
+        )
+        .await;
     assert_eq!(reply.status, 202, "{}", reply.text);
     app.wait_for_status(&caller, &export, "complete").await;
     let (_, archive) = app.download(&caller, &export).await;

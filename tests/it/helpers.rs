@@ -272,17 +272,22 @@ impl TestApp {
         started.elapsed()
     }
 
-    /// The value of an unlabelled metric, if exposed.
-    pub async fn metric(&self, name: &str) -> Option<f64> {
-        let text = self
-            .client
+    /// The Prometheus exposition of the metrics listener.
+    pub async fn metrics_text(&self) -> String {
+        self.client
             .get(self.metrics_url("/metrics"))
             .send()
             .await
-            .ok()?
+            .unwrap()
             .text()
             .await
-            .ok()?;
+            .unwrap()
+    }
+
+    /// The value of a metric, if exposed; `name` includes its labels, e.g.
+    /// `export_service_kafka_produced{topic="t"}`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics_text().await;
         text.lines().find_map(|line| {
             line.strip_prefix(name)?
                 .strip_prefix(' ')?
@@ -309,6 +314,20 @@ impl TestApp {
         psk: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> Reply {
+        self.upload_as(export, application, source, psk, None, body)
+            .await
+    }
+
+    /// Like [`TestApp::upload`], declaring the body's `Content-Type`.
+    pub async fn upload_as(
+        &self,
+        export: &str,
+        application: &str,
+        source: &str,
+        psk: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
         let mut request = self
             .client
             .post(self.internal_url(&format!(
@@ -317,6 +336,9 @@ impl TestApp {
             .body(body);
         if let Some(psk) = psk {
             request = request.header("x-rh-exports-psk", psk);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
         }
         Reply::from(request.send().await.unwrap()).await
     }

@@ -322,15 +322,7 @@ async fn every_field_and_header_of_the_cloud_events() {
         Duration::from_secs(10),
     )
     .await;
-    let metrics = app
-        .client
-        .get(app.metrics_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(&format!(
             "export_service_kafka_produced{{topic=\"{topic}\"}} 3"
@@ -494,22 +486,14 @@ async fn two_relays_on_one_database_publish_each_event_once() {
         .await
         .unwrap();
     assert_eq!(unsent, 0);
-    let produced = |app: &TestApp| {
-        let topic = topic.clone();
-        let url = app.metrics_url("/metrics");
-        let client = app.client.clone();
-        async move {
-            let text = client.get(url).send().await.unwrap().text().await.unwrap();
-            let prefix = format!("export_service_kafka_produced{{topic=\"{topic}\"}} ");
-            text.lines()
-                .find_map(|line| line.strip_prefix(&prefix)?.parse::<u64>().ok())
-                .unwrap_or(0)
-        }
-    };
-    let (by_first, by_second) = (produced(&first).await, produced(&second).await);
-    assert_eq!(by_first + by_second, 40);
+    let produced = format!("export_service_kafka_produced{{topic=\"{topic}\"}}");
+    let (by_first, by_second) = (
+        first.metric(&produced).await.unwrap_or(0.0),
+        second.metric(&produced).await.unwrap_or(0.0),
+    );
+    assert_eq!(by_first + by_second, 40.0);
     assert!(
-        by_first > 0 && by_second > 0,
+        by_first > 0.0 && by_second > 0.0,
         "both relays published: {by_first} + {by_second}"
     );
 }
@@ -553,23 +537,12 @@ async fn shutdown_is_bounded_and_marks_nothing_unacknowledged_as_sent() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = app
-            .client
-            .get(app.metrics_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let failures = text.lines().find_map(|line| {
-            line.strip_prefix(&format!(
-                "export_service_kafka_produce_failures{{topic=\"{topic}\"}} "
-            ))?
-            .parse::<u64>()
-            .ok()
-        });
-        if failures.is_some_and(|count| count >= 1) {
+        let failures = app
+            .metric(&format!(
+                "export_service_kafka_produce_failures{{topic=\"{topic}\"}}"
+            ))
+            .await;
+        if failures.is_some_and(|count| count >= 1.0) {
             break;
         }
         assert!(

@@ -161,6 +161,22 @@ fn components_of_the_wrong_world_or_with_ungranted_imports_are_refused() {
     still_converts(&host);
 }
 
+/// Creates an export and returns its id and its sources' ids, in request order.
+async fn create_export(
+    app: &crate::helpers::TestApp,
+    caller: &crate::helpers::Caller,
+    request: serde_json::Value,
+) -> (String, Vec<String>) {
+    let created = app.create(caller, request).await;
+    let sources = created["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|source| source["id"].as_str().unwrap().to_string())
+        .collect();
+    (created["id"].as_str().unwrap().to_string(), sources)
+}
+
 /// A directory binding `exampleApp` to the csv-json plugin and `otherApp` to a hostile one.
 fn plugins_directory(hostile: &str) -> std::path::PathBuf {
     let directory =
@@ -190,23 +206,17 @@ async fn bound_plugins_run_on_the_upload_path() {
     ])
     .await;
     let caller = Caller::user("org-1", "alice");
-    let created = app
-        .create(
-            &caller,
-            export_request(
-                "p",
-                "json",
-                &[("exampleApp", "exampleResource"), ("otherApp", "events")],
-            ),
-        )
-        .await;
-    let export = created["id"].as_str().unwrap().to_string();
-    let source = |index: usize| {
-        created["sources"][index]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let (export, sources) = create_export(
+        &app,
+        &caller,
+        export_request(
+            "p",
+            "json",
+            &[("exampleApp", "exampleResource"), ("otherApp", "events")],
+        ),
+    )
+    .await;
+    let source = |index: usize| sources[index].clone();
 
     // The hostile plugin is stopped; the source fails with a message naming it.
     let stopped = app
@@ -276,26 +286,20 @@ async fn a_binding_schema_rejects_bad_records_with_row_level_violations() {
     .unwrap();
     let app = TestApp::spawn_with(&[("PLUGINS_DIR", directory.to_str().unwrap())]).await;
     let caller = Caller::user("org-1", "alice");
-    let created = app
-        .create(
-            &caller,
-            export_request(
-                "s",
-                "json",
-                &[
-                    ("exampleApp", "exampleResource"),
-                    ("exampleApp", "anotherExampleResource"),
-                ],
-            ),
-        )
-        .await;
-    let export = created["id"].as_str().unwrap().to_string();
-    let source = |index: usize| {
-        created["sources"][index]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let (export, sources) = create_export(
+        &app,
+        &caller,
+        export_request(
+            "s",
+            "json",
+            &[
+                ("exampleApp", "exampleResource"),
+                ("exampleApp", "anotherExampleResource"),
+            ],
+        ),
+    )
+    .await;
+    let source = |index: usize| sources[index].clone();
 
     let rejected = app
         .upload(
@@ -366,26 +370,20 @@ async fn the_schema_validator_plugin_checks_records_inside_the_sandbox() {
     .unwrap();
     let app = TestApp::spawn_with(&[("PLUGINS_DIR", directory.to_str().unwrap())]).await;
     let caller = Caller::user("org-1", "alice");
-    let created = app
-        .create(
-            &caller,
-            export_request(
-                "v",
-                "json",
-                &[
-                    ("exampleApp", "exampleResource"),
-                    ("exampleApp", "anotherExampleResource"),
-                ],
-            ),
-        )
-        .await;
-    let export = created["id"].as_str().unwrap().to_string();
-    let source = |index: usize| {
-        created["sources"][index]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let (export, sources) = create_export(
+        &app,
+        &caller,
+        export_request(
+            "v",
+            "json",
+            &[
+                ("exampleApp", "exampleResource"),
+                ("exampleApp", "anotherExampleResource"),
+            ],
+        ),
+    )
+    .await;
+    let source = |index: usize| sources[index].clone();
 
     let rejected = app
         .upload(

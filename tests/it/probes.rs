@@ -12,15 +12,7 @@ async fn metrics_count_requests_under_upstream_names() {
     )
     .await;
     app.get("/api/export/v1/exports?limit=x", &caller).await;
-    let metrics = app
-        .client
-        .get(app.metrics_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"export_service_http_requests_total{code="202",method="POST"} 1"#),
         "{metrics}"
