@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::DbError;
 use crate::domain::listing::{Direction, ListQuery, SortKey};
 use crate::domain::outbox::OutboxEvent;
-use crate::domain::{Archive, Delivery, Export, ExportSummary, NewExport, Owner, Source};
+use crate::domain::{
+    Archive, Delivery, Export, ExportSummary, NewExport, Owner, PluginStamp, Source,
+};
 
 const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.username, e.name, e.format, \
      e.status, e.request_id, e.created_at, e.completed_at, e.expires_at, \
@@ -345,7 +347,11 @@ fn delivery_from_row(row: &PgRow) -> Result<Option<Delivery>, DbError> {
                 row.try_get::<Option<String>, _>("plugin_version")?,
                 row.try_get::<Option<String>, _>("plugin_digest")?,
             ) {
-                (Some(name), Some(version), Some(digest)) => Some((name, version, digest)),
+                (Some(name), Some(version), Some(digest)) => Some(PluginStamp {
+                    name,
+                    version,
+                    digest,
+                }),
                 _ => None,
             },
         }),

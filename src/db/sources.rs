@@ -80,7 +80,7 @@ pub struct StoredUpload {
     /// Data rows, when known.
     pub rows: Option<u64>,
     /// The plugin that processed it.
-    pub plugin: Option<crate::ingest::PluginStamp>,
+    pub plugin: Option<crate::domain::PluginStamp>,
 }
 
 /// Source transitions.

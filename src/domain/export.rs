@@ -67,8 +67,19 @@ pub struct Delivery {
     pub bytes: u64,
     /// Data rows, when known.
     pub rows: Option<u64>,
-    /// The plugin that processed the upload: name, version, component digest.
-    pub plugin: Option<(String, String, String)>,
+    /// The plugin that processed the upload.
+    pub plugin: Option<PluginStamp>,
+}
+
+/// Which plugin processed an upload (recorded with the source, listed in `meta.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginStamp {
+    /// The plugin's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// SHA-256 of its component.
+    pub digest: String,
 }
 
 /// One requested resource of an export.

@@ -12,5 +12,7 @@ pub mod range;
 pub mod status;
 pub mod timestamp;
 
-pub use export::{Archive, Delivery, Export, ExportSummary, NewExport, NewSource, Owner, Source};
+pub use export::{
+    Archive, Delivery, Export, ExportSummary, NewExport, NewSource, Owner, PluginStamp, Source,
+};
 pub use status::{ExportStatus, Format, SourceStatus};

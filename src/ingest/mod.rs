@@ -25,6 +25,7 @@ use schema::SchemaCheck;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
+use crate::domain::PluginStamp;
 use crate::plugin_host::{DataFormat, LoadedPlugin, PluginFailure, PluginHost, SessionOptions};
 use rows::RowCounter;
 
@@ -43,17 +44,6 @@ pub struct Ingested {
     pub uploaded_format: Option<Format>,
     /// The plugin the upload went through, if any.
     pub plugin: Option<PluginStamp>,
-}
-
-/// Which plugin processed an upload (recorded with the source, listed in `meta.json`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginStamp {
-    /// The plugin's name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// SHA-256 of its component.
-    pub digest: String,
 }
 
 /// An upload's plugin, with what its session needs to know.

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::domain::{Export, Source, SourceStatus};
+use crate::domain::{Export, PluginStamp, Source, SourceStatus};
 
 /// The sentence the upstream puts in every `meta.json`.
 pub const HELP_STRING: &str = "Contained in this archive are your requested resources. If you need help or have any questions, please contact Red Hat Support.";
@@ -31,14 +31,7 @@ struct FileMeta<'a> {
     bytes: u64,
     rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    plugin: Option<PluginMeta<'a>>,
-}
-
-#[derive(Serialize)]
-struct PluginMeta<'a> {
-    name: &'a str,
-    version: &'a str,
-    digest: &'a str,
+    plugin: Option<&'a PluginStamp>,
 }
 
 #[derive(Serialize)]
@@ -76,14 +69,7 @@ pub fn meta_json(export: &Export) -> String {
                 sha256: &delivery.sha256,
                 bytes: delivery.bytes,
                 rows: delivery.rows,
-                plugin: delivery
-                    .plugin
-                    .as_ref()
-                    .map(|(name, version, digest)| PluginMeta {
-                        name,
-                        version,
-                        digest,
-                    }),
+                plugin: delivery.plugin.as_ref(),
             })
         })
         .collect();
