@@ -1,22 +1,49 @@
 //! CSV records → JSON.
+//!
+//! A hand-written RFC 4180 reader (it reads exactly what `csv-core` reads with its defaults, which
+//! a differential test checks) that writes each field straight into the JSON output instead of
+//! buffering the record. The bytes that need attention are rare, so a field is scanned eight
+//! bytes at a time ([`crate::scan`]) and copied in one piece; that keeps the per-byte work small
+//! both natively and inside a Wasm sandbox, where every loop iteration also pays for the
+//! interruption check.
 
-use csv_core::{ReadRecordResult, Reader};
-
+use crate::scan::{Delimiters, next_special};
 use crate::{ConvertError, Converter, MAX_RECORD_BYTES};
+
+/// Where the reader is within the CSV grammar, kept across chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Between records (blank lines are skipped here, as `csv-core` does).
+    RecordStart,
+    /// At the start of a field, after a delimiter.
+    FieldStart,
+    /// Inside a field that did not start with a quote.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after a quote inside a quoted field: a second quote is a literal one.
+    QuoteInQuoted,
+}
 
 /// Converts CSV to a JSON array of objects (see the crate documentation for the rules).
 pub struct CsvToJson {
-    reader: Reader,
-    fields: Vec<u8>,
-    ends: Vec<usize>,
-    used: usize,
-    ends_used: usize,
-    /// The header's keys, each already rendered as `"name":`.
-    header: Option<Vec<Vec<u8>>>,
+    state: State,
+    /// The header's keys, each already rendered as `"name":`; `None` while reading the header.
+    keys: Option<Vec<Vec<u8>>>,
+    /// The header's names read so far, and the raw bytes of the one being read.
+    names: Vec<String>,
+    name: Vec<u8>,
+    /// Fields started in the current record.
+    fields: usize,
+    /// Input bytes of the current record so far.
+    record_bytes: usize,
     records: u64,
     started: bool,
-    /// Quote characters seen: an odd count at the end means an unterminated quoted field.
-    quotes: u64,
+    /// The start of a UTF-8 sequence that the last chunk cut off.
+    carry: Vec<u8>,
+    /// Bytes read and written so far, to size the output of the next chunk.
+    read: u64,
+    written: u64,
 }
 
 impl Default for CsvToJson {
@@ -38,80 +65,108 @@ impl CsvToJson {
     /// A converter at the start of a document.
     pub fn new() -> Self {
         Self {
-            reader: Reader::new(),
-            fields: vec![0; 4096],
-            ends: vec![0; 64],
-            used: 0,
-            ends_used: 0,
-            header: None,
+            state: State::RecordStart,
+            keys: None,
+            names: Vec::new(),
+            name: Vec::new(),
+            fields: 0,
+            record_bytes: 0,
             records: 0,
             started: false,
-            quotes: 0,
+            carry: Vec::new(),
+            read: 0,
+            written: 0,
         }
     }
 
-    /// Runs the CSV reader over `input` (empty = end of input), emitting JSON for every record.
-    fn feed(&mut self, mut input: &[u8], output: &mut Vec<u8>) -> Result<(), ConvertError> {
-        loop {
-            let (result, consumed, written, ends) = self.reader.read_record(
-                input,
-                &mut self.fields[self.used..],
-                &mut self.ends[self.ends_used..],
-            );
-            input = &input[consumed..];
-            // Field ends are positions within the whole record (the reader tracks them across
-            // calls), so they need no adjusting.
-            self.used += written;
-            self.ends_used += ends;
-            match result {
-                ReadRecordResult::InputEmpty => return Ok(()),
-                ReadRecordResult::OutputFull => {
-                    if self.fields.len() >= MAX_RECORD_BYTES {
-                        return Err(ConvertError::at(
-                            self.records + 1,
-                            format!("is larger than {MAX_RECORD_BYTES} bytes"),
-                        ));
-                    }
-                    let grown = self.fields.len() * 2;
-                    self.fields.resize(grown, 0);
-                }
-                ReadRecordResult::OutputEndsFull => {
-                    let grown = self.ends.len() * 2;
-                    self.ends.resize(grown, 0);
-                }
-                ReadRecordResult::Record => {
-                    self.record(output)?;
-                    self.used = 0;
-                    self.ends_used = 0;
-                }
-                ReadRecordResult::End => return Ok(()),
-            }
+    /// The record errors are reported against: 0 for the header, else the data record's number.
+    fn record_number(&self) -> u64 {
+        if self.keys.is_some() { self.records } else { 0 }
+    }
+
+    /// Whether the current field's bytes go to the output (not past the header's width).
+    fn writing(&self) -> bool {
+        self.keys
+            .as_ref()
+            .is_some_and(|keys| self.fields <= keys.len())
+    }
+
+    /// Appends field bytes that need no escaping.
+    fn plain(&mut self, output: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ConvertError> {
+        self.record_bytes += bytes.len();
+        if self.record_bytes > MAX_RECORD_BYTES {
+            return Err(ConvertError::at(
+                self.record_number(),
+                format!("is larger than {MAX_RECORD_BYTES} bytes"),
+            ));
+        }
+        if self.keys.is_none() {
+            self.name.extend_from_slice(bytes);
+        } else if self.writing() {
+            output.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// Appends one field byte that JSON escapes (a quote, a backslash or a control character).
+    fn escaped(&mut self, output: &mut Vec<u8>, byte: u8) {
+        self.record_bytes += 1;
+        if self.keys.is_none() {
+            self.name.push(byte);
+        } else if self.writing() {
+            push_escaped(output, byte);
         }
     }
 
-    fn record(&mut self, output: &mut Vec<u8>) -> Result<(), ConvertError> {
-        let record_number = self.records + u64::from(self.header.is_some());
-        let Some(keys) = &self.header else {
-            let mut names: Vec<String> = Vec::with_capacity(self.ends_used);
-            let mut start = 0;
-            for &end in &self.ends[..self.ends_used] {
-                let name = std::str::from_utf8(&self.fields[start..end])
-                    .map_err(|_| ConvertError::at(0, "is not valid UTF-8"))?;
-                if names.iter().any(|existing| existing == name) {
-                    return Err(ConvertError::at(
-                        0,
-                        format!("the header has a duplicate column '{name}'"),
-                    ));
-                }
-                names.push(name.to_owned());
-                start = end;
+    fn begin_record(&mut self, output: &mut Vec<u8>) {
+        self.fields = 0;
+        self.record_bytes = 0;
+        if self.keys.is_some() {
+            self.records += 1;
+            output.push(if self.started { b',' } else { b'[' });
+            self.started = true;
+            output.push(b'{');
+        }
+    }
+
+    fn begin_field(&mut self, output: &mut Vec<u8>) {
+        self.fields += 1;
+        if let Some(keys) = &self.keys
+            && let Some(key) = keys.get(self.fields - 1)
+        {
+            if self.fields > 1 {
+                output.push(b',');
             }
+            output.extend_from_slice(key);
+            output.push(b'"');
+        }
+    }
+
+    fn end_field(&mut self, output: &mut Vec<u8>) -> Result<(), ConvertError> {
+        if self.keys.is_none() {
+            let name = String::from_utf8(std::mem::take(&mut self.name))
+                .map_err(|_| ConvertError::at(0, "is not valid UTF-8"))?;
+            if self.names.contains(&name) {
+                return Err(ConvertError::at(
+                    0,
+                    format!("the header has a duplicate column '{name}'"),
+                ));
+            }
+            self.names.push(name);
+        } else if self.writing() {
+            output.push(b'"');
+        }
+        Ok(())
+    }
+
+    fn end_record(&mut self, output: &mut Vec<u8>) -> Result<(), ConvertError> {
+        let Some(keys) = &self.keys else {
             // Each key is escaped once, as `"name":`, and copied into every record.
-            self.header = Some(
-                names
-                    .iter()
+            self.keys = Some(
+                self.names
+                    .drain(..)
                     .map(|name| {
-                        let mut key = serde_json::to_vec(name).expect("a string serialises");
+                        let mut key = serde_json::to_vec(&name).expect("a string serialises");
                         key.push(b':');
                         key
                     })
@@ -119,61 +174,188 @@ impl CsvToJson {
             );
             return Ok(());
         };
-        self.records += 1;
-        if self.ends_used != keys.len() {
+        if self.fields != keys.len() {
             return Err(ConvertError::at(
                 self.records,
-                format!(
-                    "has {} fields, the header has {}",
-                    self.ends_used,
-                    keys.len()
-                ),
+                format!("has {} fields, the header has {}", self.fields, keys.len()),
             ));
-        }
-        output.push(if self.started { b',' } else { b'[' });
-        self.started = true;
-        output.push(b'{');
-        let mut start = 0;
-        for (index, (key, &end)) in keys.iter().zip(&self.ends[..self.ends_used]).enumerate() {
-            if index > 0 {
-                output.push(b',');
-            }
-            output.extend_from_slice(key);
-            let value = std::str::from_utf8(&self.fields[start..end])
-                .map_err(|_| ConvertError::at(record_number, "is not valid UTF-8"))?;
-            write_json_string(output, value);
-            start = end;
         }
         output.push(b'}');
         Ok(())
+    }
+
+    /// Handles a non-ASCII byte at `input[at]`: validates the UTF-8 sequence it starts and copies
+    /// it. Returns where reading goes on, or `None` when the chunk ends inside the sequence (its
+    /// start is then kept for the next chunk).
+    fn non_ascii(
+        &mut self,
+        input: &[u8],
+        at: usize,
+        output: &mut Vec<u8>,
+    ) -> Result<Option<usize>, ConvertError> {
+        let width = utf8_width(input[at]);
+        let end = at + width;
+        if width == 0 || (end <= input.len() && std::str::from_utf8(&input[at..end]).is_err()) {
+            return Err(ConvertError::at(self.record_number(), "is not valid UTF-8"));
+        }
+        if end > input.len() {
+            self.carry.extend_from_slice(&input[at..]);
+            return Ok(None);
+        }
+        self.plain(output, &input[at..end])?;
+        Ok(Some(end))
+    }
+
+    /// Completes a UTF-8 sequence the previous chunk cut off; returns how much of `input` it used.
+    fn complete_carry(
+        &mut self,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<usize, ConvertError> {
+        let width = utf8_width(self.carry[0]);
+        let used = (width - self.carry.len()).min(input.len());
+        self.carry.extend_from_slice(&input[..used]);
+        if self.carry.len() == width {
+            let sequence = std::mem::take(&mut self.carry);
+            if std::str::from_utf8(&sequence).is_err() {
+                return Err(ConvertError::at(self.record_number(), "is not valid UTF-8"));
+            }
+            self.plain(output, &sequence)?;
+        }
+        Ok(used)
+    }
+
+    /// Reads `input` (one chunk) through the CSV grammar, writing JSON for every field.
+    fn feed(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<(), ConvertError> {
+        let mut at = 0;
+        if !self.carry.is_empty() {
+            at = self.complete_carry(input, output)?;
+        }
+        while at < input.len() {
+            match self.state {
+                State::RecordStart => {
+                    if matches!(input[at], b'\n' | b'\r') {
+                        at += 1;
+                    } else {
+                        self.begin_record(output);
+                        self.state = State::FieldStart;
+                    }
+                }
+                State::FieldStart => {
+                    self.begin_field(output);
+                    if input[at] == b'"' {
+                        at += 1;
+                        self.state = State::Quoted;
+                    } else {
+                        self.state = State::Unquoted;
+                    }
+                }
+                State::Unquoted | State::Quoted => {
+                    let quoted = self.state == State::Quoted;
+                    let delimiters = if quoted {
+                        Delimiters::Quoted
+                    } else {
+                        Delimiters::Unquoted
+                    };
+                    let special = next_special(input, at, delimiters);
+                    self.plain(output, &input[at..special])?;
+                    at = special;
+                    let Some(&byte) = input.get(at) else { break };
+                    match byte {
+                        b'"' if quoted => {
+                            at += 1;
+                            self.state = State::QuoteInQuoted;
+                        }
+                        b',' | b'\n' | b'\r' if !quoted => {
+                            at = self.end_of_field(byte, at, output)?
+                        }
+                        0x80.. => match self.non_ascii(input, at, output)? {
+                            Some(next) => at = next,
+                            None => return Ok(()),
+                        },
+                        _ => {
+                            self.escaped(output, byte);
+                            at += 1;
+                        }
+                    }
+                }
+                State::QuoteInQuoted => match input[at] {
+                    b'"' => {
+                        self.escaped(output, b'"');
+                        at += 1;
+                        self.state = State::Quoted;
+                    }
+                    byte @ (b',' | b'\n' | b'\r') => at = self.end_of_field(byte, at, output)?,
+                    // Text after a closing quote is kept, as `csv-core` keeps it.
+                    _ => self.state = State::Unquoted,
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the field at a delimiter or line end at `input[at]`; returns where reading goes on.
+    fn end_of_field(
+        &mut self,
+        byte: u8,
+        at: usize,
+        output: &mut Vec<u8>,
+    ) -> Result<usize, ConvertError> {
+        self.end_field(output)?;
+        if byte == b',' {
+            self.state = State::FieldStart;
+        } else {
+            self.end_record(output)?;
+            self.state = State::RecordStart;
+        }
+        Ok(at + 1)
+    }
+
+    /// Room for the JSON of `input`, judged by the ratio of output to input so far.
+    fn estimate(&self, input: usize) -> usize {
+        let ratio = if self.read == 0 {
+            2.0
+        } else {
+            self.written as f64 / self.read as f64
+        };
+        (input as f64 * ratio) as usize + 1024
     }
 }
 
 impl Converter for CsvToJson {
     fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
-        let mut output = Vec::with_capacity(input.len() * 2 + 64);
-        if !input.is_empty() {
-            self.quotes += input.iter().filter(|byte| **byte == b'"').count() as u64;
-            self.feed(input, &mut output)?;
-        }
+        let mut output = Vec::with_capacity(self.estimate(input.len()));
+        self.feed(input, &mut output)?;
+        self.read += input.len() as u64;
+        self.written += output.len() as u64;
         Ok(output)
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, ConvertError> {
-        if self.quotes % 2 == 1 {
-            return Err(ConvertError::at(
-                self.records + 1,
-                "ends inside a quoted field",
-            ));
-        }
         let mut output = Vec::new();
-        self.feed(&[], &mut output)?;
-        if self.used > 0 || self.ends_used > 0 {
-            return Err(ConvertError::at(
-                self.records + 1,
-                "ends inside a quoted field",
-            ));
+        if !self.carry.is_empty() {
+            return Err(ConvertError::at(self.record_number(), "is not valid UTF-8"));
         }
+        match self.state {
+            State::RecordStart => {}
+            State::Quoted => {
+                return Err(ConvertError::at(
+                    self.record_number(),
+                    "ends inside a quoted field",
+                ));
+            }
+            State::FieldStart => {
+                // A trailing delimiter leaves an empty last field.
+                self.begin_field(&mut output);
+                self.end_field(&mut output)?;
+                self.end_record(&mut output)?;
+            }
+            State::Unquoted | State::QuoteInQuoted => {
+                self.end_field(&mut output)?;
+                self.end_record(&mut output)?;
+            }
+        }
+        self.state = State::RecordStart;
         output.extend_from_slice(if self.started { b"]" } else { b"[]" });
         Ok(output)
     }
@@ -183,56 +365,227 @@ impl Converter for CsvToJson {
     }
 }
 
-/// Appends `value` as a JSON string: quotes, and escapes only where JSON requires them.
-fn write_json_string(output: &mut Vec<u8>, value: &str) {
-    output.push(b'"');
-    let bytes = value.as_bytes();
-    let mut plain_from = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => {
-                output.extend_from_slice(&bytes[plain_from..index]);
-                output.extend_from_slice(format!("\\u{byte:04x}").as_bytes());
-                plain_from = index + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        output.extend_from_slice(&bytes[plain_from..index]);
-        output.extend_from_slice(escape);
-        plain_from = index + 1;
+/// How long the UTF-8 sequence starting with `lead` is; 0 when `lead` cannot start one.
+fn utf8_width(lead: u8) -> usize {
+    match lead {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => 0,
     }
-    output.extend_from_slice(&bytes[plain_from..]);
-    output.push(b'"');
+}
+
+/// Appends `byte` (a quote, a backslash or a control character) as JSON escapes it.
+fn push_escaped(output: &mut Vec<u8>, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short: &[u8] = match byte {
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        b'\n' => b"\\n",
+        b'\r' => b"\\r",
+        b'\t' => b"\\t",
+        0x08 => b"\\b",
+        0x0c => b"\\f",
+        _ => {
+            output.extend_from_slice(b"\\u00");
+            output.push(HEX[usize::from(byte >> 4)]);
+            output.push(HEX[usize::from(byte & 0xf)]);
+            return;
+        }
+    };
+    output.extend_from_slice(short);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::write_json_string;
+    use super::*;
+
+    /// Reads `input` with `csv-core` (the reference): its records, or `None` for invalid UTF-8.
+    fn reference_records(input: &[u8]) -> Option<Vec<Vec<String>>> {
+        let mut reader = csv_core::Reader::new();
+        let mut records = Vec::new();
+        let mut fields = vec![0u8; 1 << 16];
+        let mut ends = vec![0usize; 1024];
+        let (mut written, mut ended) = (0, 0);
+        let mut rest = input;
+        loop {
+            let (result, consumed, bytes, count) =
+                reader.read_record(rest, &mut fields[written..], &mut ends[ended..]);
+            rest = &rest[consumed..];
+            written += bytes;
+            ended += count;
+            match result {
+                csv_core::ReadRecordResult::Record => {
+                    let mut start = 0;
+                    let mut record = Vec::new();
+                    for &end in &ends[..std::mem::take(&mut ended)] {
+                        record.push(String::from_utf8(fields[start..end].to_vec()).ok()?);
+                        start = end;
+                    }
+                    records.push(record);
+                    written = 0;
+                }
+                csv_core::ReadRecordResult::End => return Some(records),
+                csv_core::ReadRecordResult::InputEmpty => {}
+                _ => panic!("reference buffers are large enough"),
+            }
+        }
+    }
+
+    /// The reference's records as our JSON, or `Err` where the records do not fit the header.
+    fn reference(input: &[u8]) -> Result<String, ()> {
+        let records = reference_records(input).ok_or(())?;
+        let Some((header, rows)) = records.split_first() else {
+            return Ok("[]".into());
+        };
+        let mut objects = Vec::new();
+        for row in rows {
+            if row.len() != header.len() {
+                return Err(());
+            }
+            let object: serde_json::Map<String, serde_json::Value> = header
+                .iter()
+                .cloned()
+                .zip(row.iter().map(|value| value.clone().into()))
+                .collect();
+            objects.push(serde_json::Value::Object(object));
+        }
+        Ok(serde_json::to_string(&objects).unwrap())
+    }
+
+    /// Checks that we read `input`, pushed in `sizes`, as the reference does.
+    fn agrees(input: &str, sizes: &[usize]) {
+        let expected = reference(input.as_bytes());
+        let ours = chunked(input.as_bytes(), sizes);
+        match (&expected, &ours) {
+            (Ok(expected), Ok(ours)) => {
+                let ours: serde_json::Value = serde_json::from_str(ours)
+                    .unwrap_or_else(|error| panic!("{input:?}: {error}: {ours}"));
+                let expected: serde_json::Value = serde_json::from_str(expected).unwrap();
+                assert_eq!(ours, expected, "{input:?} in {sizes:?}");
+            }
+            (Err(()), Err(_)) => {}
+            // csv-core reads an unterminated quoted field to the end; we refuse it. Closing the
+            // quote must then make us agree again.
+            (Ok(_), Err(error)) if error.message == "ends inside a quoted field" => {
+                agrees(&format!("{input}\""), sizes);
+            }
+            // Duplicate header names are ours to refuse.
+            (Ok(_), Err(error)) if error.message.contains("duplicate") => {
+                let header = &reference_records(input.as_bytes()).unwrap()[0];
+                let mut unique = header.clone();
+                unique.sort();
+                unique.dedup();
+                assert_ne!(unique.len(), header.len(), "{input:?}: {error}");
+            }
+            _ => panic!("{input:?} in {sizes:?}: {expected:?} vs {ours:?}"),
+        }
+    }
+
+    /// Converts `input` pushed in the given chunk sizes (cycled).
+    fn chunked(input: &[u8], sizes: &[usize]) -> Result<String, ConvertError> {
+        let mut converter = CsvToJson::new();
+        let mut output = Vec::new();
+        let mut rest = input;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+            output.extend(converter.push(chunk)?);
+            rest = tail;
+        }
+        output.extend(converter.finish()?);
+        Ok(String::from_utf8(output).expect("the output is UTF-8"))
+    }
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, bound: usize) -> usize {
+            (self.next() % bound as u64) as usize
+        }
+    }
+
+    const PIECES: &[&str] = &[
+        "a",
+        "bc",
+        "12345678901",
+        ",",
+        "\"",
+        "\"\"",
+        "\n",
+        "\r\n",
+        "\r",
+        "é",
+        "🎉",
+        "\\",
+        "\t",
+        "\u{1}",
+        " ",
+        "x\"y",
+        "\n\n",
+    ];
 
     #[test]
-    fn strings_are_escaped_as_serde_json_does() {
-        for text in [
-            "plain",
-            "quote \" and \\ back",
-            "tab\tnew\nline\r",
-            "\u{1}\u{8}\u{c}\u{1f} ctrl",
-            "é 🎉 ✓",
-            "",
-        ] {
-            let mut ours = Vec::new();
-            write_json_string(&mut ours, text);
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                serde_json::to_string(text).unwrap()
-            );
+    fn reads_what_csv_core_reads_whatever_the_chunking() {
+        let mut random = Random(0x5eed_1234_abcd_9876);
+        for _ in 0..3000 {
+            let mut input = String::new();
+            for _ in 0..random.below(40) {
+                input.push_str(PIECES[random.below(PIECES.len())]);
+            }
+            let odd = random.below(9) + 1;
+            for sizes in [&[usize::MAX][..], &[1], &[3, 1, 7], &[odd]] {
+                agrees(&input, sizes);
+            }
         }
+    }
+
+    #[test]
+    fn output_is_the_same_as_serde_json_writes() {
+        let input = "k,\"q\"\"uote\",back\\slash\n\t1,\"a\u{1}\u{8}\u{c}\u{1f}b\",\"é 🎉\r\n✓\"\n";
+        let ours = chunked(input.as_bytes(), &[2]).unwrap();
+        assert_eq!(ours, reference(input.as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_with_its_record() {
+        for (input, record) in [
+            (&b"a\n\xff\n"[..], 1),
+            (b"a\nok\n\xc3\n", 2),
+            (b"\xe2\x82,b\n", 0),
+            (b"a\n\xed\xa0\x80\n", 1),
+            (b"a\nx\xc3", 1),
+        ] {
+            for sizes in [&[usize::MAX][..], &[1]] {
+                let error = chunked(input, sizes).unwrap_err();
+                assert_eq!(error.record, Some(record), "{input:?}");
+                assert!(error.message.contains("UTF-8"), "{error}");
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_records_are_refused() {
+        let mut input = b"a\n".to_vec();
+        input.resize(MAX_RECORD_BYTES + 10, b'x');
+        let error = chunked(&input, &[1 << 20]).unwrap_err();
+        assert_eq!(error.record, Some(1));
+        assert!(error.message.contains("larger"), "{error}");
+    }
+
+    #[test]
+    fn wide_records_count_every_field() {
+        let error = chunked(b"a,b\n1,2,3,4\n", &[usize::MAX]).unwrap_err();
+        assert_eq!(error.message, "has 4 fields, the header has 2");
     }
 }
