@@ -206,11 +206,18 @@ async fn ingest_through_plugin<R: AsyncRead + Send + Unpin + 'static>(
         version: run.plugin.info.version.clone(),
         digest: run.plugin.digest.clone(),
     };
+    // A plugin that does not convert gets (and gives back) the uploaded format; the default
+    // converter then turns its output into the export's format.
+    let produced = if run.plugin.info.capabilities.convert {
+        stored_format
+    } else {
+        uploaded
+    };
     let options = SessionOptions {
         application: run.application,
         resource: run.resource,
-        input_format: data_format(uploaded),
-        output_format: data_format(stored_format),
+        input_format: DataFormat::from(uploaded),
+        output_format: DataFormat::from(produced),
         config: run.config,
     };
     let chained = std::io::Cursor::new(peeked).chain(input);
@@ -222,7 +229,7 @@ async fn ingest_through_plugin<R: AsyncRead + Send + Unpin + 'static>(
     });
     let (output, read_bytes) = plugin_stage::through_plugin(run.host, run.plugin, options, chained);
     let mut reader = Inspector {
-        inner: output,
+        inner: Converting::new(output, Some(produced), stored_format),
         hasher: Sha256::new(),
         rows: RowCounter::new(Some(stored_format)),
         bytes: 0,
@@ -249,13 +256,6 @@ fn content_type(format: Format) -> &'static str {
     match format {
         Format::Csv => "text/csv",
         Format::Json => "application/json",
-    }
-}
-
-fn data_format(format: Format) -> DataFormat {
-    match format {
-        Format::Csv => DataFormat::Csv,
-        Format::Json => DataFormat::Json,
     }
 }
 

@@ -177,6 +177,28 @@ async fn create_export(
     (created["id"].as_str().unwrap().to_string(), sources)
 }
 
+/// A directory binding `exampleApp` to the component `wasm` (from plugins/dist) with `config`.
+fn binding_directory(wasm: &str, config: &str) -> std::path::PathBuf {
+    let directory =
+        std::env::temp_dir().join(format!("exsvc-plugins-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&directory).unwrap();
+    std::fs::write(directory.join("exampleApp.wasm"), plugin_bytes(wasm)).unwrap();
+    std::fs::write(directory.join("exampleApp.json"), config).unwrap();
+    directory
+}
+
+/// Reads the stored file of `source` from an export's archive.
+fn archived(archive: &[u8], source: &str, format: &str) -> String {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
+    let mut stored = String::new();
+    std::io::Read::read_to_string(
+        &mut zip.by_name(&format!("{source}.{format}")).unwrap(),
+        &mut stored,
+    )
+    .unwrap();
+    stored
+}
+
 /// A directory binding `exampleApp` to the csv-json plugin and `otherApp` to a hostile one.
 fn plugins_directory(hostile: &str) -> std::path::PathBuf {
     let directory =
@@ -355,19 +377,10 @@ async fn a_binding_schema_rejects_bad_records_with_row_level_violations() {
 #[tokio::test]
 async fn the_schema_validator_plugin_checks_records_inside_the_sandbox() {
     use crate::helpers::{Caller, TestApp, export_request};
-    let directory =
-        std::env::temp_dir().join(format!("exsvc-plugins-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&directory).unwrap();
-    std::fs::write(
-        directory.join("exampleApp.wasm"),
-        plugin_bytes("schema_validator.wasm"),
-    )
-    .unwrap();
-    std::fs::write(
-        directory.join("exampleApp.json"),
+    let directory = binding_directory(
+        "schema_validator.wasm",
         r#"{"schema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}}}}"#,
-    )
-    .unwrap();
+    );
     let app = TestApp::spawn_with(&[("PLUGINS_DIR", directory.to_str().unwrap())]).await;
     let caller = Caller::user("org-1", "alice");
     let (export, sources) = create_export(
@@ -413,16 +426,89 @@ async fn the_schema_validator_plugin_checks_records_inside_the_sandbox() {
     assert_eq!(good.json()["plugin"]["name"], "schema-validator");
     app.wait_for_status(&caller, &export, "partial").await;
     let (_, archive) = app.download(&caller, &export).await;
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
-    let mut stored = String::new();
-    std::io::Read::read_to_string(
-        &mut zip.by_name(&format!("{}.json", source(1))).unwrap(),
-        &mut stored,
-    )
-    .unwrap();
     assert_eq!(
-        stored,
+        archived(&archive, &source(1), "json"),
         r#"[{"id":"1","name":"a, é"},{"id":"2","name":"line\nbreak"}]"#
+    );
+    let _ = std::fs::remove_dir_all(directory);
+}
+
+/// The SDK's example validator (docs/PLUGINS.md): it only checks records, so the service converts
+/// what it passes on to the export's format.
+#[tokio::test]
+async fn a_record_validator_written_with_the_sdk_checks_rows_and_the_service_converts() {
+    use crate::helpers::{Caller, TestApp, export_request};
+    let directory = binding_directory(
+        "required_fields.wasm",
+        r#"{"required": ["id", "name"], "numeric": ["amount"]}"#,
+    );
+    let app = TestApp::spawn_with(&[("PLUGINS_DIR", directory.to_str().unwrap())]).await;
+    let caller = Caller::user("org-1", "alice");
+    let resources = [
+        ("exampleApp", "exampleResource"),
+        ("exampleApp", "anotherExampleResource"),
+    ];
+    let (export, sources) =
+        create_export(&app, &caller, export_request("v", "json", &resources)).await;
+
+    let rejected = app
+        .upload(
+            &export,
+            "exampleApp",
+            &sources[0],
+            Some("psk-example"),
+            "id,name,amount\n1,a,2.5\n, b ,3\n3,c,many\n",
+        )
+        .await;
+    rejected.assert_error_containing(
+        422,
+        "plugin required-fields rejected the data: 2 violation(s), first: row 2:",
+    );
+    let violations = rejected.json()["violations"].clone();
+    assert_eq!(violations[0]["row"], 2);
+    assert_eq!(violations[0]["field"], "id");
+    assert_eq!(violations[0]["message"], "is required");
+    assert_eq!(violations[1]["row"], 3);
+    assert_eq!(violations[1]["field"], "amount");
+    assert_eq!(violations[1]["message"], "is not a number");
+
+    let good = app
+        .upload(
+            &export,
+            "exampleApp",
+            &sources[1],
+            Some("psk-example"),
+            "id,name,amount\n1,\"a, é\",2.5\n2,b,\n",
+        )
+        .await;
+    assert_eq!(good.status, 202, "{}", good.text);
+    assert_eq!(good.json()["plugin"]["name"], "required-fields");
+    app.wait_for_status(&caller, &export, "partial").await;
+    let (_, archive) = app.download(&caller, &export).await;
+    assert_eq!(
+        archived(&archive, &sources[1], "json"),
+        r#"[{"id":"1","name":"a, é","amount":"2.5"},{"id":"2","name":"b","amount":""}]"#,
+        "the CSV upload, validated, is stored as the export's JSON"
+    );
+
+    // JSON uploads to a CSV export: validated as JSON records, stored as CSV.
+    let (export, sources) =
+        create_export(&app, &caller, export_request("c", "csv", &resources[..1])).await;
+    let good = app
+        .upload(
+            &export,
+            "exampleApp",
+            &sources[0],
+            Some("psk-example"),
+            r#"{"data": [{"id": 7, "name": "x", "amount": 2.5}]}"#,
+        )
+        .await;
+    assert_eq!(good.status, 202, "{}", good.text);
+    app.wait_for_status(&caller, &export, "complete").await;
+    let (_, archive) = app.download(&caller, &export).await;
+    assert_eq!(
+        archived(&archive, &sources[0], "csv"),
+        "id,name,amount\n7,x,2.5\n"
     );
     let _ = std::fs::remove_dir_all(directory);
 }

@@ -9,6 +9,15 @@
 //! impl export_plugin_sdk::Plugin for Upper { … }
 //! export_plugin_sdk::export_plugin!(Upper);
 //! ```
+//!
+//! A plugin that only checks records implements [`RecordValidator`] instead and calls
+//! [`export_validator!`]: the SDK reads the upload into records, whatever its format, and passes
+//! the data on unchanged (the service converts it to the export's format afterwards).
+
+mod validator;
+
+pub use serde_json;
+pub use validator::{RecordValidator, ValidatorPlugin, ValidatorSession, validator_info};
 
 #[doc(hidden)]
 pub mod bindings {
@@ -177,5 +186,13 @@ macro_rules! export_transform {
         }
 
         $crate::export_plugin!(__Transform);
+    };
+}
+
+/// Exports a [`RecordValidator`] as the component's `processor`.
+#[macro_export]
+macro_rules! export_validator {
+    ($validator:ty) => {
+        $crate::export_plugin!($crate::ValidatorPlugin<$validator>);
     };
 }
