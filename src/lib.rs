@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod package;
 pub mod plugin_host;
+pub mod registry;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

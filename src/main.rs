@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod admin_cli;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use export_service::config::Config;
@@ -36,9 +38,14 @@ enum Command {
     /// One cleaning pass (for a CronJob): delete expired exports and their objects, fail
     /// sources that never answered, finish deferred object deletions.
     Clean,
-    /// Tools for plugin authors (they need no database).
-    #[command(subcommand)]
-    Plugin(PluginCommand),
+    /// Plugin tools: check and run components offline (no database needed), and manage the
+    /// registry through the admin API (push, list, bindings, bind, unbind, rollback, history, rm).
+    Plugin {
+        #[command(flatten)]
+        target: admin_cli::AdminTarget,
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,6 +75,8 @@ enum PluginCommand {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Registry(admin_cli::AdminCommand),
 }
 
 fn parse_format(text: &str) -> Result<Format, String> {
@@ -77,8 +86,12 @@ fn parse_format(text: &str) -> Result<Format, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Plugin(command) = cli.command {
-        return match plugin_tool(command) {
+    if let Command::Plugin { target, command } = cli.command {
+        let outcome = match command {
+            PluginCommand::Registry(command) => admin_cli::run(target, command),
+            command => plugin_tool(command),
+        };
+        return match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("export-service plugin: {error:#}");
@@ -109,7 +122,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(&config).await,
             Command::Clean => clean(&config).await,
-            Command::Plugin(_) => unreachable!("handled before the configuration is loaded"),
+            Command::Plugin { .. } => unreachable!("handled before the configuration is loaded"),
         }
     });
     match result {
@@ -169,6 +182,7 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
             }
             say("ok: the component implements export-service:plugin@1.0.0");
         }
+        PluginCommand::Registry(_) => unreachable!("registry commands are sent to the admin API"),
         PluginCommand::Run {
             component,
             input,

@@ -3,7 +3,7 @@
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The service's metrics and the registry they are exposed from.
@@ -40,6 +40,19 @@ pub struct Metrics {
     pub packaged_bytes: IntCounter,
     /// `export_service_packaging_failures_total`: packaging attempts that failed.
     pub packaging_failures: IntCounter,
+    /// `export_service_plugin_invocations_total{plugin, version}`: uploads run through a plugin.
+    pub plugin_invocations: IntCounterVec,
+    /// `export_service_plugin_failures_total{plugin, version, reason}`: uploads a plugin failed
+    /// or rejected.
+    pub plugin_failures: IntCounterVec,
+    /// `export_service_plugin_seconds{plugin, version}`: wall time of uploads through a plugin.
+    pub plugin_seconds: HistogramVec,
+    /// `export_service_plugin_binding_info{application, resource, plugin, version}`: 1 for each
+    /// registry binding in force on this replica.
+    pub plugin_binding_info: IntGaugeVec,
+    /// `export_service_plugin_load_failures_total{plugin, version}`: bindings this replica could
+    /// not apply (it kept the previous one).
+    pub plugin_load_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -146,8 +159,54 @@ impl Metrics {
             "Packaging attempts that failed",
         )
         .expect("valid metric");
+        let plugin_labels = ["plugin", "version"];
+        let plugin_invocations = IntCounterVec::new(
+            Opts::new(
+                "export_service_plugin_invocations_total",
+                "Uploads run through a plugin, by plugin and version",
+            ),
+            &plugin_labels,
+        )
+        .expect("valid metric");
+        let plugin_failures = IntCounterVec::new(
+            Opts::new(
+                "export_service_plugin_failures_total",
+                "Uploads a plugin failed or rejected, by plugin, version and reason",
+            ),
+            &["plugin", "version", "reason"],
+        )
+        .expect("valid metric");
+        let plugin_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "export_service_plugin_seconds",
+                "Wall time of uploads through a plugin, by plugin and version",
+            ),
+            &plugin_labels,
+        )
+        .expect("valid metric");
+        let plugin_binding_info = IntGaugeVec::new(
+            Opts::new(
+                "export_service_plugin_binding_info",
+                "Registry bindings in force on this replica (1 per binding)",
+            ),
+            &["application", "resource", "plugin", "version"],
+        )
+        .expect("valid metric");
+        let plugin_load_failures = IntCounterVec::new(
+            Opts::new(
+                "export_service_plugin_load_failures_total",
+                "Plugin bindings this replica could not apply, by plugin and version",
+            ),
+            &plugin_labels,
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(plugin_invocations.clone()),
+            Box::new(plugin_failures.clone()),
+            Box::new(plugin_seconds.clone()),
+            Box::new(plugin_binding_info.clone()),
+            Box::new(plugin_load_failures.clone()),
             Box::new(internal_requests.clone()),
             Box::new(uploads.clone()),
             Box::new(failed_uploads.clone()),
@@ -185,6 +244,11 @@ impl Metrics {
             packaging_seconds,
             packaged_bytes,
             packaging_failures,
+            plugin_invocations,
+            plugin_failures,
+            plugin_seconds,
+            plugin_binding_info,
+            plugin_load_failures,
         }
     }
 

@@ -14,13 +14,16 @@ use tower::Layer as _;
 use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::config::Config;
+use crate::db::plugins::PluginRepository;
 use crate::dispatch::kafka::KafkaPublisher;
 use crate::dispatch::relay::{self, Relay};
 use crate::http::{self, AppState, request_id::RequestIdGenerator};
 use crate::metrics::Metrics;
 use crate::package::{Packager, PackagerSettings};
-use crate::plugin_host::PluginHost;
-use crate::plugin_host::directory::PluginBindings;
+use crate::plugin_host::binding::LiveBindings;
+use crate::plugin_host::directory::load_directory;
+use crate::plugin_host::{PluginFailure, PluginHost};
+use crate::registry::{self, Registry};
 use crate::storage::ObjectStore;
 use crate::worker::cleaner::Cleaner;
 
@@ -87,23 +90,35 @@ impl BoundService {
             SocketAddr::new(config.listen_address, config.metrics_port),
         )
         .await?;
-        let plugins = match &config.data_path.plugins_dir {
-            None => None,
-            Some(directory) => {
-                let (limits, directory) =
-                    (config.data_path.plugin_limits.clone(), directory.clone());
-                let bindings = tokio::task::spawn_blocking(move || {
-                    let host = Arc::new(PluginHost::new(limits)?);
-                    PluginBindings::load_directory(host, &directory)
-                })
-                .await
-                .map_err(|error| ServeError::Plugins(error.to_string()))?
-                .map_err(|error| ServeError::Plugins(error.to_string()))?;
-                Some(Arc::new(bindings))
+        let limits = config.data_path.plugin_limits.clone();
+        let directory = config.data_path.plugins_dir.clone();
+        let bindings = tokio::task::spawn_blocking(move || {
+            let bindings = LiveBindings::new(Arc::new(PluginHost::new(limits)?));
+            if let Some(directory) = directory {
+                bindings.set_directory(load_directory(&bindings.host, &directory)?);
             }
-        };
-        let mut state = AppState::new(Arc::new(config), pool.clone(), store, Metrics::new());
-        state.plugins = plugins;
+            Ok::<_, PluginFailure>(bindings)
+        })
+        .await
+        .map_err(|error| ServeError::Plugins(error.to_string()))?
+        .map_err(|error| ServeError::Plugins(error.to_string()))?;
+        let bindings = Arc::new(bindings);
+        let registry = Registry::new(
+            PluginRepository::new(pool.clone()),
+            store.clone(),
+            bindings.clone(),
+            config.enabled_apps.clone(),
+            config.registry.max_component_bytes,
+        );
+        let metrics = Metrics::new();
+        // The bindings in force come back from the database before the first upload (a replica
+        // that cannot reach it now keeps trying in the background).
+        if let Err(error) = registry::sync::reload(&registry, &metrics).await {
+            tracing::warn!(%error, "cannot load the plugin bindings yet; will retry");
+        }
+        let mut state = AppState::new(Arc::new(config), pool.clone(), store, metrics);
+        state.plugins = Some(bindings);
+        state.registry = Some(registry);
         Ok(Self {
             public,
             private,
@@ -240,6 +255,24 @@ fn spawn_workers(
         metrics.clone(),
         stop.clone(),
     ))];
+    if let Some(registry) = &state.registry {
+        workers.push(tokio::spawn(registry::sync::follow_registry(
+            registry.clone(),
+            pool.clone(),
+            metrics.clone(),
+            config.registry.resync_interval,
+            stop.clone(),
+        )));
+        if let Some(directory) = &config.data_path.plugins_dir {
+            workers.push(tokio::spawn(registry::sync::watch_directory(
+                registry.clone(),
+                directory.clone(),
+                metrics.clone(),
+                config.registry.directory_poll_interval,
+                stop.clone(),
+            )));
+        }
+    }
     if config.data_path.packaging_worker {
         workers.push(tokio::spawn(packager.run(pool.clone(), stop.clone())));
     }

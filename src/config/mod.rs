@@ -4,6 +4,7 @@
 
 mod duration;
 mod kafka;
+mod registry;
 mod secret;
 mod settings;
 mod storage;
@@ -18,6 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 pub use duration::parse_go_duration;
 pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
+pub use registry::RegistryConfig;
 pub use secret::Secret;
 pub use settings::Settings;
 pub use storage::{DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig};
@@ -98,6 +100,10 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "PLUGIN_CALL_TIMEOUT",
     "PLUGIN_SESSION_TIMEOUT",
     "PLUGIN_OUTPUT_LIMIT",
+    "ADMIN_TOKEN",
+    "PLUGIN_RESYNC_INTERVAL",
+    "PLUGINS_DIR_POLL_INTERVAL",
+    "PLUGIN_MAX_COMPONENT_SIZE",
     "CLEANER_INTERVAL",
     "CLEANER_GRACE",
     "SOURCE_TIMEOUT",
@@ -157,6 +163,11 @@ impl EnabledApps {
                 .map(|(app, resources)| (app, resources.into_iter().collect()))
                 .collect(),
         ))
+    }
+
+    /// The resources of `application`, if tenants may export it.
+    pub fn resources(&self, application: &str) -> Option<&BTreeSet<String>> {
+        self.0.get(application)
     }
 
     /// Whether tenants may export `resource` of `application` (exact, case-sensitive match).
@@ -259,6 +270,8 @@ pub struct Config {
     pub psks: PskConfig,
     /// Upload, packaging and cleaning limits.
     pub data_path: DataPathConfig,
+    /// The plugin registry and its admin API.
+    pub registry: RegistryConfig,
 }
 
 impl Config {
@@ -334,6 +347,7 @@ impl Config {
             layout: storage::object_layout(&reader)?,
             psks: storage::psk_config(&reader)?,
             data_path: storage::data_path_config(&reader, export_expiry_days)?,
+            registry: registry::registry_config(&reader)?,
         };
         config.validate()?;
         Ok(config)

@@ -4,6 +4,7 @@ pub mod cleanup;
 pub mod exports;
 pub mod outbox;
 pub mod packaging;
+pub mod plugins;
 pub mod sources;
 
 use std::time::Duration;

@@ -227,6 +227,7 @@ pub async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(format_of_content_type);
+    // The binding in force now stays with this upload to its end, whatever changes meanwhile.
     let plugin = state.plugins.as_ref().and_then(|bindings| {
         bindings
             .binding_for(&target.application, &target.resource)
@@ -239,6 +240,19 @@ pub async fn upload(
                 schema: binding.schema_for(&target.resource),
             })
     });
+    let plugin_labels = plugin.as_ref().map(|run| {
+        [
+            run.plugin.info.name.clone(),
+            run.plugin.info.version.clone(),
+        ]
+    });
+    if let Some(labels) = &plugin_labels {
+        state
+            .metrics
+            .plugin_invocations
+            .with_label_values(labels)
+            .inc();
+    }
     let ingested = ingest(
         &state.store,
         &key,
@@ -250,6 +264,21 @@ pub async fn upload(
     )
     .await;
     hold.renewal.abort();
+    if let Some(labels) = &plugin_labels {
+        state
+            .metrics
+            .plugin_seconds
+            .with_label_values(labels)
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(IngestError::Plugin(failure)) = &ingested {
+            let [name, version] = labels;
+            state
+                .metrics
+                .plugin_failures
+                .with_label_values(&[name.as_str(), version.as_str(), failure.kind()])
+                .inc();
+        }
+    }
     let ingested = match ingested {
         Ok(ingested) => ingested,
         Err(IngestError::Plugin(failure)) => {

@@ -1,6 +1,7 @@
 //! The HTTP edge: routers for each listener, the middleware they share, and the mapping of
 //! domain results to responses.
 
+pub mod admin;
 pub mod body;
 pub mod error;
 pub mod exports;
@@ -51,8 +52,10 @@ pub struct AppState {
     pub keys: KeyLayout,
     /// Uploads this replica accepts at once (each holds up to two parts in memory).
     pub upload_slots: Arc<tokio::sync::Semaphore>,
-    /// Plugins bound to applications, when configured.
-    pub plugins: Option<Arc<crate::plugin_host::directory::PluginBindings>>,
+    /// The plugins bound to applications (from the registry and the plugin directory).
+    pub plugins: Option<Arc<crate::plugin_host::binding::LiveBindings>>,
+    /// The plugin registry (the admin API's backend).
+    pub registry: Option<crate::registry::Registry>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -66,6 +69,7 @@ impl AppState {
                 config.data_path.max_concurrent_uploads,
             )),
             plugins: None,
+            registry: None,
             config,
             exports: ExportRepository::new(pool.clone()),
             sources: SourceRepository::new(pool.clone()),
@@ -126,6 +130,7 @@ pub fn internal_router(state: AppState, request_ids: Arc<RequestIdGenerator>) ->
     for mount in internal::MOUNTS {
         router = router.nest(mount, internal::routes(state.clone(), mount));
     }
+    router = router.nest(admin::ADMIN_BASE, admin::routes(&state));
     router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -1,144 +1,82 @@
-//! Plugin bindings from a directory (until the registry exists): `<application>.wasm` binds that
-//! application's uploads to the plugin, with an optional `<application>.json` as its config.
+//! Plugin bindings from a directory (e.g. a mounted ConfigMap): `<application>.wasm` binds that
+//! application's uploads to the plugin, with an optional `<application>.json` as its
+//! configuration. The directory is watched: a change is applied like a registry change.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use super::{LoadedPlugin, PluginFailure, PluginHost};
+use super::binding::{ANY_RESOURCE, Binding, BindingTable};
+use super::{PluginFailure, PluginHost};
 
-/// One application's plugin.
-#[derive(Debug, Clone)]
-pub struct Binding {
-    /// The plugin.
-    pub plugin: Arc<LoadedPlugin>,
-    /// Its configuration (JSON text), if any.
-    pub config: Option<String>,
-    /// The binding's JSON Schema (`"schema"` in its configuration), checked by the host.
-    pub schema: Option<Arc<jsonschema::Validator>>,
-    /// JSON Schemas the plugin declares per resource.
-    pub resource_schemas: HashMap<String, Arc<jsonschema::Validator>>,
-}
-
-impl Binding {
-    /// The schema the host checks records of `resource` against: the binding's (unless the plugin
-    /// validates by itself, in which case the configuration's schema is the plugin's to use), else
-    /// the one the plugin declares for the resource.
-    pub fn schema_for(&self, resource: &str) -> Option<Arc<jsonschema::Validator>> {
-        self.schema
-            .clone()
-            .filter(|_| !self.plugin.info.capabilities.validate)
-            .or_else(|| self.resource_schemas.get(resource).cloned())
-            .or_else(|| self.resource_schemas.get("*").cloned())
-    }
-}
-
-/// Application → plugin.
-#[derive(Debug)]
-pub struct PluginBindings {
-    /// The host that runs them.
-    pub host: Arc<PluginHost>,
-    by_application: HashMap<String, Binding>,
-}
-
-impl PluginBindings {
-    /// Loads every `<application>.wasm` of `directory` (compiling each once).
-    pub fn load_directory(host: Arc<PluginHost>, directory: &Path) -> Result<Self, PluginFailure> {
-        let entries = std::fs::read_dir(directory).map_err(|error| {
-            PluginFailure::Invalid(format!("cannot read {}: {error}", directory.display()))
+/// Loads every `<application>.wasm` of `directory` (compiling each once).
+pub fn load_directory(host: &PluginHost, directory: &Path) -> Result<BindingTable, PluginFailure> {
+    let mut table = BindingTable::new();
+    for path in wasm_files(directory)? {
+        let Some(application) = path.file_stem().and_then(|stem| stem.to_str()) else {
+            continue;
+        };
+        let bytes = std::fs::read(&path).map_err(|error| {
+            PluginFailure::Invalid(format!("cannot read {}: {error}", path.display()))
         })?;
-        let mut by_application = HashMap::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|extension| extension.to_str()) != Some("wasm") {
-                continue;
-            }
-            let Some(application) = path.file_stem().and_then(|stem| stem.to_str()) else {
-                continue;
-            };
-            let bytes = std::fs::read(&path).map_err(|error| {
-                PluginFailure::Invalid(format!("cannot read {}: {error}", path.display()))
-            })?;
-            let plugin = host.load(&bytes).map_err(|failure| {
-                PluginFailure::Invalid(format!("{}: {failure}", path.display()))
-            })?;
-            let config_path = path.with_extension("json");
-            let (config, schema) = match std::fs::read_to_string(&config_path) {
-                Ok(text) => {
-                    let value: serde_json::Value =
-                        serde_json::from_str(&text).map_err(|error| {
-                            PluginFailure::Invalid(format!(
-                                "{} is not JSON: {error}",
-                                config_path.display()
-                            ))
-                        })?;
-                    let schema = value
-                        .get("schema")
-                        .map(|schema| {
-                            crate::ingest::schema::compile(schema)
-                                .map(Arc::new)
-                                .map_err(|reason| {
-                                    PluginFailure::Invalid(format!(
-                                        "{}: \"schema\" is not a JSON Schema: {reason}",
-                                        config_path.display()
-                                    ))
-                                })
-                        })
-                        .transpose()?;
-                    (Some(text), schema)
-                }
-                Err(_) => (None, None),
-            };
-            let mut resource_schemas = HashMap::new();
-            for resource in &plugin.info.resources {
-                let Some(text) = &resource.schema else {
-                    continue;
-                };
-                let compiled = serde_json::from_str::<serde_json::Value>(text)
-                    .map_err(|error| error.to_string())
-                    .and_then(|schema| crate::ingest::schema::compile(&schema))
-                    .map_err(|reason| {
-                        PluginFailure::Invalid(format!(
-                            "{}: the schema of resource '{}' is not a JSON Schema: {reason}",
-                            path.display(),
-                            resource.name
-                        ))
-                    })?;
-                resource_schemas.insert(resource.name.clone(), Arc::new(compiled));
-            }
-            tracing::info!(
-                application,
-                plugin = %plugin.info.name,
-                version = %plugin.info.version,
-                digest = %plugin.digest,
-                "plugin bound"
-            );
-            by_application.insert(
-                application.to_owned(),
-                Binding {
-                    plugin,
-                    config,
-                    schema,
-                    resource_schemas,
-                },
-            );
-        }
-        Ok(Self {
-            host,
-            by_application,
-        })
+        let plugin = host
+            .load(&bytes)
+            .map_err(|failure| PluginFailure::Invalid(format!("{}: {failure}", path.display())))?;
+        let config_path = path.with_extension("json");
+        let config = std::fs::read_to_string(&config_path).ok();
+        let binding = Binding::new(plugin, config).map_err(|reason| {
+            PluginFailure::Invalid(format!("{}: {reason}", config_path.display()))
+        })?;
+        tracing::info!(
+            application,
+            plugin = %binding.plugin.info.name,
+            version = %binding.plugin.info.version,
+            digest = %binding.plugin.digest,
+            "plugin bound from the plugin directory"
+        );
+        table.insert(
+            (application.to_owned(), ANY_RESOURCE.to_owned()),
+            Arc::new(binding),
+        );
     }
+    Ok(table)
+}
 
-    /// The plugin bound to uploads of `resource` of `application`, if any (the plugin must
-    /// handle that resource, or `*`).
-    pub fn binding_for(&self, application: &str, resource: &str) -> Option<&Binding> {
-        self.by_application.get(application).filter(|binding| {
-            binding
-                .plugin
-                .info
-                .resources
-                .iter()
-                .any(|handled| handled.name == "*" || handled.name == resource)
+fn wasm_files(directory: &Path) -> Result<Vec<PathBuf>, PluginFailure> {
+    let entries = std::fs::read_dir(directory).map_err(|error| {
+        PluginFailure::Invalid(format!("cannot read {}: {error}", directory.display()))
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().and_then(|extension| extension.to_str()) == Some("wasm"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// What the directory's plugin files look like now (names, sizes, modification times), to tell
+/// when it changed. Follows symbolic links, as a ConfigMap's files are.
+pub fn fingerprint(directory: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            matches!(
+                path.extension().and_then(|extension| extension.to_str()),
+                Some("wasm" | "json")
+            )
         })
-    }
+        .map(|path| {
+            let metadata = std::fs::metadata(&path).ok();
+            let size = metadata.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = metadata.and_then(|metadata| metadata.modified().ok());
+            (path, size, modified)
+        })
+        .collect();
+    files.sort();
+    files
 }

@@ -9,6 +9,7 @@
 //! component fails that session with a message naming the plugin and the reason; the process
 //! and other sessions are not affected.
 
+pub mod binding;
 pub mod directory;
 mod limits;
 pub mod tool;
@@ -42,6 +43,15 @@ pub use bindings::export_service::plugin::types::{
     Capabilities, DataFormat, PluginError as GuestError, PluginInfo, ResourceInfo, SessionOptions,
     StepOutput, Violation,
 };
+
+impl From<crate::domain::Format> for DataFormat {
+    fn from(format: crate::domain::Format) -> Self {
+        match format {
+            crate::domain::Format::Csv => Self::Csv,
+            crate::domain::Format::Json => Self::Json,
+        }
+    }
+}
 
 /// How often the epoch advances: the granularity of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -112,6 +122,22 @@ pub enum PluginFailure {
         /// Its reason.
         reason: String,
     },
+}
+
+impl PluginFailure {
+    /// A short name of the failure's kind (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid",
+            Self::Trapped { .. } => "crashed",
+            Self::Timeout { .. } => "timeout",
+            Self::OutOfMemory { .. } => "memory",
+            Self::OutputTooLarge { .. } => "output",
+            Self::InvalidConfig { .. } => "config",
+            Self::Rejected { .. } => "rejected",
+            Self::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// The state of one store.
@@ -254,6 +280,24 @@ impl PluginHost {
     /// The limits sessions run under.
     pub fn limits(&self) -> &PluginLimits {
         &self.limits
+    }
+
+    /// The compiled plugin with this digest, if the host has it.
+    pub fn cached(&self, digest: &str) -> Option<Arc<LoadedPlugin>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(digest)
+            .cloned()
+    }
+
+    /// Forgets compiled plugins whose digest is not in `keep` (sessions still running keep
+    /// theirs alive).
+    pub fn retain(&self, keep: &[String]) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .retain(|digest, _| keep.contains(digest));
     }
 
     /// Compiles (or finds in the cache) a component, checks that it implements our world and

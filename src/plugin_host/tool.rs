@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{
-    DataFormat, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, SessionOptions, Violation,
+    DataFormat, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, PluginSession,
+    SessionOptions, Violation,
 };
 use crate::domain::Format;
 use crate::ingest::rows::RowCounter;
@@ -89,35 +90,27 @@ pub fn run(
     let options = SessionOptions {
         application: "local".into(),
         resource: "local".into(),
-        input_format: data_format(from),
-        output_format: data_format(to),
+        input_format: DataFormat::from(from),
+        output_format: DataFormat::from(to),
         config,
     };
-    let mut session = host.open(&plugin, &options)?;
     let mut file = std::fs::File::open(input).map_err(|error| ToolError::File {
         path: input.display().to_string(),
         reason: error.to_string(),
     })?;
-    let mut buffer = vec![0u8; CHUNK_BYTES];
-    let mut output = Vec::new();
-    let mut violations = Vec::new();
-    let mut input_bytes = 0u64;
-    loop {
-        let read = file.read(&mut buffer).map_err(|error| ToolError::File {
+    let run = run_session(&host, &plugin, &options, &mut file).map_err(|error| match error {
+        SessionError::Plugin(failure) => ToolError::from(failure),
+        SessionError::Read(reason) => ToolError::File {
             path: input.display().to_string(),
-            reason: error.to_string(),
-        })?;
-        if read == 0 {
-            break;
-        }
-        input_bytes += read as u64;
-        let step = session.push(&buffer[..read])?;
-        output.extend(step.output);
-        violations.extend(step.violations);
-    }
-    let step = session.finish()?;
-    output.extend(step.output);
-    violations.extend(step.violations);
+            reason,
+        },
+    })?;
+    let SessionRun {
+        output,
+        violations,
+        input_bytes,
+        session,
+    } = run;
     let mut rows = RowCounter::new(Some(to));
     rows.feed(&output);
     Ok(RunReport {
@@ -135,9 +128,60 @@ pub fn run(
     })
 }
 
-fn data_format(format: Format) -> DataFormat {
-    match format {
-        Format::Csv => DataFormat::Csv,
-        Format::Json => DataFormat::Json,
+/// What one session over a whole input produced.
+pub struct SessionRun {
+    /// The output, whole.
+    pub output: Vec<u8>,
+    /// Every violation reported.
+    pub violations: Vec<Violation>,
+    /// Bytes read from the input.
+    pub input_bytes: u64,
+    /// The finished session (for its time, fuel and memory figures).
+    pub session: PluginSession,
+}
+
+/// Why [`run_session`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginFailure),
+    /// The input could not be read.
+    #[error("cannot read the input: {0}")]
+    Read(String),
+}
+
+/// Runs one session of `plugin` over all of `input`, in the chunks the service uses.
+pub fn run_session(
+    host: &PluginHost,
+    plugin: &std::sync::Arc<LoadedPlugin>,
+    options: &SessionOptions,
+    input: &mut dyn Read,
+) -> Result<SessionRun, SessionError> {
+    let mut session = host.open(plugin, options)?;
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    let mut output = Vec::new();
+    let mut violations = Vec::new();
+    let mut input_bytes = 0u64;
+    loop {
+        let read = input
+            .read(&mut buffer)
+            .map_err(|error| SessionError::Read(error.to_string()))?;
+        if read == 0 {
+            break;
+        }
+        input_bytes += read as u64;
+        let step = session.push(&buffer[..read])?;
+        output.extend(step.output);
+        violations.extend(step.violations);
     }
+    let step = session.finish()?;
+    output.extend(step.output);
+    violations.extend(step.violations);
+    Ok(SessionRun {
+        output,
+        violations,
+        input_bytes,
+        session,
+    })
 }

@@ -1,0 +1,418 @@
+//! `export-service plugin push|list|bindings|bind|unbind|rollback|history|rm`: the registry's
+//! admin API from the command line, with readable output.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the admin API is and who is calling it.
+#[derive(Args, Debug)]
+pub struct AdminTarget {
+    /// The internal listener of any replica.
+    #[arg(
+        long,
+        env = "EXPORT_ADMIN_URL",
+        default_value = "http://127.0.0.1:10000",
+        global = true
+    )]
+    admin_url: String,
+    /// The operators' token (ADMIN_TOKEN of the service).
+    #[arg(
+        long,
+        env = "EXPORT_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    /// Who is making the change (recorded in the binding history).
+    #[arg(long = "as", env = "EXPORT_ADMIN_USER", global = true)]
+    operator: Option<String>,
+}
+
+/// The registry commands.
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Upload a plugin version (name and version come from the component's `describe`).
+    Push {
+        /// The component (.wasm).
+        component: PathBuf,
+        /// A sample to self-test the component on before it is accepted.
+        #[arg(long, requires_all = ["from", "to"])]
+        sample: Option<PathBuf>,
+        /// The sample's format: csv or json.
+        #[arg(long, value_parser = crate::parse_format)]
+        from: Option<export_service::domain::Format>,
+        /// The format to produce: csv or json.
+        #[arg(long, value_parser = crate::parse_format)]
+        to: Option<export_service::domain::Format>,
+        /// Configuration for the self-test (JSON file).
+        #[arg(long, requires = "sample")]
+        sample_config: Option<PathBuf>,
+    },
+    /// List plugin versions (of one plugin when named).
+    List {
+        /// A plugin's name.
+        name: Option<String>,
+    },
+    /// List the bindings in force.
+    Bindings,
+    /// Bind an application (or one resource) to a plugin version.
+    Bind {
+        /// The application.
+        application: String,
+        /// The plugin's name.
+        plugin: String,
+        /// The version.
+        version: String,
+        /// One resource (default: every resource of the application).
+        #[arg(long)]
+        resource: Option<String>,
+        /// The plugin's configuration (JSON file).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Remove an application's binding.
+    Unbind {
+        /// The application.
+        application: String,
+        /// One resource (default: the binding of every resource).
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Bind the previous version again.
+    Rollback {
+        /// The application.
+        application: String,
+        /// One resource (default: the binding of every resource).
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Show an application's binding changes, newest first.
+    History {
+        /// The application.
+        application: String,
+    },
+    /// Delete a plugin version (refused while it is bound).
+    Rm {
+        /// The plugin's name.
+        plugin: String,
+        /// The version.
+        version: String,
+    },
+}
+
+/// Runs one registry command.
+pub fn run(target: AdminTarget, command: AdminCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(execute(Client::new(target)?, command))
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    operator: String,
+}
+
+impl Client {
+    fn new(target: AdminTarget) -> anyhow::Result<Self> {
+        let Some(token) = target.token else {
+            bail!("no admin token: pass --token or set EXPORT_ADMIN_TOKEN");
+        };
+        let operator = target
+            .operator
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "operator".into());
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(300))
+                .build()?,
+            base: format!("{}/admin/v1", target.admin_url.trim_end_matches('/')),
+            token,
+            operator,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Option<Value>> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("x-admin-user", &self.operator);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value: Option<Value> = serde_json::from_str(&text).ok();
+        if !status.is_success() {
+            let message = value
+                .as_ref()
+                .and_then(|value| value["message"].as_str())
+                .unwrap_or(&text);
+            let mut report = format!("{status}: {message}");
+            for violation in value
+                .as_ref()
+                .and_then(|value| value["violations"].as_array())
+                .into_iter()
+                .flatten()
+            {
+                report.push_str(&format!(
+                    "\n  row {} field {}: {}",
+                    violation["row"],
+                    violation["field"].as_str().unwrap_or("-"),
+                    violation["message"].as_str().unwrap_or("")
+                ));
+            }
+            bail!(report);
+        }
+        Ok(value)
+    }
+}
+
+fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// Writes a line for the operator.
+#[expect(clippy::print_stdout, reason = "the CLI reports on stdout")]
+fn say(line: &str) {
+    println!("{line}");
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_binding(binding: &Value) {
+    say(&format!(
+        "{:<20} {:<24} {:<20} {:<10} {:<14} {} by {}",
+        text(&binding["application"]),
+        text(&binding["resource"]),
+        text(&binding["plugin"]),
+        text(&binding["version"]),
+        text(&binding["digest"])
+            .chars()
+            .take(12)
+            .collect::<String>(),
+        text(&binding["created_at"]),
+        text(&binding["created_by"]),
+    ));
+}
+
+fn binding_header() {
+    say(&format!(
+        "{:<20} {:<24} {:<20} {:<10} {:<14} CHANGED",
+        "APPLICATION", "RESOURCE", "PLUGIN", "VERSION", "DIGEST"
+    ));
+}
+
+fn resource_query(resource: Option<&str>) -> String {
+    resource
+        .map(|resource| {
+            format!(
+                "?resource={}",
+                url::form_urlencoded::byte_serialize(resource.as_bytes()).collect::<String>()
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn segment(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match command {
+        AdminCommand::Push {
+            component,
+            sample,
+            from,
+            to,
+            sample_config,
+        } => {
+            let bytes = std::fs::read(&component)
+                .with_context(|| format!("reading {}", component.display()))?;
+            let mut body = json!({
+                "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
+            });
+            if let (Some(sample), Some(from), Some(to)) = (sample, from, to) {
+                let input = std::fs::read_to_string(&sample)
+                    .with_context(|| format!("reading {}", sample.display()))?;
+                let config = sample_config.as_ref().map(read_json).transpose()?;
+                body["self_test"] =
+                    json!({"input": input, "from": from, "to": to, "config": config});
+            }
+            let pushed = client
+                .call(Method::POST, "/plugins", Some(body))
+                .await?
+                .unwrap_or_default();
+            let plugin = &pushed["plugin"];
+            let verb = if pushed["created"] == true {
+                "pushed"
+            } else {
+                "already stored"
+            };
+            say(&format!(
+                "{verb}: {} {} (sha256:{}, {} bytes)",
+                text(&plugin["name"]),
+                text(&plugin["version"]),
+                text(&plugin["digest"]),
+                plugin["size_bytes"]
+            ));
+            if let Some(report) = pushed["self_test"].as_object() {
+                say(&format!(
+                    "self-test: passed ({} bytes out, {:.1} ms in the plugin)",
+                    report["output_bytes"],
+                    report["guest_ms"].as_f64().unwrap_or(0.0)
+                ));
+            }
+        }
+        AdminCommand::List { name } => {
+            let path = match &name {
+                Some(name) => format!("/plugins/{}", segment(name)),
+                None => "/plugins".into(),
+            };
+            let listed = client
+                .call(Method::GET, &path, None)
+                .await?
+                .unwrap_or_default();
+            say(&format!(
+                "{:<20} {:<10} {:<14} {:>10}  {:<25} BY",
+                "PLUGIN", "VERSION", "DIGEST", "BYTES", "PUSHED"
+            ));
+            for version in listed["data"].as_array().into_iter().flatten() {
+                say(&format!(
+                    "{:<20} {:<10} {:<14} {:>10}  {:<25} {}",
+                    text(&version["name"]),
+                    text(&version["version"]),
+                    text(&version["digest"])
+                        .chars()
+                        .take(12)
+                        .collect::<String>(),
+                    version["size_bytes"],
+                    text(&version["created_at"]),
+                    text(&version["created_by"]),
+                ));
+            }
+        }
+        AdminCommand::Bindings => {
+            let listed = client
+                .call(Method::GET, "/bindings", None)
+                .await?
+                .unwrap_or_default();
+            binding_header();
+            for binding in listed["data"].as_array().into_iter().flatten() {
+                print_binding(binding);
+            }
+        }
+        AdminCommand::Bind {
+            application,
+            plugin,
+            version,
+            resource,
+            config,
+        } => {
+            let config = config.as_ref().map(read_json).transpose()?;
+            let body = json!({"plugin": plugin, "version": version, "resource": resource, "config": config});
+            let bound = client
+                .call(
+                    Method::PUT,
+                    &format!("/bindings/{}", segment(&application)),
+                    Some(body),
+                )
+                .await?
+                .unwrap_or_default();
+            say("bound (every replica applies it within about a second):");
+            binding_header();
+            print_binding(&bound);
+        }
+        AdminCommand::Unbind {
+            application,
+            resource,
+        } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!(
+                        "/bindings/{}{}",
+                        segment(&application),
+                        resource_query(resource.as_deref())
+                    ),
+                    None,
+                )
+                .await?;
+            say(&format!("unbound: {application}"));
+        }
+        AdminCommand::Rollback {
+            application,
+            resource,
+        } => {
+            let bound = client
+                .call(
+                    Method::POST,
+                    &format!(
+                        "/bindings/{}/rollback{}",
+                        segment(&application),
+                        resource_query(resource.as_deref())
+                    ),
+                    None,
+                )
+                .await?
+                .unwrap_or_default();
+            say("rolled back to:");
+            binding_header();
+            print_binding(&bound);
+        }
+        AdminCommand::History { application } => {
+            let listed = client
+                .call(
+                    Method::GET,
+                    &format!("/bindings/{}/history", segment(&application)),
+                    None,
+                )
+                .await?
+                .unwrap_or_default();
+            binding_header();
+            for binding in listed["data"].as_array().into_iter().flatten() {
+                print_binding(binding);
+            }
+        }
+        AdminCommand::Rm { plugin, version } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!(
+                        "/plugins/{}/versions/{}",
+                        segment(&plugin),
+                        segment(&version)
+                    ),
+                    None,
+                )
+                .await?;
+            say(&format!("deleted: {plugin} {version}"));
+        }
+    }
+    Ok(())
+}

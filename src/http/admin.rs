@@ -1,0 +1,537 @@
+//! The operators' admin API (`/admin/v1` on the internal listener): push, list, show and delete
+//! plugin versions; bind applications to them, unbind, roll back, and read the history. Every
+//! request carries `Authorization: Bearer <ADMIN_TOKEN>`; without a configured token the API is
+//! closed.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody, Violation};
+use crate::db::plugins::{BindingRecord, PluginVersion};
+use crate::domain::Format;
+use crate::plugin_host::binding::ANY_RESOURCE;
+use crate::registry::{Registry, RegistryError, SelfTest, SelfTestReport};
+
+/// Where the admin API is mounted.
+pub const ADMIN_BASE: &str = "/admin/v1";
+/// The header naming the operator making a change (recorded in the history).
+pub const OPERATOR_HEADER: &str = "x-admin-user";
+
+/// The admin API's routes (under [`ADMIN_BASE`]).
+pub fn routes(state: &AppState) -> Router<AppState> {
+    // Base64 in JSON is 4/3 of the component, plus room for a sample.
+    let push_limit = state.config.registry.max_component_bytes / 3 * 4 + 16 * 1024 * 1024;
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route(
+            "/plugins",
+            post(push_plugin)
+                .get(list_plugins)
+                .layer(DefaultBodyLimit::max(push_limit)),
+        )
+        .route("/plugins/{name}", get(show_plugin))
+        .route(
+            "/plugins/{name}/versions/{version}",
+            get(show_version).delete(delete_version),
+        )
+        .route("/bindings", get(list_bindings))
+        .route(
+            "/bindings/{application}",
+            axum::routing::put(bind).delete(unbind),
+        )
+        .route("/bindings/{application}/rollback", post(rollback))
+        .route("/bindings/{application}/history", get(history))
+}
+
+/// The operator behind a request: checks the bearer token; returns who is asking.
+fn operator(state: &AppState, headers: &HeaderMap) -> Result<(Registry, String), ApiError> {
+    let Some(expected) = &state.config.registry.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: set ADMIN_TOKEN to enable it",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing 'Authorization: Bearer <token>' header",
+        ));
+    };
+    if !bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the admin token is not valid",
+        ));
+    }
+    let who = headers
+        .get(OPERATOR_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|who| !who.is_empty())
+        .map(|who| who.chars().take(100).collect())
+        .unwrap_or_else(|| "operator".to_owned());
+    let registry = state
+        .registry
+        .clone()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no registry"))?;
+    Ok((registry, who))
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> Self {
+        let message = error.to_string();
+        match error {
+            RegistryError::Refused(_) | RegistryError::BadConfig(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+            }
+            RegistryError::SelfTest { violations, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_violations(
+                    violations
+                        .into_iter()
+                        .map(|violation| Violation {
+                            row: violation.row,
+                            field: violation.field,
+                            message: violation.message,
+                        })
+                        .collect(),
+                )
+            }
+            RegistryError::UnknownVersion { .. } | RegistryError::UnknownTarget(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+            }
+            RegistryError::VersionExists { .. }
+            | RegistryError::NoPrevious { .. }
+            | RegistryError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, message),
+            RegistryError::Db(error) => error.into(),
+            RegistryError::Store(_) => {
+                tracing::warn!(%message, "registry storage failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the object store is unavailable; retry shortly",
+                )
+                .retry_after(2)
+            }
+        }
+    }
+}
+
+/// A push in JSON: the component in base64, and optionally a sample to test it on.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    /// The component (`.wasm`), base64.
+    pub component: String,
+    /// A sample the component must process without violations before it is accepted.
+    pub self_test: Option<SelfTestRequest>,
+}
+
+/// A self-test sample.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestRequest {
+    /// The sample's content (text).
+    pub input: String,
+    /// Its format.
+    pub from: Format,
+    /// The format to produce.
+    pub to: Format,
+    /// The configuration to run with.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// A pushed version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PushResponse {
+    /// The version stored.
+    pub plugin: PluginVersion,
+    /// `false` when exactly these bytes were already stored under this name and version.
+    pub created: bool,
+    /// The self-test's figures, if one ran.
+    pub self_test: Option<SelfTestReport>,
+}
+
+/// A list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Listed<T> {
+    /// The items.
+    pub data: Vec<T>,
+}
+
+/// Push a plugin version: the raw component (`Content-Type: application/wasm`), or JSON with
+/// the component in base64 and an optional self-test sample. The component is compiled and
+/// checked (world, imports, `describe`) before it is accepted; its name and version come from
+/// `describe`.
+#[utoipa::path(
+    post, path = "/plugins", tag = "plugins",
+    request_body(content = PushRequest, description = "JSON, or the raw component as application/wasm"),
+    responses(
+        (status = 201, description = "Stored", body = PushResponse),
+        (status = 200, description = "The same bytes were already stored", body = PushResponse),
+        (status = 401, description = "Bad or missing token", body = ErrorBody),
+        (status = 409, description = "The version exists with other bytes", body = ErrorBody),
+        (status = 422, description = "Not a usable component, or the self-test failed", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn push_plugin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (registry, who) = operator(&state, &headers)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let (component, self_test) = if is_json {
+        let request: PushRequest = serde_json::from_slice(&body)
+            .map_err(|error| ApiError::bad_request(format!("invalid push request: {error}")))?;
+        let component = base64::engine::general_purpose::STANDARD
+            .decode(request.component.trim())
+            .map_err(|error| {
+                ApiError::bad_request(format!("'component' is not base64: {error}"))
+            })?;
+        let self_test = request.self_test.map(|test| SelfTest {
+            input: test.input.into_bytes(),
+            from: test.from,
+            to: test.to,
+            config: test.config.map(|config| config.to_string()),
+        });
+        (component, self_test)
+    } else {
+        (body.to_vec(), None)
+    };
+    if component.is_empty() {
+        return Err(ApiError::bad_request("the component is empty"));
+    }
+    if component.len() > state.config.registry.max_component_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the component is larger than {} MiB (PLUGIN_MAX_COMPONENT_SIZE)",
+                state.config.registry.max_component_bytes / (1024 * 1024)
+            ),
+        ));
+    }
+    let pushed = registry.push(component, self_test, &who).await?;
+    tracing::info!(
+        plugin = %pushed.version.name, version = %pushed.version.version,
+        digest = %pushed.version.digest, created = pushed.created, by = %who,
+        "plugin version pushed"
+    );
+    let status = if pushed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(PushResponse {
+            plugin: pushed.version,
+            created: pushed.created,
+            self_test: pushed.self_test,
+        }),
+    )
+        .into_response())
+}
+
+/// Every plugin version, by name, newest first.
+#[utoipa::path(
+    get, path = "/plugins", tag = "plugins",
+    responses((status = 200, body = Listed<PluginVersion>), (status = 401, body = ErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn list_plugins(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Listed<PluginVersion>>, ApiError> {
+    let (registry, _) = operator(&state, &headers)?;
+    Ok(Json(Listed {
+        data: registry.repository().versions(None).await?,
+    }))
+}
+
+/// The versions of one plugin, newest first.
+#[utoipa::path(
+    get, path = "/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 200, body = Listed<PluginVersion>),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn show_plugin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Listed<PluginVersion>>, ApiError> {
+    let (registry, _) = operator(&state, &headers)?;
+    let versions = registry.repository().versions(Some(&name)).await?;
+    if versions.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no plugin named '{name}'"),
+        ));
+    }
+    Ok(Json(Listed { data: versions }))
+}
+
+/// One version.
+#[utoipa::path(
+    get, path = "/plugins/{name}/versions/{version}", tag = "plugins",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = PluginVersion), (status = 404, body = ErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn show_version(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<PluginVersion>, ApiError> {
+    let (registry, _) = operator(&state, &headers)?;
+    registry
+        .repository()
+        .version(&name, &version)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("plugin {name} has no version {version}"),
+            )
+        })
+}
+
+/// Delete a version no binding uses (refused with 409 while one does).
+#[utoipa::path(
+    delete, path = "/plugins/{name}/versions/{version}", tag = "plugins",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The version is bound", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn delete_version(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (registry, who) = operator(&state, &headers)?;
+    match registry.delete(&name, &version).await {
+        Ok(()) => {
+            tracing::info!(plugin = %name, %version, by = %who, "plugin version deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(RegistryError::UnknownVersion { .. }) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("plugin {name} has no version {version}"),
+        )),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The bindings in force.
+#[utoipa::path(
+    get, path = "/bindings", tag = "bindings",
+    responses((status = 200, body = Listed<BindingRecord>), (status = 401, body = ErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn list_bindings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Listed<BindingRecord>>, ApiError> {
+    let (registry, _) = operator(&state, &headers)?;
+    Ok(Json(Listed {
+        data: registry.repository().active_bindings().await?,
+    }))
+}
+
+/// A binding to make.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindRequest {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The version to activate.
+    pub version: String,
+    /// One resource of the application, or `*` (the default) for all of them.
+    pub resource: Option<String>,
+    /// The plugin's configuration (a JSON object; `schema` is a JSON Schema the host checks).
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// Which binding of an application.
+#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSelector {
+    /// One resource, or `*` (the default).
+    pub resource: Option<String>,
+}
+
+fn resource_of(selector: Option<String>) -> String {
+    selector.unwrap_or_else(|| ANY_RESOURCE.to_owned())
+}
+
+/// Bind an application (or one of its resources) to a plugin version; every replica applies it
+/// within about a second. Uploads already running finish on the version they started with.
+#[utoipa::path(
+    put, path = "/bindings/{application}", tag = "bindings",
+    params(("application" = String, Path)),
+    request_body = BindRequest,
+    responses(
+        (status = 200, description = "In force", body = BindingRecord),
+        (status = 422, description = "Unknown version, application or resource, or a bad configuration", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn bind(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(application): Path<String>,
+    Json(request): Json<BindRequest>,
+) -> Result<Json<BindingRecord>, ApiError> {
+    let (registry, who) = operator(&state, &headers)?;
+    let resource = resource_of(request.resource);
+    let record = registry
+        .bind(
+            &application,
+            &resource,
+            &request.plugin,
+            &request.version,
+            request.config,
+            &who,
+        )
+        .await?;
+    tracing::info!(%application, %resource, plugin = %request.plugin, version = %request.version, by = %who, "plugin bound");
+    Ok(Json(record))
+}
+
+/// Remove an application's binding (its uploads then run without a plugin).
+#[utoipa::path(
+    delete, path = "/bindings/{application}", tag = "bindings",
+    params(("application" = String, Path), ResourceSelector),
+    responses((status = 200, body = BindingRecord), (status = 401, body = ErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn unbind(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(application): Path<String>,
+    Query(selector): Query<ResourceSelector>,
+) -> Result<Json<BindingRecord>, ApiError> {
+    let (registry, who) = operator(&state, &headers)?;
+    let resource = resource_of(selector.resource);
+    Ok(Json(registry.unbind(&application, &resource, &who).await?))
+}
+
+/// Bind the previous version (and configuration) again.
+#[utoipa::path(
+    post, path = "/bindings/{application}/rollback", tag = "bindings",
+    params(("application" = String, Path), ResourceSelector),
+    responses(
+        (status = 200, description = "Rolled back", body = BindingRecord),
+        (status = 409, description = "Nothing to roll back to", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn rollback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(application): Path<String>,
+    Query(selector): Query<ResourceSelector>,
+) -> Result<Json<BindingRecord>, ApiError> {
+    let (registry, who) = operator(&state, &headers)?;
+    let resource = resource_of(selector.resource);
+    let record = registry.rollback(&application, &resource, &who).await?;
+    tracing::info!(%application, %resource, plugin = ?record.plugin, version = ?record.version, by = %who, "plugin binding rolled back");
+    Ok(Json(record))
+}
+
+/// Every binding change of an application, newest first.
+#[utoipa::path(
+    get, path = "/bindings/{application}/history", tag = "bindings",
+    params(("application" = String, Path), ResourceSelector),
+    responses((status = 200, body = Listed<BindingRecord>)),
+    security(("admin_token" = []))
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(application): Path<String>,
+    Query(selector): Query<ResourceSelector>,
+) -> Result<Json<Listed<BindingRecord>>, ApiError> {
+    let (registry, _) = operator(&state, &headers)?;
+    Ok(Json(Listed {
+        data: registry
+            .repository()
+            .history(&application, selector.resource.as_deref())
+            .await?,
+    }))
+}
+
+/// The admin API, as documented at `/admin/v1/openapi.json` (internal listener).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Export Service — admin API",
+        description = "Plugin registry: versions, bindings, rollback. Bearer token: ADMIN_TOKEN.",
+        version = "1.0.0"
+    ),
+    servers((url = "/admin/v1")),
+    paths(
+        push_plugin, list_plugins, show_plugin, show_version, delete_version,
+        list_bindings, bind, unbind, rollback, history,
+    ),
+    components(schemas(
+        ErrorBody, PushRequest, SelfTestRequest, PushResponse, PluginVersion, BindingRecord,
+        BindRequest, SelfTestReport, Format
+    )),
+    modifiers(&AdminTokenScheme),
+    tags(
+        (name = "plugins", description = "Immutable plugin versions"),
+        (name = "bindings", description = "Which version runs on whose uploads")
+    )
+)]
+pub struct AdminApiDoc;
+
+struct AdminTokenScheme;
+
+impl utoipa::Modify for AdminTokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The operators' token (ADMIN_TOKEN)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// `GET /admin/v1/openapi.json`.
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(AdminApiDoc::openapi())
+}

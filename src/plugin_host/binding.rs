@@ -1,0 +1,176 @@
+//! Which plugin runs on whose uploads: a binding (plugin + configuration), the table of bindings
+//! by application and resource, and the live set a running service swaps atomically.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::{LoadedPlugin, PluginHost};
+
+/// A plugin bound to an application's uploads, with its configuration.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// The plugin.
+    pub plugin: Arc<LoadedPlugin>,
+    /// Its configuration (JSON text), if any.
+    pub config: Option<String>,
+    /// The binding's JSON Schema (`"schema"` in its configuration), checked by the host.
+    pub schema: Option<Arc<jsonschema::Validator>>,
+    /// JSON Schemas the plugin declares per resource.
+    pub resource_schemas: HashMap<String, Arc<jsonschema::Validator>>,
+}
+
+impl Binding {
+    /// Binds `plugin` with `config` (JSON text), compiling the schemas involved; `Err` says
+    /// what is wrong with them.
+    pub fn new(plugin: Arc<LoadedPlugin>, config: Option<String>) -> Result<Self, String> {
+        let schema = match &config {
+            None => None,
+            Some(text) => {
+                let value: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|error| format!("the configuration is not JSON: {error}"))?;
+                value
+                    .get("schema")
+                    .map(|schema| {
+                        crate::ingest::schema::compile(schema)
+                            .map(Arc::new)
+                            .map_err(|reason| format!("\"schema\" is not a JSON Schema: {reason}"))
+                    })
+                    .transpose()?
+            }
+        };
+        let mut resource_schemas = HashMap::new();
+        for resource in &plugin.info.resources {
+            let Some(text) = &resource.schema else {
+                continue;
+            };
+            let compiled = serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|error| error.to_string())
+                .and_then(|schema| crate::ingest::schema::compile(&schema))
+                .map_err(|reason| {
+                    format!(
+                        "the schema of resource '{}' is not a JSON Schema: {reason}",
+                        resource.name
+                    )
+                })?;
+            resource_schemas.insert(resource.name.clone(), Arc::new(compiled));
+        }
+        Ok(Self {
+            plugin,
+            config,
+            schema,
+            resource_schemas,
+        })
+    }
+
+    /// The schema the host checks records of `resource` against: the binding's (unless the plugin
+    /// validates by itself, in which case the configuration's schema is the plugin's to use), else
+    /// the one the plugin declares for the resource.
+    pub fn schema_for(&self, resource: &str) -> Option<Arc<jsonschema::Validator>> {
+        self.schema
+            .clone()
+            .filter(|_| !self.plugin.info.capabilities.validate)
+            .or_else(|| self.resource_schemas.get(resource).cloned())
+            .or_else(|| self.resource_schemas.get("*").cloned())
+    }
+
+    /// Whether the plugin handles `resource` (by name, or `*`).
+    fn handles(&self, resource: &str) -> bool {
+        self.plugin
+            .info
+            .resources
+            .iter()
+            .any(|handled| handled.name == "*" || handled.name == resource)
+    }
+}
+
+/// The resource that stands for every resource of an application.
+pub const ANY_RESOURCE: &str = "*";
+
+/// Bindings by (application, resource); `*` for every resource of the application.
+pub type BindingTable = HashMap<(String, String), Arc<Binding>>;
+
+/// The bindings a running service uses: those of the plugin directory and those of the registry
+/// (which win where both bind the same application and resource). Each source is replaced as a
+/// whole, so an upload sees either the old bindings or the new ones, never a mix; an upload
+/// keeps the binding it started with.
+#[derive(Debug)]
+pub struct LiveBindings {
+    /// The host that runs the plugins.
+    pub host: Arc<PluginHost>,
+    sources: RwLock<Sources>,
+}
+
+#[derive(Debug, Default)]
+struct Sources {
+    directory: Arc<BindingTable>,
+    registry: Arc<BindingTable>,
+}
+
+impl LiveBindings {
+    /// No bindings yet.
+    pub fn new(host: Arc<PluginHost>) -> Self {
+        Self {
+            host,
+            sources: RwLock::new(Sources::default()),
+        }
+    }
+
+    /// Replaces the plugin directory's bindings.
+    pub fn set_directory(&self, table: BindingTable) {
+        self.sources
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .directory = Arc::new(table);
+    }
+
+    /// Replaces the registry's bindings.
+    pub fn set_registry(&self, table: BindingTable) {
+        self.sources
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .registry = Arc::new(table);
+    }
+
+    /// The registry's bindings now in force.
+    pub fn registry(&self) -> Arc<BindingTable> {
+        self.sources
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .registry
+            .clone()
+    }
+
+    /// The binding for uploads of `resource` of `application`, if any: a binding of that
+    /// resource, else one of every resource, whose plugin handles the resource.
+    pub fn binding_for(&self, application: &str, resource: &str) -> Option<Arc<Binding>> {
+        let (directory, registry) = {
+            let sources = self
+                .sources
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner());
+            (sources.directory.clone(), sources.registry.clone())
+        };
+        [resource, ANY_RESOURCE]
+            .into_iter()
+            .flat_map(|key| {
+                let key = (application.to_owned(), key.to_owned());
+                [registry.get(&key).cloned(), directory.get(&key).cloned()]
+            })
+            .flatten()
+            .find(|binding| binding.handles(resource))
+    }
+
+    /// The digests of every bound plugin (those the host must keep compiled).
+    pub fn digests(&self) -> Vec<String> {
+        let sources = self
+            .sources
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        sources
+            .directory
+            .values()
+            .chain(sources.registry.values())
+            .map(|binding| binding.plugin.digest.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,493 @@
+//! The plugin registry: operators push immutable plugin versions (checked before they are
+//! accepted, bytes kept in the object store by digest, records in PostgreSQL) and bind
+//! applications to them; every replica applies the bindings ([`sync`]).
+
+pub mod sync;
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::config::EnabledApps;
+use crate::db::DbError;
+use crate::db::plugins::{
+    BindOutcome, BindingRecord, NewBinding, PluginRepository, PluginVersion, VersionDeleted,
+    VersionStored,
+};
+use crate::domain::Format;
+use crate::plugin_host::binding::{ANY_RESOURCE, Binding, LiveBindings};
+use crate::plugin_host::tool::{SessionError, run_session};
+use crate::plugin_host::{DataFormat, LoadedPlugin, PluginFailure, SessionOptions, Violation};
+use crate::storage::{ObjectStore, StoreError};
+
+/// Where component bytes live in the object store (by digest, so equal bytes are stored once).
+pub const COMPONENT_PREFIX: &str = "_plugins/sha256/";
+
+/// The object key of the component with this digest.
+pub fn component_key(digest: &str) -> String {
+    format!("{COMPONENT_PREFIX}{digest}.wasm")
+}
+
+/// Why a registry operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The component cannot be used (not a component, wrong world, ungranted import, `describe`
+    /// failed, or its name or version is unusable).
+    #[error("the component was refused: {0}")]
+    Refused(String),
+    /// The optional self-test did not pass.
+    #[error("the self-test failed: {reason}")]
+    SelfTest {
+        /// Why.
+        reason: String,
+        /// The violations the plugin reported on the sample.
+        violations: Vec<Violation>,
+    },
+    /// Other bytes are stored under this name and version.
+    #[error(
+        "{name} {version} already exists with another digest ({digest}); versions are immutable, push a new version"
+    )]
+    VersionExists {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+        /// The stored digest.
+        digest: String,
+    },
+    /// No such plugin version.
+    #[error("plugin {name} has no version {version}")]
+    UnknownVersion {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+    },
+    /// The application (or resource) is not one the service exports.
+    #[error("{0}")]
+    UnknownTarget(String),
+    /// The binding's configuration is unusable.
+    #[error("the configuration is refused: {0}")]
+    BadConfig(String),
+    /// Nothing to roll back to.
+    #[error("{application}/{resource} has no earlier binding to roll back to")]
+    NoPrevious {
+        /// The application.
+        application: String,
+        /// The resource.
+        resource: String,
+    },
+    /// The version is bound and cannot be deleted.
+    #[error("{name} {version} is bound to {bindings}; bind another version first")]
+    InUse {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+        /// The bindings, as `application/resource`, comma-separated.
+        bindings: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The object store failed.
+    #[error("object store: {0}")]
+    Store(String),
+}
+
+/// A sample to run a pushed component on before accepting it.
+#[derive(Debug, Clone)]
+pub struct SelfTest {
+    /// The sample's bytes.
+    pub input: Vec<u8>,
+    /// Its format.
+    pub from: Format,
+    /// The format to produce.
+    pub to: Format,
+    /// The configuration to run with (JSON text).
+    pub config: Option<String>,
+}
+
+/// What a self-test produced.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SelfTestReport {
+    /// Bytes of output.
+    pub output_bytes: u64,
+    /// Time inside the plugin, in milliseconds.
+    pub guest_ms: f64,
+}
+
+/// A pushed version, and whether it was new.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// The stored version.
+    pub version: PluginVersion,
+    /// `false` when exactly these bytes were already stored under this name and version.
+    pub created: bool,
+    /// The self-test's figures, if one ran.
+    pub self_test: Option<SelfTestReport>,
+}
+
+/// The registry's operations.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    repository: PluginRepository,
+    store: ObjectStore,
+    bindings: Arc<LiveBindings>,
+    applications: EnabledApps,
+    max_component_bytes: usize,
+}
+
+impl Registry {
+    /// A registry storing records with `repository` and bytes in `store`, compiling with the host
+    /// of `bindings`.
+    pub fn new(
+        repository: PluginRepository,
+        store: ObjectStore,
+        bindings: Arc<LiveBindings>,
+        applications: EnabledApps,
+        max_component_bytes: usize,
+    ) -> Self {
+        Self {
+            repository,
+            store,
+            bindings,
+            applications,
+            max_component_bytes,
+        }
+    }
+
+    /// The live bindings this registry feeds.
+    pub fn bindings(&self) -> &Arc<LiveBindings> {
+        &self.bindings
+    }
+
+    /// The records.
+    pub fn repository(&self) -> &PluginRepository {
+        &self.repository
+    }
+
+    /// Compiles and checks `bytes`, runs the self-test if any, stores the bytes and records the
+    /// version (its name and version from `describe`).
+    pub async fn push(
+        &self,
+        bytes: Vec<u8>,
+        self_test: Option<SelfTest>,
+        by: &str,
+    ) -> Result<Pushed, RegistryError> {
+        let host = self.bindings.host.clone();
+        let bytes = Arc::new(bytes);
+        let compiling = bytes.clone();
+        let (plugin, report) = tokio::task::spawn_blocking(move || {
+            let plugin = host
+                .load(&compiling)
+                .map_err(|failure| RegistryError::Refused(refusal(failure)))?;
+            let report = self_test
+                .map(|test| run_self_test(&host, &plugin, test))
+                .transpose()?;
+            Ok::<_, RegistryError>((plugin, report))
+        })
+        .await
+        .map_err(|error| RegistryError::Refused(format!("the check crashed: {error}")))??;
+        check_identity(&plugin)?;
+        let key = component_key(&plugin.digest);
+        let mut reader: &[u8] = &bytes;
+        self.store
+            .put(&key, &mut reader, "application/wasm")
+            .await
+            .map_err(|error| RegistryError::Store(error.to_string()))?;
+        let info = serde_json::to_value(describe_json(&plugin))
+            .map_err(|error| RegistryError::Refused(error.to_string()))?;
+        let record = PluginVersion {
+            name: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+            digest: plugin.digest.clone(),
+            size_bytes: bytes.len() as i64,
+            info,
+            object_key: key,
+            created_at: chrono::Utc::now(),
+            created_by: by.to_owned(),
+        };
+        match self.repository.store_version(&record).await? {
+            VersionStored::Created(version) => Ok(Pushed {
+                version,
+                created: true,
+                self_test: report,
+            }),
+            VersionStored::AlreadyStored(version) => Ok(Pushed {
+                version,
+                created: false,
+                self_test: report,
+            }),
+            VersionStored::Conflict(existing) => Err(RegistryError::VersionExists {
+                name: existing.name,
+                version: existing.version,
+                digest: existing.digest,
+            }),
+        }
+    }
+
+    /// Binds `application` (one resource, or `*`) to a stored version with `config`, after
+    /// checking the configuration against the plugin on this replica.
+    pub async fn bind(
+        &self,
+        application: &str,
+        resource: &str,
+        name: &str,
+        version: &str,
+        config: Option<serde_json::Value>,
+        by: &str,
+    ) -> Result<BindingRecord, RegistryError> {
+        self.check_target(application, resource)?;
+        if let Some(config) = &config
+            && !config.is_object()
+        {
+            return Err(RegistryError::BadConfig("must be a JSON object".into()));
+        }
+        let unknown = || RegistryError::UnknownVersion {
+            name: name.to_owned(),
+            version: version.to_owned(),
+        };
+        let stored = self
+            .repository
+            .version(name, version)
+            .await?
+            .ok_or_else(unknown)?;
+        let plugin = self.load(&stored.digest, &stored.object_key).await?;
+        Binding::new(plugin, config.as_ref().map(serde_json::Value::to_string))
+            .map_err(RegistryError::BadConfig)?;
+        let outcome = self
+            .repository
+            .bind(&NewBinding {
+                application,
+                resource,
+                plugin: Some((name, version)),
+                config: config.as_ref(),
+                by,
+            })
+            .await?;
+        match outcome {
+            BindOutcome::Bound(record) => Ok(*record),
+            BindOutcome::UnknownVersion => Err(unknown()),
+            BindOutcome::NoPrevious => unreachable_outcome(),
+        }
+    }
+
+    /// Removes the binding of `application` (one resource, or `*`).
+    pub async fn unbind(
+        &self,
+        application: &str,
+        resource: &str,
+        by: &str,
+    ) -> Result<BindingRecord, RegistryError> {
+        let outcome = self
+            .repository
+            .bind(&NewBinding {
+                application,
+                resource,
+                plugin: None,
+                config: None,
+                by,
+            })
+            .await?;
+        match outcome {
+            BindOutcome::Bound(record) => Ok(*record),
+            _ => unreachable_outcome(),
+        }
+    }
+
+    /// Binds the previous version (and configuration) of `application`'s binding again.
+    pub async fn rollback(
+        &self,
+        application: &str,
+        resource: &str,
+        by: &str,
+    ) -> Result<BindingRecord, RegistryError> {
+        match self.repository.rollback(application, resource, by).await? {
+            BindOutcome::Bound(record) => Ok(*record),
+            BindOutcome::NoPrevious => Err(RegistryError::NoPrevious {
+                application: application.to_owned(),
+                resource: resource.to_owned(),
+            }),
+            BindOutcome::UnknownVersion => Err(RegistryError::UnknownTarget(format!(
+                "the previous binding of {application}/{resource} uses a version that was deleted"
+            ))),
+        }
+    }
+
+    /// Deletes a version that no binding uses (and its bytes, unless another version has them).
+    pub async fn delete(&self, name: &str, version: &str) -> Result<(), RegistryError> {
+        match self.repository.delete_version(name, version).await? {
+            VersionDeleted::Deleted(orphan) => {
+                if let Some(key) = orphan
+                    && let Err(error) = self.store.delete(&key).await
+                {
+                    // The record is gone; an orphaned object only costs space.
+                    tracing::warn!(%key, %error, "could not delete a plugin component");
+                }
+                Ok(())
+            }
+            VersionDeleted::Bound(bindings) => Err(RegistryError::InUse {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                bindings: bindings
+                    .iter()
+                    .map(|(application, resource)| format!("{application}/{resource}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            VersionDeleted::Unknown => Err(RegistryError::UnknownVersion {
+                name: name.to_owned(),
+                version: version.to_owned(),
+            }),
+        }
+    }
+
+    /// The compiled plugin with `digest`: from the host's cache, else fetched from the object
+    /// store, checked against its digest and compiled.
+    pub async fn load(
+        &self,
+        digest: &str,
+        object_key: &str,
+    ) -> Result<Arc<LoadedPlugin>, RegistryError> {
+        if let Some(plugin) = self.bindings.host.cached(digest) {
+            return Ok(plugin);
+        }
+        let bytes = self
+            .fetch(object_key)
+            .await
+            .map_err(|error| RegistryError::Store(error.to_string()))?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != digest {
+            return Err(RegistryError::Refused(format!(
+                "the stored component {object_key} has digest {actual}, not {digest}"
+            )));
+        }
+        let host = self.bindings.host.clone();
+        tokio::task::spawn_blocking(move || host.load(&bytes))
+            .await
+            .map_err(|error| RegistryError::Refused(format!("compiling crashed: {error}")))?
+            .map_err(|failure| RegistryError::Refused(refusal(failure)))
+    }
+
+    async fn fetch(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let object = self.store.get(key, None).await?;
+        if object.length > self.max_component_bytes as u64 {
+            return Err(StoreError::Other(format!(
+                "{key} is larger than the largest component accepted"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(object.length as usize);
+        let mut body = object.body;
+        body.read_to_end(&mut bytes)
+            .await
+            .map_err(|error| StoreError::Other(error.to_string()))?;
+        Ok(bytes)
+    }
+
+    fn check_target(&self, application: &str, resource: &str) -> Result<(), RegistryError> {
+        let Some(resources) = self.applications.resources(application) else {
+            return Err(RegistryError::UnknownTarget(format!(
+                "application '{application}' is not one the service exports (EXPORT_ENABLE_APPS)"
+            )));
+        };
+        if resource != ANY_RESOURCE && !resources.contains(resource) {
+            return Err(RegistryError::UnknownTarget(format!(
+                "application '{application}' has no resource '{resource}'"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn unreachable_outcome<T>() -> Result<T, RegistryError> {
+    Err(RegistryError::Db(DbError::Corrupt(
+        "unexpected binding outcome".into(),
+    )))
+}
+
+/// The reason a component was refused, without the "plugin rejected:" prefix.
+fn refusal(failure: PluginFailure) -> String {
+    match failure {
+        PluginFailure::Invalid(reason) => reason,
+        other => other.to_string(),
+    }
+}
+
+/// Names and versions end up in object keys, metrics and URLs: keep them plain.
+fn check_identity(plugin: &LoadedPlugin) -> Result<(), RegistryError> {
+    let plain = |text: &str| {
+        !text.is_empty()
+            && text.len() <= 64
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+    };
+    for (what, value) in [
+        ("name", &plugin.info.name),
+        ("version", &plugin.info.version),
+    ] {
+        if !plain(value) {
+            return Err(RegistryError::Refused(format!(
+                "its {what} '{value}' must be 1 to 64 letters, digits, '-', '_', '.' or '+'"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn run_self_test(
+    host: &crate::plugin_host::PluginHost,
+    plugin: &Arc<LoadedPlugin>,
+    test: SelfTest,
+) -> Result<SelfTestReport, RegistryError> {
+    let options = SessionOptions {
+        application: "self-test".into(),
+        resource: "self-test".into(),
+        input_format: DataFormat::from(test.from),
+        output_format: DataFormat::from(test.to),
+        config: test.config,
+    };
+    let mut input: &[u8] = &test.input;
+    let run = run_session(host, plugin, &options, &mut input).map_err(|error| match error {
+        SessionError::Plugin(PluginFailure::Rejected { violations, .. }) => {
+            RegistryError::SelfTest {
+                reason: "the plugin rejected the sample".into(),
+                violations,
+            }
+        }
+        other => RegistryError::SelfTest {
+            reason: other.to_string(),
+            violations: Vec::new(),
+        },
+    })?;
+    if !run.violations.is_empty() {
+        return Err(RegistryError::SelfTest {
+            reason: format!("{} violation(s) in the sample", run.violations.len()),
+            violations: run.violations,
+        });
+    }
+    Ok(SelfTestReport {
+        output_bytes: run.output.len() as u64,
+        guest_ms: run.session.guest_time().as_secs_f64() * 1000.0,
+    })
+}
+
+/// What `describe` said, as stored with the version.
+fn describe_json(plugin: &LoadedPlugin) -> serde_json::Value {
+    let info = &plugin.info;
+    serde_json::json!({
+        "name": info.name,
+        "version": info.version,
+        "resources": info.resources.iter().map(|resource| serde_json::json!({
+            "name": resource.name,
+            "schema": resource.schema,
+        })).collect::<Vec<_>>(),
+        "capabilities": {
+            "validate": info.capabilities.validate,
+            "transform": info.capabilities.transform,
+            "convert": info.capabilities.convert,
+        },
+    })
+}

@@ -1,0 +1,187 @@
+//! Keeping a replica's bindings current: the registry's bindings are reloaded on every
+//! `NOTIFY` of a change (within about a second on every replica) and on a timer (so a missed
+//! notification heals); the plugin directory is polled and reloaded when its files change.
+//! A binding whose plugin cannot be fetched or compiled here keeps the one in force before, and
+//! the failure is logged and counted.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+
+use super::Registry;
+use crate::db::plugins::PLUGINS_CHANNEL;
+use crate::metrics::Metrics;
+use crate::plugin_host::binding::{Binding, BindingTable};
+use crate::plugin_host::directory;
+
+/// Loads the registry's active bindings and swaps them in. Returns how many bindings are in
+/// force; individual failures keep the previous binding.
+pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, super::RegistryError> {
+    let records = registry.repository().active_bindings().await?;
+    let previous = registry.bindings().registry();
+    let mut table = BindingTable::new();
+    for record in records {
+        let key = (record.application.clone(), record.resource.clone());
+        let (Some(name), Some(version)) = (&record.plugin, &record.version) else {
+            continue;
+        };
+        let config = record.config.as_ref().map(serde_json::Value::to_string);
+        if let Some(current) = previous.get(&key)
+            && record.digest.as_deref() == Some(current.plugin.digest.as_str())
+            && current.config == config
+        {
+            table.insert(key, current.clone());
+            continue;
+        }
+        let loaded = match (&record.digest, &record.object_key) {
+            (Some(digest), Some(object_key)) => registry
+                .load(digest, object_key)
+                .await
+                .map_err(|error| error.to_string())
+                .and_then(|plugin| Binding::new(plugin, config)),
+            _ => Err("the bound version no longer exists".to_owned()),
+        };
+        match loaded {
+            Ok(binding) => {
+                tracing::info!(
+                    application = %key.0, resource = %key.1, plugin = %name, %version,
+                    "plugin binding applied"
+                );
+                table.insert(key, Arc::new(binding));
+            }
+            Err(reason) => {
+                metrics
+                    .plugin_load_failures
+                    .with_label_values(&[name.as_str(), version.as_str()])
+                    .inc();
+                tracing::error!(
+                    application = %key.0, resource = %key.1, plugin = %name, %version, %reason,
+                    "cannot apply a plugin binding; keeping the previous one"
+                );
+                if let Some(current) = previous.get(&key) {
+                    table.insert(key, current.clone());
+                }
+            }
+        }
+    }
+    let count = table.len();
+    registry.bindings().set_registry(table);
+    publish_bindings(registry, metrics);
+    Ok(count)
+}
+
+/// Sets `export_service_plugin_binding_info` to the bindings in force.
+fn publish_bindings(registry: &Registry, metrics: &Metrics) {
+    metrics.plugin_binding_info.reset();
+    for ((application, resource), binding) in registry.bindings().registry().iter() {
+        metrics
+            .plugin_binding_info
+            .with_label_values(&[
+                application.as_str(),
+                resource.as_str(),
+                binding.plugin.info.name.as_str(),
+                binding.plugin.info.version.as_str(),
+            ])
+            .set(1);
+    }
+}
+
+/// Follows the registry until `stop`: reloads on every notification, every `resync`, and after
+/// the notification connection was lost.
+pub async fn follow_registry(
+    registry: Registry,
+    pool: PgPool,
+    metrics: Metrics,
+    resync: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let mut listener = match listen(&pool).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for plugin binding changes; polling");
+                None
+            }
+        };
+        if let Err(error) = reload(&registry, &metrics).await {
+            tracing::warn!(%error, "cannot load the plugin bindings; will retry");
+        }
+        loop {
+            let wait = match listener.as_mut() {
+                Some(listener) => tokio::select! {
+                    // `Ok(None)`: the connection dropped and will be re-established on the next
+                    // call; notifications may have been missed meanwhile, so reload either way.
+                    received = listener.try_recv() => received.map(|_| true).unwrap_or_else(|error| {
+                        tracing::warn!(%error, "lost the plugin binding notifications; reconnecting");
+                        false
+                    }),
+                    () = tokio::time::sleep(resync) => true,
+                    _ = stop.changed() => return,
+                },
+                None => tokio::select! {
+                    () = tokio::time::sleep(resync.min(Duration::from_secs(5))) => false,
+                    _ = stop.changed() => return,
+                },
+            };
+            if !wait {
+                break;
+            }
+            if let Err(error) = reload(&registry, &metrics).await {
+                tracing::warn!(%error, "cannot reload the plugin bindings; will retry");
+            }
+        }
+    }
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(PLUGINS_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Watches the plugin directory until `stop`: when its files change, loads them again and swaps
+/// the directory's bindings in (a directory that fails to load keeps the previous bindings).
+pub async fn watch_directory(
+    registry: Registry,
+    directory: PathBuf,
+    metrics: Metrics,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen = directory::fingerprint(&directory);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let now = directory::fingerprint(&directory);
+        if now == seen {
+            continue;
+        }
+        let host = registry.bindings().host.clone();
+        let path = directory.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || directory::load_directory(&host, &path)).await;
+        match loaded {
+            Ok(Ok(table)) => {
+                tracing::info!(directory = %directory.display(), bindings = table.len(), "plugin directory reloaded");
+                registry.bindings().set_directory(table);
+                seen = now;
+            }
+            Ok(Err(failure)) => {
+                metrics
+                    .plugin_load_failures
+                    .with_label_values(&["(directory)", ""])
+                    .inc();
+                tracing::error!(%failure, "cannot reload the plugin directory; keeping the previous bindings");
+                // Try again only when the files change once more.
+                seen = now;
+            }
+            Err(error) => tracing::error!(%error, "reloading the plugin directory crashed"),
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The plugin registry through its admin API and the CLI: every refusal, binding, rollback,
+//! deletion, history, and the watched plugin directory.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Caller, TestApp, export_request};
+
+const TOKEN: &str = "registry-admin-token-0123456789";
+
+fn component(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins/dist")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!("{}: {error} (run scripts/build-plugins.sh)", path.display())
+    })
+}
+
+async fn admin_app() -> TestApp {
+    TestApp::spawn_with(&[("ADMIN_TOKEN", TOKEN)]).await
+}
+
+fn admin_url(app: &TestApp, path: &str) -> String {
+    format!("http://{}/admin/v1{path}", app.private)
+}
+
+async fn push(app: &TestApp, bytes: Vec<u8>) -> (u16, Value) {
+    let response = app
+        .client
+        .post(admin_url(app, "/plugins"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or_default(),
+    )
+}
+
+async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .request(method, admin_url(app, path))
+        .bearer_auth(TOKEN)
+        .header("x-admin-user", "alice-operator");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or_default(),
+    )
+}
+
+/// Uploads a small CSV to a new export's exampleApp source; returns the status and the plugin
+/// version that ran (if any).
+async fn upload_once(app: &TestApp) -> (u16, Option<String>) {
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request("r", "csv", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let reply = app
+        .upload(
+            created["id"].as_str().unwrap(),
+            "exampleApp",
+            created["sources"][0]["id"].as_str().unwrap(),
+            Some("psk-example"),
+            "id,name\n1,a\n",
+        )
+        .await;
+    let version = reply.json()["plugin"]["version"]
+        .as_str()
+        .map(str::to_owned);
+    (reply.status, version)
+}
+
+/// Uploads until one runs `version` (bindings apply within about a second), or panics.
+async fn wait_for_version(app: &TestApp, version: Option<&str>) {
+    let started = Instant::now();
+    loop {
+        let (status, seen) = upload_once(app).await;
+        assert_eq!(status, 202);
+        if seen.as_deref() == version {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still {seen:?}, wanted {version:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_a_token_configured_the_admin_api_is_closed_and_a_bad_token_is_refused() {
+    let closed = TestApp::spawn().await;
+    let response = closed
+        .client
+        .get(admin_url(&closed, "/plugins"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("ADMIN_TOKEN"),
+        "{body}"
+    );
+
+    let app = admin_app().await;
+    for (header, expected) in [
+        (None, "missing"),
+        (
+            Some("Bearer wrong-token-0123456789".to_owned()),
+            "not valid",
+        ),
+        (Some(format!("Basic {TOKEN}")), "missing"),
+        (Some(format!("Bearer {TOKEN}x")), "not valid"),
+    ] {
+        let mut request = app
+            .client
+            .post(admin_url(&app, "/plugins"))
+            .body(component("tagger_v1.wasm"));
+        if let Some(header) = header {
+            request = request.header("authorization", header);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains(expected),
+            "{body}"
+        );
+    }
+    // Nothing was stored by the refused requests.
+    let (status, listed) = call(&app, reqwest::Method::GET, "/plugins", None).await;
+    assert_eq!((status, listed["data"].as_array().unwrap().len()), (200, 0));
+}
+
+#[tokio::test]
+async fn unusable_components_are_refused_with_the_reason() {
+    let app = admin_app().await;
+    for (bytes, reason) in [
+        (
+            b"\0asm not really".to_vec(),
+            "not a valid WebAssembly component",
+        ),
+        (component("hostile_wrong_world.wasm"), "does not export"),
+        (
+            component("hostile_capability.wasm"),
+            "imports something the host does not grant",
+        ),
+    ] {
+        let (status, body) = push(&app, bytes).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(reason), "{body}");
+    }
+    let (status, body) = push(&app, Vec::new()).await;
+    assert_eq!(status, 400, "{body}");
+
+    // A self-test the plugin does not pass refuses the push, with the plugin's violations.
+    let request = json!({
+        "component": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            component("required_fields.wasm"),
+        ),
+        "self_test": {
+            "input": "id,amount\n1,2\n,x\n", "from": "csv", "to": "json",
+            "config": {"required": ["id"], "numeric": ["amount"]},
+        },
+    });
+    let (status, body) = call(
+        &app,
+        reqwest::Method::POST,
+        "/plugins",
+        Some(request.clone()),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("self-test"),
+        "{body}"
+    );
+    assert_eq!(body["violations"].as_array().unwrap().len(), 2, "{body}");
+    let (_, listed) = call(&app, reqwest::Method::GET, "/plugins", None).await;
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        0,
+        "nothing stored"
+    );
+
+    // With a sample that passes, it is stored (and the same bytes again are no new version).
+    let mut passing = request;
+    passing["self_test"]["input"] = json!("id,amount\n1,2\n");
+    let (status, body) = call(
+        &app,
+        reqwest::Method::POST,
+        "/plugins",
+        Some(passing.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["plugin"]["name"], "required-fields");
+    assert!(body["self_test"]["output_bytes"].as_u64().unwrap() > 0);
+    let (status, body) = call(&app, reqwest::Method::POST, "/plugins", Some(passing)).await;
+    assert_eq!((status, body["created"].clone()), (200, json!(false)));
+}
+
+#[tokio::test]
+async fn bindings_switch_roll_back_refuse_what_they_must_and_keep_their_history() {
+    let app = admin_app().await;
+    for file in ["tagger_v1.wasm", "tagger_v2.wasm"] {
+        assert_eq!(push(&app, component(file)).await.0, 201);
+    }
+    use reqwest::Method;
+    // Refusals: unknown version, unknown application or resource, a non-object configuration,
+    // nothing to roll back to.
+    for (body, path, reason) in [
+        (
+            json!({"plugin": "tagger", "version": "9.9.9"}),
+            "/bindings/exampleApp",
+            "has no version 9.9.9",
+        ),
+        (
+            json!({"plugin": "nope", "version": "1.0.0"}),
+            "/bindings/exampleApp",
+            "plugin nope has no version",
+        ),
+        (
+            json!({"plugin": "tagger", "version": "1.0.0"}),
+            "/bindings/unknownApp",
+            "not one the service exports",
+        ),
+        (
+            json!({"plugin": "tagger", "version": "1.0.0", "resource": "nope"}),
+            "/bindings/exampleApp",
+            "has no resource 'nope'",
+        ),
+        (
+            json!({"plugin": "tagger", "version": "1.0.0", "config": [1]}),
+            "/bindings/exampleApp",
+            "JSON object",
+        ),
+    ] {
+        let (status, reply) = call(&app, Method::PUT, path, Some(body)).await;
+        assert_eq!(status, 422, "{reply}");
+        assert!(
+            reply["message"].as_str().unwrap().contains(reason),
+            "{reply}"
+        );
+    }
+    let (status, reply) = call(&app, Method::POST, "/bindings/exampleApp/rollback", None).await;
+    assert_eq!(status, 409, "{reply}");
+    assert_eq!(upload_once(&app).await, (202, None));
+
+    let bind = |version: &'static str| {
+        call(
+            &app,
+            Method::PUT,
+            "/bindings/exampleApp",
+            Some(json!({"plugin": "tagger", "version": version, "config": {"note": version}})),
+        )
+    };
+    let (status, bound) = bind("1.0.0").await;
+    assert_eq!(status, 200, "{bound}");
+    assert_eq!(bound["created_by"], "alice-operator");
+    wait_for_version(&app, Some("1.0.0")).await;
+    assert_eq!(bind("2.0.0").await.0, 200);
+    wait_for_version(&app, Some("2.0.0")).await;
+
+    // A bound version cannot be deleted; an unbound one can.
+    let (status, reply) = call(&app, Method::DELETE, "/plugins/tagger/versions/2.0.0", None).await;
+    assert_eq!(status, 409, "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("exampleApp/*"),
+        "{reply}"
+    );
+
+    let (status, rolled) = call(&app, Method::POST, "/bindings/exampleApp/rollback", None).await;
+    assert_eq!((status, rolled["version"].clone()), (200, json!("1.0.0")));
+    assert_eq!(
+        rolled["config"],
+        json!({"note": "1.0.0"}),
+        "the configuration comes back too"
+    );
+    wait_for_version(&app, Some("1.0.0")).await;
+    let (status, _) = call(&app, Method::DELETE, "/plugins/tagger/versions/2.0.0", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call(&app, Method::DELETE, "/plugins/tagger/versions/2.0.0", None).await;
+    assert_eq!(status, 404);
+    let (status, reply) = call(
+        &app,
+        Method::PUT,
+        "/bindings/exampleApp",
+        Some(json!({"plugin": "tagger", "version": "2.0.0"})),
+    )
+    .await;
+    assert_eq!(status, 422, "binding a deleted version: {reply}");
+
+    // The history: newest first, who and what.
+    let (_, history) = call(&app, Method::GET, "/bindings/exampleApp/history", None).await;
+    let versions: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|change| change["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1.0.0", "2.0.0", "1.0.0"]);
+
+    // Unbinding: uploads run without a plugin again.
+    let (status, _) = call(&app, Method::DELETE, "/bindings/exampleApp", None).await;
+    assert_eq!(status, 200);
+    wait_for_version(&app, None).await;
+    let (_, active) = call(&app, Method::GET, "/bindings", None).await;
+    assert_eq!(active["data"], json!([]));
+
+    // The admin API is in its own OpenAPI document.
+    let document: Value = app
+        .client
+        .get(admin_url(&app, "/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/plugins",
+        "/bindings/{application}",
+        "/bindings/{application}/rollback",
+    ] {
+        assert!(document["paths"][path].is_object(), "{path} is documented");
+    }
+}
+
+#[tokio::test]
+async fn a_resource_binding_overrides_the_application_binding() {
+    let app = admin_app().await;
+    for file in ["tagger_v1.wasm", "tagger_v2.wasm"] {
+        assert_eq!(push(&app, component(file)).await.0, 201);
+    }
+    use reqwest::Method;
+    let (status, _) = call(
+        &app,
+        Method::PUT,
+        "/bindings/exampleApp",
+        Some(json!({"plugin": "tagger", "version": "1.0.0"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &app,
+        Method::PUT,
+        "/bindings/exampleApp",
+        Some(json!({"plugin": "tagger", "version": "2.0.0", "resource": "anotherExampleResource"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_for_version(&app, Some("1.0.0")).await;
+    let caller = Caller::user("org-1", "alice");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let created = app
+            .create(
+                &caller,
+                export_request("r", "csv", &[("exampleApp", "anotherExampleResource")]),
+            )
+            .await;
+        let reply = app
+            .upload(
+                created["id"].as_str().unwrap(),
+                "exampleApp",
+                created["sources"][0]["id"].as_str().unwrap(),
+                Some("psk-example"),
+                "id\n1\n",
+            )
+            .await;
+        if reply.json()["plugin"]["version"] == "2.0.0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resource binding never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_plugin_directory_is_watched_and_changes_apply_without_a_restart() {
+    let directory =
+        std::env::temp_dir().join(format!("exsvc-plugins-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&directory).unwrap();
+    std::fs::write(
+        directory.join("exampleApp.wasm"),
+        component("tagger_v1.wasm"),
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(&[
+        ("PLUGINS_DIR", directory.to_str().unwrap()),
+        ("PLUGINS_DIR_POLL_INTERVAL", "200ms"),
+    ])
+    .await;
+    assert_eq!(upload_once(&app).await, (202, Some("1.0.0".to_owned())));
+    // Written elsewhere and renamed into place, as a ConfigMap update does.
+    let staged = directory.join(".staged");
+    std::fs::write(&staged, component("tagger_v2.wasm")).unwrap();
+    std::fs::rename(&staged, directory.join("exampleApp.wasm")).unwrap();
+    wait_for_version(&app, Some("2.0.0")).await;
+    // A broken file keeps the bindings in force.
+    std::fs::write(directory.join("exampleApp.wasm"), b"not wasm").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(upload_once(&app).await, (202, Some("2.0.0".to_owned())));
+    assert!(
+        app.metric(r#"export_service_plugin_load_failures_total{plugin="(directory)",version=""}"#)
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    std::fs::remove_file(directory.join("exampleApp.wasm")).unwrap();
+    wait_for_version(&app, None).await;
+    let _ = std::fs::remove_dir_all(directory);
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while the service answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pushes_binds_rolls_back_and_removes() {
+    let app = admin_app().await;
+    let binary = env!("CARGO_BIN_EXE_export-service");
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist");
+    let url = format!("http://{}", app.private);
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(binary)
+            .arg("plugin")
+            .args(args)
+            .env("EXPORT_ADMIN_URL", &url)
+            .env("EXPORT_ADMIN_TOKEN", TOKEN)
+            .env("EXPORT_ADMIN_USER", "cli-operator")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let v1 = dist.join("tagger_v1.wasm");
+    let v2 = dist.join("tagger_v2.wasm");
+    let (ok, out) = run(&["push", v1.to_str().unwrap()]);
+    assert!(ok && out.contains("pushed: tagger 1.0.0"), "{out}");
+    let (ok, out) = run(&["push", v1.to_str().unwrap()]);
+    assert!(ok && out.contains("already stored"), "{out}");
+    assert!(run(&["push", v2.to_str().unwrap()]).0);
+    let (ok, out) = run(&["list"]);
+    assert!(
+        ok && out.contains("tagger") && out.contains("2.0.0") && out.contains("cli-operator"),
+        "{out}"
+    );
+    let (ok, out) = run(&["bind", "exampleApp", "tagger", "2.0.0"]);
+    assert!(ok && out.contains("2.0.0"), "{out}");
+    let (ok, out) = run(&["bind", "exampleApp", "tagger", "3.0.0"]);
+    assert!(
+        !ok && out.contains("422") && out.contains("no version 3.0.0"),
+        "{out}"
+    );
+    let (ok, out) = run(&["rm", "tagger", "2.0.0"]);
+    assert!(!ok && out.contains("409"), "{out}");
+    let (ok, out) = run(&["bind", "exampleApp", "tagger", "1.0.0"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["rollback", "exampleApp"]);
+    assert!(
+        ok && out.contains("rolled back") && out.contains("2.0.0"),
+        "{out}"
+    );
+    let (ok, out) = run(&["bindings"]);
+    assert!(
+        ok && out.contains("exampleApp") && out.contains("2.0.0"),
+        "{out}"
+    );
+    let (ok, out) = run(&["history", "exampleApp"]);
+    assert!(ok && out.matches("tagger").count() == 3, "{out}");
+    let (ok, out) = run(&["rm", "tagger", "1.0.0"]);
+    assert!(ok && out.contains("deleted: tagger 1.0.0"), "{out}");
+    let (ok, out) = run(&["list", "--token", "wrong-token-0123456789"]);
+    assert!(!ok && out.contains("401"), "{out}");
+    wait_for_version(&app, Some("2.0.0")).await;
+}
