@@ -500,3 +500,51 @@ async fn the_cli_pushes_binds_rolls_back_and_removes() {
     assert!(!ok && out.contains("401"), "{out}");
     wait_for_version(&app, Some("2.0.0")).await;
 }
+
+#[tokio::test]
+async fn a_replica_that_cannot_load_a_version_keeps_its_previous_binding_and_says_so() {
+    let database = crate::helpers::fresh_database().await;
+    let bucket = format!("exsvc-test-{}", uuid::Uuid::new_v4().simple());
+    let settings = [("ADMIN_TOKEN", TOKEN), ("EXPORT_SERVICE_BUCKET", bucket.as_str())];
+    let first = TestApp::spawn_on(&database, &settings).await;
+    let second = TestApp::spawn_on(&database, &settings).await;
+    let mut digests = Vec::new();
+    for file in ["tagger_v1.wasm", "tagger_v2.wasm"] {
+        let (status, pushed) = push(&first, component(file)).await;
+        assert_eq!(status, 201);
+        digests.push(pushed["plugin"]["digest"].as_str().unwrap().to_owned());
+    }
+    let bind = |version: &str| {
+        call(
+            &first,
+            reqwest::Method::PUT,
+            "/bindings/exampleApp",
+            Some(json!({"plugin": "tagger", "version": version})),
+        )
+    };
+    assert_eq!(bind("1.0.0").await.0, 200);
+    wait_for_version(&second, Some("1.0.0")).await;
+
+    // Version 2's stored bytes go bad before the second replica ever fetched them.
+    let mut garbage: &[u8] = b"not the component that was pushed";
+    first
+        .store
+        .put(
+            &export_service::registry::component_key(&digests[1]),
+            &mut garbage,
+            "application/wasm",
+        )
+        .await
+        .unwrap();
+    assert_eq!(bind("2.0.0").await.0, 200);
+    wait_for_version(&first, Some("2.0.0")).await;
+    let failures = r#"export_service_plugin_load_failures_total{plugin="tagger",version="2.0.0"}"#;
+    let started = Instant::now();
+    while second.metric(failures).await.unwrap_or(0.0) < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the failure was never counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(upload_once(&second).await, (202, Some("1.0.0".to_owned())));
+    let info = r#"export_service_plugin_binding_info{application="exampleApp",plugin="tagger",resource="*",version="1.0.0"}"#;
+    assert_eq!(second.metric(info).await, Some(1.0));
+}
