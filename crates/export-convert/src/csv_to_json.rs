@@ -7,7 +7,8 @@
 //! both natively and inside a Wasm sandbox, where every loop iteration also pays for the
 //! interruption check.
 
-use crate::scan::{Delimiters, next_special};
+use crate::out::{Out, to_words};
+use crate::scan::{Delimiters, copy_plain, next_special};
 use crate::{ConvertError, Converter, MAX_RECORD_BYTES};
 
 /// Where the reader is within the CSV grammar, kept across chunks.
@@ -25,11 +26,20 @@ enum State {
     QuoteInQuoted,
 }
 
+/// A rendered key (see [`CsvToJson::keys`]).
+#[derive(Debug)]
+struct Key {
+    words: Vec<u64>,
+    len: usize,
+}
+
 /// Converts CSV to a JSON array of objects (see the crate documentation for the rules).
 pub struct CsvToJson {
     state: State,
-    /// The header's keys, each already rendered as `"name":`; `None` while reading the header.
-    keys: Option<Vec<Vec<u8>>>,
+    /// The header's keys, each rendered once as the JSON that opens its field (`,"name":"`,
+    /// without the comma for the first) in words for [`Out::words`]; `None` while reading the
+    /// header.
+    keys: Option<Vec<Key>>,
     /// The header's names read so far, and the raw bytes of the one being read.
     names: Vec<String>,
     name: Vec<u8>,
@@ -91,15 +101,21 @@ impl CsvToJson {
             .is_some_and(|keys| self.fields <= keys.len())
     }
 
-    /// Appends field bytes that need no escaping.
-    fn plain(&mut self, output: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ConvertError> {
-        self.record_bytes += bytes.len();
+    /// Counts `bytes` more of the current record against the record size limit.
+    fn count(&mut self, bytes: usize) -> Result<(), ConvertError> {
+        self.record_bytes += bytes;
         if self.record_bytes > MAX_RECORD_BYTES {
             return Err(ConvertError::at(
                 self.record_number(),
                 format!("is larger than {MAX_RECORD_BYTES} bytes"),
             ));
         }
+        Ok(())
+    }
+
+    /// Appends field bytes that need no escaping.
+    fn plain(&mut self, output: &mut Out, bytes: &[u8]) -> Result<(), ConvertError> {
+        self.count(bytes.len())?;
         if self.keys.is_none() {
             self.name.extend_from_slice(bytes);
         } else if self.writing() {
@@ -109,7 +125,7 @@ impl CsvToJson {
     }
 
     /// Appends one field byte that JSON escapes (a quote, a backslash or a control character).
-    fn escaped(&mut self, output: &mut Vec<u8>, byte: u8) {
+    fn escaped(&mut self, output: &mut Out, byte: u8) {
         self.record_bytes += 1;
         if self.keys.is_none() {
             self.name.push(byte);
@@ -118,7 +134,7 @@ impl CsvToJson {
         }
     }
 
-    fn begin_record(&mut self, output: &mut Vec<u8>) {
+    fn begin_record(&mut self, output: &mut Out) {
         self.fields = 0;
         self.record_bytes = 0;
         if self.keys.is_some() {
@@ -129,20 +145,16 @@ impl CsvToJson {
         }
     }
 
-    fn begin_field(&mut self, output: &mut Vec<u8>) {
+    fn begin_field(&mut self, output: &mut Out) {
         self.fields += 1;
         if let Some(keys) = &self.keys
             && let Some(key) = keys.get(self.fields - 1)
         {
-            if self.fields > 1 {
-                output.push(b',');
-            }
-            output.extend_from_slice(key);
-            output.push(b'"');
+            output.words(&key.words, key.len);
         }
     }
 
-    fn end_field(&mut self, output: &mut Vec<u8>) -> Result<(), ConvertError> {
+    fn end_field(&mut self, output: &mut Out) -> Result<(), ConvertError> {
         if self.keys.is_none() {
             let name = String::from_utf8(std::mem::take(&mut self.name))
                 .map_err(|_| ConvertError::at(0, "is not valid UTF-8"))?;
@@ -159,16 +171,21 @@ impl CsvToJson {
         Ok(())
     }
 
-    fn end_record(&mut self, output: &mut Vec<u8>) -> Result<(), ConvertError> {
+    fn end_record(&mut self, output: &mut Out) -> Result<(), ConvertError> {
         let Some(keys) = &self.keys else {
-            // Each key is escaped once, as `"name":`, and copied into every record.
+            // Each key is escaped once and copied into every record.
             self.keys = Some(
                 self.names
                     .drain(..)
-                    .map(|name| {
-                        let mut key = serde_json::to_vec(&name).expect("a string serialises");
-                        key.push(b':');
-                        key
+                    .enumerate()
+                    .map(|(index, name)| {
+                        let mut key = if index > 0 { vec![b','] } else { Vec::new() };
+                        key.extend(serde_json::to_vec(&name).expect("a string serialises"));
+                        key.extend_from_slice(b":\"");
+                        Key {
+                            words: to_words(&key),
+                            len: key.len(),
+                        }
                     })
                     .collect(),
             );
@@ -191,7 +208,7 @@ impl CsvToJson {
         &mut self,
         input: &[u8],
         at: usize,
-        output: &mut Vec<u8>,
+        output: &mut Out,
     ) -> Result<Option<usize>, ConvertError> {
         let width = utf8_width(input[at]);
         let end = at + width;
@@ -207,11 +224,7 @@ impl CsvToJson {
     }
 
     /// Completes a UTF-8 sequence the previous chunk cut off; returns how much of `input` it used.
-    fn complete_carry(
-        &mut self,
-        input: &[u8],
-        output: &mut Vec<u8>,
-    ) -> Result<usize, ConvertError> {
+    fn complete_carry(&mut self, input: &[u8], output: &mut Out) -> Result<usize, ConvertError> {
         let width = utf8_width(self.carry[0]);
         let used = (width - self.carry.len()).min(input.len());
         self.carry.extend_from_slice(&input[..used]);
@@ -226,7 +239,7 @@ impl CsvToJson {
     }
 
     /// Reads `input` (one chunk) through the CSV grammar, writing JSON for every field.
-    fn feed(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<(), ConvertError> {
+    fn feed(&mut self, input: &[u8], output: &mut Out) -> Result<(), ConvertError> {
         let mut at = 0;
         if !self.carry.is_empty() {
             at = self.complete_carry(input, output)?;
@@ -257,8 +270,16 @@ impl CsvToJson {
                     } else {
                         Delimiters::Unquoted
                     };
-                    let special = next_special(input, at, delimiters);
-                    self.plain(output, &input[at..special])?;
+                    let special = if self.writing() {
+                        copy_plain(input, at, delimiters, output)
+                    } else {
+                        let special = next_special(input, at, delimiters);
+                        if self.keys.is_none() {
+                            self.name.extend_from_slice(&input[at..special]);
+                        }
+                        special
+                    };
+                    self.count(special - at)?;
                     at = special;
                     let Some(&byte) = input.get(at) else { break };
                     match byte {
@@ -299,7 +320,7 @@ impl CsvToJson {
         &mut self,
         byte: u8,
         at: usize,
-        output: &mut Vec<u8>,
+        output: &mut Out,
     ) -> Result<usize, ConvertError> {
         self.end_field(output)?;
         if byte == b',' {
@@ -324,15 +345,15 @@ impl CsvToJson {
 
 impl Converter for CsvToJson {
     fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
-        let mut output = Vec::with_capacity(self.estimate(input.len()));
+        let mut output = Out::with_capacity(self.estimate(input.len()));
         self.feed(input, &mut output)?;
         self.read += input.len() as u64;
         self.written += output.len() as u64;
-        Ok(output)
+        Ok(output.into_vec())
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, ConvertError> {
-        let mut output = Vec::new();
+        let mut output = Out::with_capacity(64);
         if !self.carry.is_empty() {
             return Err(ConvertError::at(self.record_number(), "is not valid UTF-8"));
         }
@@ -357,7 +378,7 @@ impl Converter for CsvToJson {
         }
         self.state = State::RecordStart;
         output.extend_from_slice(if self.started { b"]" } else { b"[]" });
-        Ok(output)
+        Ok(output.into_vec())
     }
 
     fn records(&self) -> u64 {
@@ -376,7 +397,7 @@ fn utf8_width(lead: u8) -> usize {
 }
 
 /// Appends `byte` (a quote, a backslash or a control character) as JSON escapes it.
-fn push_escaped(output: &mut Vec<u8>, byte: u8) {
+fn push_escaped(output: &mut Out, byte: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let short: &[u8] = match byte {
         b'"' => b"\\\"",

@@ -21,6 +21,7 @@
 mod csv_to_json;
 mod json_records;
 mod json_to_csv;
+mod out;
 mod scan;
 
 pub use csv_to_json::CsvToJson;

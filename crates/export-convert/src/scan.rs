@@ -6,6 +6,8 @@
 //! common case one loop iteration per eight bytes, which matters most inside a Wasm sandbox,
 //! where every iteration also checks for interruption. Portable code: the same on every target.
 
+use crate::out::Out;
+
 /// Which bytes end a run of plain field bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delimiters {
@@ -65,6 +67,32 @@ pub(crate) fn next_special(input: &[u8], from: usize, delimiters: Delimiters) ->
     at
 }
 
+/// Copies the plain bytes from `from` up to the next byte that needs attention into `out`, a
+/// word at a time; returns that byte's position (or `input.len()`).
+#[inline]
+pub(crate) fn copy_plain(
+    input: &[u8],
+    from: usize,
+    delimiters: Delimiters,
+    out: &mut Out,
+) -> usize {
+    let mut at = from;
+    while let Some(window) = input.get(at..at + 8) {
+        let word = u64::from_le_bytes(window.try_into().expect("eight bytes"));
+        let found = specials(word, delimiters);
+        if found != 0 {
+            let plain = (found.trailing_zeros() / 8) as usize;
+            out.word(word, plain);
+            return at + plain;
+        }
+        out.word(word, 8);
+        at += 8;
+    }
+    let end = next_special(input, at, delimiters);
+    out.extend_from_slice(&input[at..end]);
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +117,9 @@ mod tests {
                                 "{special:#x} at {position} from {from} in {filler:#x} \
                                  ({delimiters:?})"
                             );
+                            let mut out = Out::with_capacity(0);
+                            assert_eq!(copy_plain(&input, from, delimiters, &mut out), expected);
+                            assert_eq!(out.into_vec(), input[from..expected]);
                         }
                     }
                 }
