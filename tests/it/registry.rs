@@ -505,7 +505,10 @@ async fn the_cli_pushes_binds_rolls_back_and_removes() {
 async fn a_replica_that_cannot_load_a_version_keeps_its_previous_binding_and_says_so() {
     let database = crate::helpers::fresh_database().await;
     let bucket = format!("exsvc-test-{}", uuid::Uuid::new_v4().simple());
-    let settings = [("ADMIN_TOKEN", TOKEN), ("EXPORT_SERVICE_BUCKET", bucket.as_str())];
+    let settings = [
+        ("ADMIN_TOKEN", TOKEN),
+        ("EXPORT_SERVICE_BUCKET", bucket.as_str()),
+    ];
     let first = TestApp::spawn_on(&database, &settings).await;
     let second = TestApp::spawn_on(&database, &settings).await;
     let mut digests = Vec::new();
@@ -541,7 +544,10 @@ async fn a_replica_that_cannot_load_a_version_keeps_its_previous_binding_and_say
     let failures = r#"export_service_plugin_load_failures_total{plugin="tagger",version="2.0.0"}"#;
     let started = Instant::now();
     while second.metric(failures).await.unwrap_or(0.0) < 1.0 {
-        assert!(started.elapsed() < Duration::from_secs(10), "the failure was never counted");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the failure was never counted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(upload_once(&second).await, (202, Some("1.0.0".to_owned())));
