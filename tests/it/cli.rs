@@ -4,17 +4,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Caller, empty_database, fresh_database};
+use crate::helpers::{Caller, empty_database, free_port, fresh_database};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_export-service");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn a_bad_variable_exits_non_zero_naming_it() {

@@ -11,28 +11,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Caller, PSKS, S3_ACCESS_KEY, S3_SECRET_KEY, export_request, fresh_database, s3_endpoint,
+    Caller, PSKS, S3_ACCESS_KEY, S3_SECRET_KEY, export_request, free_port, fresh_database,
+    plugin_component, s3_endpoint,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_export-service");
 const TOKEN: &str = "fleet-admin-token-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn component(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("plugins/dist")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|error| {
-        panic!("{}: {error} (run scripts/build-plugins.sh)", path.display())
-    })
-}
 
 /// One `serve` process.
 struct Replica {
@@ -246,7 +230,7 @@ async fn a_fleet_switches_plugin_versions_within_two_seconds_and_rolls_back() {
             .post(fleet[0].admin("/plugins"))
             .bearer_auth(TOKEN)
             .header("content-type", "application/wasm")
-            .body(component(file))
+            .body(plugin_component(file))
             .send()
             .await
             .unwrap();

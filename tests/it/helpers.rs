@@ -601,3 +601,25 @@ pub fn upstream_reference(file: &str) -> std::path::PathBuf {
         });
     directory.join(file)
 }
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The bytes of a built plugin component (`plugins/dist/<name>`).
+pub fn plugin_component(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins/dist")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!(
+            "{} is missing ({error}): run scripts/build-plugins.sh",
+            path.display()
+        )
+    })
+}

@@ -10,7 +10,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, export_request, fresh_database};
+use crate::helpers::{Caller, TestApp, export_request, free_port, fresh_database};
 
 fn shared_broker() -> String {
     std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -369,14 +369,6 @@ impl Drop for OwnBroker {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

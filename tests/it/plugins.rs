@@ -3,17 +3,7 @@
 use export_convert::{Converter, CsvToJson};
 use export_service::plugin_host::{DataFormat, PluginHost, PluginLimits, SessionOptions};
 
-fn plugin_bytes(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("plugins/dist")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|error| {
-        panic!(
-            "{} is missing ({error}): run scripts/build-plugins.sh",
-            path.display()
-        )
-    })
-}
+use crate::helpers::plugin_component;
 
 fn options(input: DataFormat, output: DataFormat) -> SessionOptions {
     SessionOptions {
@@ -28,14 +18,14 @@ fn options(input: DataFormat, output: DataFormat) -> SessionOptions {
 #[test]
 fn the_csv_json_plugin_converts_exactly_like_the_native_converter() {
     let host = PluginHost::new(PluginLimits::default()).unwrap();
-    let plugin = host.load(&plugin_bytes("csv_json.wasm")).unwrap();
+    let plugin = host.load(&plugin_component("csv_json.wasm")).unwrap();
     assert_eq!(plugin.info.name, "csv-json");
     assert!(plugin.info.capabilities.convert);
     assert_eq!(plugin.digest.len(), 64);
     // Loading the same bytes again hits the cache.
     assert!(std::sync::Arc::ptr_eq(
         &plugin,
-        &host.load(&plugin_bytes("csv_json.wasm")).unwrap()
+        &host.load(&plugin_component("csv_json.wasm")).unwrap()
     ));
 
     let csv: String = std::iter::once("id,name,note\n".to_string())
@@ -84,7 +74,7 @@ fn malformed_components_are_refused_with_a_reason() {
 
 /// Runs `csv_json.wasm` on a small CSV to show the host still works.
 fn still_converts(host: &PluginHost) {
-    let plugin = host.load(&plugin_bytes("csv_json.wasm")).unwrap();
+    let plugin = host.load(&plugin_component("csv_json.wasm")).unwrap();
     let mut session = host
         .open(&plugin, &options(DataFormat::Csv, DataFormat::Json))
         .unwrap();
@@ -114,7 +104,7 @@ fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works()
         ("hostile_deep_recursion.wasm", "crashed"),
     ];
     for (file, expected) in cases {
-        let plugin = host.load(&plugin_bytes(file)).unwrap();
+        let plugin = host.load(&plugin_component(file)).unwrap();
         let mut session = host
             .open(&plugin, &options(DataFormat::Csv, DataFormat::Csv))
             .unwrap();
@@ -139,7 +129,7 @@ fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works()
 fn components_of_the_wrong_world_or_with_ungranted_imports_are_refused() {
     let host = PluginHost::new(PluginLimits::default()).unwrap();
     let wrong = host
-        .load(&plugin_bytes("hostile_wrong_world.wasm"))
+        .load(&plugin_component("hostile_wrong_world.wasm"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -147,7 +137,7 @@ fn components_of_the_wrong_world_or_with_ungranted_imports_are_refused() {
         "{wrong}"
     );
     let greedy = host
-        .load(&plugin_bytes("hostile_capability.wasm"))
+        .load(&plugin_component("hostile_capability.wasm"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -182,7 +172,7 @@ fn binding_directory(wasm: &str, config: &str) -> std::path::PathBuf {
     let directory =
         std::env::temp_dir().join(format!("exsvc-plugins-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&directory).unwrap();
-    std::fs::write(directory.join("exampleApp.wasm"), plugin_bytes(wasm)).unwrap();
+    std::fs::write(directory.join("exampleApp.wasm"), plugin_component(wasm)).unwrap();
     std::fs::write(directory.join("exampleApp.json"), config).unwrap();
     directory
 }
@@ -206,7 +196,7 @@ fn plugins_directory(hostile: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&directory).unwrap();
     std::fs::write(
         directory.join("exampleApp.wasm"),
-        plugin_bytes("csv_json.wasm"),
+        plugin_component("csv_json.wasm"),
     )
     .unwrap();
     std::fs::write(
@@ -214,7 +204,7 @@ fn plugins_directory(hostile: &str) -> std::path::PathBuf {
         r#"{"note": "config reaches the plugin"}"#,
     )
     .unwrap();
-    std::fs::write(directory.join("otherApp.wasm"), plugin_bytes(hostile)).unwrap();
+    std::fs::write(directory.join("otherApp.wasm"), plugin_component(hostile)).unwrap();
     directory
 }
 

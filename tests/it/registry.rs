@@ -5,18 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, export_request};
+use crate::helpers::{Caller, TestApp, export_request, plugin_component};
 
 const TOKEN: &str = "registry-admin-token-0123456789";
-
-fn component(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("plugins/dist")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|error| {
-        panic!("{}: {error} (run scripts/build-plugins.sh)", path.display())
-    })
-}
 
 async fn admin_app() -> TestApp {
     TestApp::spawn_with(&[("ADMIN_TOKEN", TOKEN)]).await
@@ -66,11 +57,16 @@ async fn call(
 /// Uploads a small CSV to a new export's exampleApp source; returns the status and the plugin
 /// version that ran (if any).
 async fn upload_once(app: &TestApp) -> (u16, Option<String>) {
+    upload_to(app, "exampleResource").await
+}
+
+/// [`upload_once`] for another resource of exampleApp.
+async fn upload_to(app: &TestApp, resource: &str) -> (u16, Option<String>) {
     let caller = Caller::user("org-1", "alice");
     let created = app
         .create(
             &caller,
-            export_request("r", "csv", &[("exampleApp", "exampleResource")]),
+            export_request("r", "csv", &[("exampleApp", resource)]),
         )
         .await;
     let reply = app
@@ -90,9 +86,14 @@ async fn upload_once(app: &TestApp) -> (u16, Option<String>) {
 
 /// Uploads until one runs `version` (bindings apply within about a second), or panics.
 async fn wait_for_version(app: &TestApp, version: Option<&str>) {
+    wait_for_version_of(app, "exampleResource", version).await;
+}
+
+/// [`wait_for_version`] for another resource of exampleApp.
+async fn wait_for_version_of(app: &TestApp, resource: &str, version: Option<&str>) {
     let started = Instant::now();
     loop {
-        let (status, seen) = upload_once(app).await;
+        let (status, seen) = upload_to(app, resource).await;
         assert_eq!(status, 202);
         if seen.as_deref() == version {
             return;
@@ -135,7 +136,7 @@ async fn without_a_token_configured_the_admin_api_is_closed_and_a_bad_token_is_r
         let mut request = app
             .client
             .post(admin_url(&app, "/plugins"))
-            .body(component("tagger_v1.wasm"));
+            .body(plugin_component("tagger_v1.wasm"));
         if let Some(header) = header {
             request = request.header("authorization", header);
         }
@@ -160,9 +161,12 @@ async fn unusable_components_are_refused_with_the_reason() {
             b"\0asm not really".to_vec(),
             "not a valid WebAssembly component",
         ),
-        (component("hostile_wrong_world.wasm"), "does not export"),
         (
-            component("hostile_capability.wasm"),
+            plugin_component("hostile_wrong_world.wasm"),
+            "does not export",
+        ),
+        (
+            plugin_component("hostile_capability.wasm"),
             "imports something the host does not grant",
         ),
     ] {
@@ -177,7 +181,7 @@ async fn unusable_components_are_refused_with_the_reason() {
     let request = json!({
         "component": base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
-            component("required_fields.wasm"),
+            plugin_component("required_fields.wasm"),
         ),
         "self_test": {
             "input": "id,amount\n1,2\n,x\n", "from": "csv", "to": "json",
@@ -225,7 +229,7 @@ async fn unusable_components_are_refused_with_the_reason() {
 async fn bindings_switch_roll_back_refuse_what_they_must_and_keep_their_history() {
     let app = admin_app().await;
     for file in ["tagger_v1.wasm", "tagger_v2.wasm"] {
-        assert_eq!(push(&app, component(file)).await.0, 201);
+        assert_eq!(push(&app, plugin_component(file)).await.0, 201);
     }
     use reqwest::Method;
     // Refusals: unknown version, unknown application or resource, a non-object configuration,
@@ -352,7 +356,7 @@ async fn bindings_switch_roll_back_refuse_what_they_must_and_keep_their_history(
 async fn a_resource_binding_overrides_the_application_binding() {
     let app = admin_app().await;
     for file in ["tagger_v1.wasm", "tagger_v2.wasm"] {
-        assert_eq!(push(&app, component(file)).await.0, 201);
+        assert_eq!(push(&app, plugin_component(file)).await.0, 201);
     }
     use reqwest::Method;
     let (status, _) = call(
@@ -372,33 +376,8 @@ async fn a_resource_binding_overrides_the_application_binding() {
     .await;
     assert_eq!(status, 200);
     wait_for_version(&app, Some("1.0.0")).await;
-    let caller = Caller::user("org-1", "alice");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let created = app
-            .create(
-                &caller,
-                export_request("r", "csv", &[("exampleApp", "anotherExampleResource")]),
-            )
-            .await;
-        let reply = app
-            .upload(
-                created["id"].as_str().unwrap(),
-                "exampleApp",
-                created["sources"][0]["id"].as_str().unwrap(),
-                Some("psk-example"),
-                "id\n1\n",
-            )
-            .await;
-        if reply.json()["plugin"]["version"] == "2.0.0" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the resource binding never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_version_of(&app, "anotherExampleResource", Some("2.0.0")).await;
+    assert_eq!(upload_once(&app).await, (202, Some("1.0.0".to_owned())));
 }
 
 #[tokio::test]
@@ -408,7 +387,7 @@ async fn the_plugin_directory_is_watched_and_changes_apply_without_a_restart() {
     std::fs::create_dir_all(&directory).unwrap();
     std::fs::write(
         directory.join("exampleApp.wasm"),
-        component("tagger_v1.wasm"),
+        plugin_component("tagger_v1.wasm"),
     )
     .unwrap();
     let app = TestApp::spawn_with(&[
@@ -419,7 +398,7 @@ async fn the_plugin_directory_is_watched_and_changes_apply_without_a_restart() {
     assert_eq!(upload_once(&app).await, (202, Some("1.0.0".to_owned())));
     // Written elsewhere and renamed into place, as a ConfigMap update does.
     let staged = directory.join(".staged");
-    std::fs::write(&staged, component("tagger_v2.wasm")).unwrap();
+    std::fs::write(&staged, plugin_component("tagger_v2.wasm")).unwrap();
     std::fs::rename(&staged, directory.join("exampleApp.wasm")).unwrap();
     wait_for_version(&app, Some("2.0.0")).await;
     // A broken file keeps the bindings in force.
@@ -513,7 +492,7 @@ async fn a_replica_that_cannot_load_a_version_keeps_its_previous_binding_and_say
     let second = TestApp::spawn_on(&database, &settings).await;
     let mut digests = Vec::new();
     for file in ["tagger_v1.wasm", "tagger_v2.wasm"] {
-        let (status, pushed) = push(&first, component(file)).await;
+        let (status, pushed) = push(&first, plugin_component(file)).await;
         assert_eq!(status, 201);
         digests.push(pushed["plugin"]["digest"].as_str().unwrap().to_owned());
     }
