@@ -76,13 +76,13 @@ async fn delivered_export(
 }
 
 /// An upload whose body the test feeds chunk by chunk.
-struct StreamingUpload {
-    sender: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-    reply: tokio::task::JoinHandle<crate::helpers::Reply>,
+pub(crate) struct StreamingUpload {
+    pub(crate) sender: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    pub(crate) reply: tokio::task::JoinHandle<crate::helpers::Reply>,
 }
 
 /// Starts uploading to `source` with a first chunk, and waits until the source is held.
-async fn start_streaming_upload(
+pub(crate) async fn start_streaming_upload(
     app: &TestApp,
     export: &str,
     source: &str,

@@ -533,3 +533,54 @@ async fn a_replica_that_cannot_load_a_version_keeps_its_previous_binding_and_say
     let info = r#"export_service_plugin_binding_info{application="exampleApp",plugin="tagger",resource="*",version="1.0.0"}"#;
     assert_eq!(second.metric(info).await, Some(1.0));
 }
+
+#[tokio::test]
+async fn an_upload_running_during_a_swap_finishes_on_the_version_it_started_with() {
+    let app = admin_app().await;
+    for file in ["tagger_v1.wasm", "tagger_v2.wasm"] {
+        assert_eq!(push(&app, plugin_component(file)).await.0, 201);
+    }
+    let bind = |version: &'static str| {
+        call(
+            &app,
+            reqwest::Method::PUT,
+            "/bindings/exampleApp",
+            Some(json!({"plugin": "tagger", "version": version})),
+        )
+    };
+    assert_eq!(bind("1.0.0").await.0, 200);
+    wait_for_version(&app, Some("1.0.0")).await;
+
+    let invocations = r#"export_service_plugin_invocations_total{plugin="tagger",version="1.0.0"}"#;
+    let before = app.metric(invocations).await.unwrap_or(0.0);
+    let created = app
+        .create(
+            &Caller::user("org-1", "alice"),
+            export_request("r", "csv", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let upload = crate::data_path::start_streaming_upload(
+        &app,
+        created["id"].as_str().unwrap(),
+        created["sources"][0]["id"].as_str().unwrap(),
+        b"id,name\n1,a\n",
+    )
+    .await;
+    let started = Instant::now();
+    while app.metric(invocations).await.unwrap_or(0.0) <= before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the upload never took its plugin"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Version 2 comes into force while the upload is still running.
+    assert_eq!(bind("2.0.0").await.0, 200);
+    wait_for_version(&app, Some("2.0.0")).await;
+    upload.sender.send(Ok(b"2,b\n".to_vec())).await.unwrap();
+    drop(upload.sender);
+    let reply = upload.reply.await.unwrap();
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.json()["plugin"]["version"], "1.0.0");
+}
