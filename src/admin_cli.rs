@@ -229,12 +229,7 @@ fn binding_header() {
 
 fn resource_query(resource: Option<&str>) -> String {
     resource
-        .map(|resource| {
-            format!(
-                "?resource={}",
-                url::form_urlencoded::byte_serialize(resource.as_bytes()).collect::<String>()
-            )
-        })
+        .map(|resource| format!("?resource={}", segment(resource)))
         .unwrap_or_default()
 }
 

@@ -159,18 +159,4 @@ impl LiveBindings {
             .flatten()
             .find(|binding| binding.handles(resource))
     }
-
-    /// The digests of every bound plugin (those the host must keep compiled).
-    pub fn digests(&self) -> Vec<String> {
-        let sources = self
-            .sources
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
-        sources
-            .directory
-            .values()
-            .chain(sources.registry.values())
-            .map(|binding| binding.plugin.digest.clone())
-            .collect()
-    }
 }

@@ -291,15 +291,6 @@ impl PluginHost {
             .cloned()
     }
 
-    /// Forgets compiled plugins whose digest is not in `keep` (sessions still running keep
-    /// theirs alive).
-    pub fn retain(&self, keep: &[String]) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .retain(|digest, _| keep.contains(digest));
-    }
-
     /// Compiles (or finds in the cache) a component, checks that it implements our world and
     /// that `describe` works.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginFailure> {

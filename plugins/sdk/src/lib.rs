@@ -127,9 +127,12 @@ macro_rules! export_plugin {
     };
 }
 
-/// What a chunk-by-chunk transform plugin says about itself: its crate's name and version, every
-/// resource, `transform` capability.
-pub fn transform_info(name: &str, version: &str) -> PluginInfo {
+/// A plugin named `name` at `version` that handles every resource with `capabilities`.
+pub fn info_for_every_resource(
+    name: &str,
+    version: &str,
+    capabilities: Capabilities,
+) -> PluginInfo {
     PluginInfo {
         name: name.into(),
         version: version.into(),
@@ -137,12 +140,22 @@ pub fn transform_info(name: &str, version: &str) -> PluginInfo {
             name: "*".into(),
             schema: None,
         }],
-        capabilities: Capabilities {
+        capabilities,
+    }
+}
+
+/// What a chunk-by-chunk transform plugin says about itself: its crate's name and version, every
+/// resource, `transform` capability.
+pub fn transform_info(name: &str, version: &str) -> PluginInfo {
+    info_for_every_resource(
+        name,
+        version,
+        Capabilities {
             validate: false,
             transform: true,
             convert: false,
         },
-    }
+    )
 }
 
 /// Exports a stateless plugin made of one function `fn(&[u8]) -> Result<StepOutput, PluginError>`

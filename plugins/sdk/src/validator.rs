@@ -7,8 +7,8 @@ use export_convert::{ConvertError, Converter, CsvToJson, JsonRecords};
 use serde_json::{Map, Value};
 
 use crate::{
-    Capabilities, DataFormat, Plugin, PluginError, PluginInfo, ResourceInfo, Session,
-    SessionOptions, StepOutput, Violation,
+    Capabilities, DataFormat, Plugin, PluginError, PluginInfo, Session, SessionOptions, StepOutput,
+    Violation,
 };
 
 /// The most violations one upload reports (the first ones; the service keeps at most as many).
@@ -30,19 +30,15 @@ pub trait RecordValidator: Sized + 'static {
 /// What a record validator says about itself: its name and version, every resource, `validate`
 /// capability.
 pub fn validator_info(name: &str, version: &str) -> PluginInfo {
-    PluginInfo {
-        name: name.into(),
-        version: version.into(),
-        resources: vec![ResourceInfo {
-            name: "*".into(),
-            schema: None,
-        }],
-        capabilities: Capabilities {
+    crate::info_for_every_resource(
+        name,
+        version,
+        Capabilities {
             validate: true,
             transform: false,
             convert: false,
         },
-    }
+    )
 }
 
 /// A [`RecordValidator`] as a [`Plugin`] (what [`crate::export_validator!`] exports).
