@@ -2,6 +2,7 @@
 //! upstream's variable names and defaults) layered over an optional TOML file, and validated
 //! before anything starts. Every error names the variable; secrets are never printed.
 
+mod clowder;
 mod duration;
 mod kafka;
 mod registry;
@@ -137,6 +138,25 @@ pub enum ConfigError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// `settings` with what Clowder's app config at `path` provides on top (as the upstream, Clowder
+/// wins over the environment; a database from Clowder replaces a `DATABASE_URL`).
+fn with_clowder(settings: Settings, path: &Path) -> Result<Settings, ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| file_error(error.to_string()))?;
+    let certificates = std::env::temp_dir().join("export-service-clowder");
+    let clowder =
+        clowder::settings_from_app_config(&text, &settings, &certificates).map_err(file_error)?;
+    let settings = if clowder.get("PGSQL_HOSTNAME").is_some() {
+        settings.without("DATABASE_URL")
+    } else {
+        settings
+    };
+    Ok(settings.overridden_by(clowder))
 }
 
 /// Log output format.
@@ -286,10 +306,16 @@ impl Config {
             Some(path) => Settings::from_toml_file(&path)?.overridden_by(env),
             None => env,
         };
+        let settings = match std::env::var_os("ACG_CONFIG") {
+            Some(path) => with_clowder(settings, Path::new(&path))?,
+            None => settings,
+        };
         Self::from_settings(&settings)
     }
 
     /// Builds and validates the configuration from raw settings.
+    ///
+    /// (Clowder's file, when `ACG_CONFIG` names one, has been applied by [`Config::load`].)
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let reader = Reader(settings);
         let debug = reader.boolean("DEBUG", false)?;

@@ -72,6 +72,12 @@ impl Settings {
         self
     }
 
+    /// These settings without `name`.
+    pub fn without(mut self, name: &str) -> Self {
+        self.values.remove(name);
+        self
+    }
+
     /// The value of `name`, if set and not blank.
     pub fn get(&self, name: &str) -> Option<&str> {
         debug_assert!(

@@ -50,16 +50,7 @@ async fn migrate_then_serve_with_only_a_database_configured() {
         .status()
         .unwrap();
     assert!(status.success());
-    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    let tables: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('exports', 'sources')",
-    )
-    .fetch_one(&mut connection)
-    .await
-    .unwrap();
-    assert_eq!(tables, 2);
+    assert_eq!(service_tables(&url).await, 2);
 
     let (public, private, metrics) = (free_port(), free_port(), free_port());
     let mut child = Command::new(BINARY)
@@ -114,6 +105,19 @@ async fn migrate_then_serve_with_only_a_database_configured() {
 }
 
 /// Waits until `url` answers, or panics after 20 s.
+/// How many of the service's main tables (`exports`, `sources`) the database at `url` has.
+async fn service_tables(url: &str) -> i64 {
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('exports', 'sources')",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap()
+}
+
 async fn wait_until_up(client: &reqwest::Client, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while client.get(url).send().await.is_err() {
@@ -360,4 +364,62 @@ fn plugin_check_and_run_work_offline() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("plugin rejected"));
     let _ = std::fs::remove_dir_all(directory);
+}
+
+#[tokio::test]
+async fn clowder_app_config_overrides_the_environment() {
+    let url = empty_database().await;
+    let name = url.rsplit_once('/').unwrap().1.to_owned();
+    let directory =
+        std::env::temp_dir().join(format!("exsvc-clowder-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let config = directory.join("cdappconfig.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "publicPort": 8000, "privatePort": 10000, "metricsPort": 9000,
+            "database": {"name": name, "username": "postgres", "password": "", "hostname": "127.0.0.1",
+                         "port": 5432, "adminUsername": "postgres", "adminPassword": "", "sslMode": "disable"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    // The environment names a database that does not exist; Clowder's wins.
+    let status = Command::new(BINARY)
+        .arg("migrate")
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/no_such_database_here",
+        )
+        .env("ACG_CONFIG", &config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        service_tables(&url).await,
+        2,
+        "migrated the database Clowder named"
+    );
+
+    // A broken file stops start-up with exit code 2, naming the file.
+    std::fs::write(
+        &config,
+        r#"{"database": {"password": "hunter2", "port": "x"}}"#,
+    )
+    .unwrap();
+    let output = Command::new(BINARY)
+        .arg("migrate")
+        .env("ACG_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cdappconfig.json") && stderr.contains("not a Clowder app config"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    std::fs::remove_dir_all(&directory).ok();
 }

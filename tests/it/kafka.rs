@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Caller, TestApp, export_request, free_port, fresh_database};
 
-fn shared_broker() -> String {
+pub(crate) fn shared_broker() -> String {
     std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-fn unique_topic() -> String {
+pub(crate) fn unique_topic() -> String {
     format!("exports-test-{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -36,7 +36,7 @@ async fn spawn_with_kafka(database: &str, brokers: &str, topic: &str) -> TestApp
     spawn_with_kafka_and(database, brokers, topic, &[]).await
 }
 
-async fn spawn_with_kafka_and(
+pub(crate) async fn spawn_with_kafka_and(
     database: &str,
     brokers: &str,
     topic: &str,

@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod create;
 mod data_path;
+mod demo;
 mod deploy;
 mod fleet;
 mod helpers;

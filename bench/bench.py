@@ -1,0 +1,441 @@
+"""The benchmark harness: measures every figure of design.md §6 against its baseline in the same
+run and prints a table (also written as CSV under bench/results/). Started by bench/run.sh, which
+makes sure the local services and the release binaries exist first.
+
+Whole-process figures come from the OS (/proc/<pid>/status VmHWM); throughputs are bytes over
+wall time of the same bytes on the same machine and servers."""
+
+import argparse
+import base64
+import csv
+import http.client
+import json
+import os
+import pathlib
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from s3 import S3  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/export-service/target"))
+BINARY = TARGET / "release" / "export-service"
+CONVERT = TARGET / "release" / "examples" / "convert-file"
+S3_ENDPOINT = os.environ.get("BENCH_S3_ENDPOINT", "http://127.0.0.1:9099")
+S3_KEY, S3_SECRET = "export-service-dev", "export-service-dev-secret"
+PSK = "bench-psk"
+ADMIN_TOKEN = "bench-admin-token-0123456789"
+MIB = 1024 * 1024
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def psql(sql, database="postgres"):
+    subprocess.run(["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", database,
+                    "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, stdout=subprocess.DEVNULL)
+
+
+def identity(org="bench", user="bench"):
+    document = {"identity": {"org_id": org, "type": "User", "account_number": "",
+                             "internal": {"org_id": org}, "user": {"username": user}}}
+    return base64.b64encode(json.dumps(document).encode()).decode()
+
+
+class Service:
+    """One `export-service serve` process on free ports."""
+
+    def __init__(self, work, database, bucket, name="service", **settings):
+        self.public, self.private, self.metrics = free_port(), free_port(), free_port()
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database}",
+            "PUBLIC_PORT": str(self.public), "PRIVATE_PORT": str(self.private),
+            "METRICS_PORT": str(self.metrics), "LISTEN_ADDRESS": "127.0.0.1",
+            "S3_ENDPOINT": S3_ENDPOINT, "AWS_ACCESS_KEY": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "EXPORT_SERVICE_BUCKET": bucket, "S3_CREATE_BUCKET": "true",
+            "EXPORTS_PSKS": json.dumps({"exampleApp": PSK}), "LOG_LEVEL": "warn",
+            "RATE_LIMIT_RATE": "100000", "RATE_LIMIT_BURST": "100000",
+            "PRIVATE_HTTP_SERVER_READ_TIMEOUT": "300s", "ADMIN_TOKEN": ADMIN_TOKEN,
+        })
+        env.pop("KAFKA_BROKERS", None)
+        env.update({key: str(value) for key, value in settings.items()})
+        self.log = open(work / f"{name}.log", "wb")
+        self.process = subprocess.Popen([str(BINARY), "serve"], env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/readyz", timeout=1)
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise RuntimeError(f"{name} did not start; see {self.log.name}")
+
+    def peak_rss_mib(self):
+        for line in open(f"/proc/{self.process.pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM")
+
+    def call(self, method, path, body=None, headers=None, private=False):
+        port = self.private if private else self.public
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        connection.close()
+        return response.status, data
+
+    def create(self, fmt, sources, who=identity()):
+        request = {"name": "bench", "format": fmt,
+                   "sources": [{"application": "exampleApp", "resource": "exampleResource"}] * sources}
+        status, data = self.call("POST", "/api/export/v1/exports", json.dumps(request),
+                                 {"x-rh-identity": who, "content-type": "application/json"})
+        if status != 202:
+            raise RuntimeError(f"create: {status} {data[:200]!r}")
+        created = json.loads(data)
+        return created["id"], [source["id"] for source in created["sources"]]
+
+    def upload(self, export, source, path, size, content_type="text/csv"):
+        with open(path, "rb") as body:
+            status, data = self.call("POST", f"/app/export/v1/{export}/exampleApp/{source}/upload",
+                                     body, {"x-rh-exports-psk": PSK, "content-type": content_type,
+                                            "content-length": str(size)}, private=True)
+        if status >= 300:
+            raise RuntimeError(f"upload: {status} {data[:300]!r}")
+
+    def timed_uploads(self, fmt, count, path, size):
+        """Creates an export of `count` sources in `fmt` and uploads `path` to each; returns the
+        export and the seconds the uploads took."""
+        export, sources = self.create(fmt, count)
+        started = time.perf_counter()
+        for source in sources:
+            self.upload(export, source, path, size)
+        return export, time.perf_counter() - started
+
+    def wait_final(self, export, who=identity(), timeout=1800):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status, data = self.call("GET", f"/api/export/v1/exports/{export}/status",
+                                     headers={"x-rh-identity": who})
+            state = json.loads(data)["status"]
+            if state in ("complete", "partial", "failed"):
+                return state
+            time.sleep(0.05)
+        raise RuntimeError("export not finished in time")
+
+    def metrics_text(self):
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=5).read().decode()
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+class Run:
+    """A database and a bucket for one scenario, dropped afterwards."""
+
+    def __init__(self, label):
+        suffix = uuid.uuid4().hex[:10]
+        self.database = f"exsvc_bench_{label}_{suffix}"
+        self.bucket = f"exsvc-bench-{label}-{suffix}".replace("_", "-")
+        psql(f"CREATE DATABASE {self.database}")
+
+    def close(self):
+        psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+
+
+def generate_csv(path, mib):
+    target = mib * MIB
+    with open(path, "w") as out:
+        out.write("id,name,amount,comment\n")
+        written, n = 0, 0
+        while written < target:
+            block = "".join(f"{i},name-{i},{i * 7 % 1000}.{i % 100:02d},\"a comment, with a comma\"\n"
+                            for i in range(n, n + 20000))
+            n += 20000
+            out.write(block)
+            written += len(block)
+    return os.path.getsize(path)
+
+
+def data_path(args, work, results):
+    """Ingest vs direct PUT, packaging vs GET+PUT copy, e2e conversion vs in-process, peak RSS."""
+    per_source = max(1, args.size_mib // args.sources)
+    part = work / "part.csv"
+    log(f"generating {args.sources} × {per_source} MiB of CSV")
+    size = generate_csv(part, per_source)
+    total = size * args.sources
+    run = Run("data")
+    service = Service(work, run.database, run.bucket, MAX_PAYLOAD_SIZE=per_source + 64)
+    try:
+        s3 = S3(S3_ENDPOINT, S3_KEY, S3_SECRET)
+        s3.create_bucket(run.bucket)
+
+        log("direct S3 PUTs (baseline)")
+        started = time.perf_counter()
+        for index in range(args.sources):
+            s3.put_file(run.bucket, f"baseline/part-{index}.csv", part, size)
+        put_s = time.perf_counter() - started
+
+        log("ingest through the internal API, same format")
+        export, ingest_s = service.timed_uploads("csv", args.sources, part, size)
+
+        log("packaging")
+        started = time.perf_counter()
+        if service.wait_final(export) != "complete":
+            raise RuntimeError("packaging failed")
+        package_s = time.perf_counter() - started
+
+        log("plain GET+PUT copy of the same objects (baseline)")
+        started = time.perf_counter()
+        for index in range(args.sources):
+            s3.copy_via_client(run.bucket, f"baseline/part-{index}.csv", f"copy/part-{index}.csv")
+        copy_s = time.perf_counter() - started
+
+        log("ingest with CSV→JSON conversion")
+        export, convert_ingest_s = service.timed_uploads("json", args.sources, part, size)
+        service.wait_final(export)
+        peak = service.peak_rss_mib()
+
+        log("in-process conversion of the same bytes (baseline)")
+        output = subprocess.run([str(CONVERT), str(part), str(args.sources)], check=True,
+                                capture_output=True, text=True).stdout.split()
+        in_process_s = float(output[1])
+    finally:
+        service.stop()
+        run.close()
+
+    def rate(seconds):
+        return total / MIB / seconds
+
+    gib = f"{total / MIB:.0f} MiB"
+    results.append(("upload ingest, same format", f"{rate(ingest_s):.1f} MiB/s",
+                    f"direct S3 PUT {rate(put_s):.1f} MiB/s", rate(ingest_s) / rate(put_s), ">= 0.8", gib))
+    results.append(("end-to-end ingest with CSV→JSON conversion", f"{rate(convert_ingest_s):.1f} MiB/s",
+                    f"in-process conversion {rate(in_process_s):.1f} MiB/s",
+                    rate(convert_ingest_s) / rate(in_process_s), ">= 0.8", gib))
+    results.append((f"packaging over {args.sources} sources", f"{rate(package_s):.1f} MiB/s",
+                    f"S3 GET+PUT copy {rate(copy_s):.1f} MiB/s", rate(package_s) / rate(copy_s),
+                    ">= 0.7", gib))
+    results.append(("peak RSS, ingesting and zipping", f"{peak:.1f} MiB", "limit 150 MiB", peak / 150,
+                    "<= 1.0", gib))
+
+
+def criterion(args, results):
+    """The criterion bench: Wasm converter vs native, plugin instantiation."""
+    log("criterion bench (plugin_convert)")
+    extra = ["--warm-up-time", "1", "--measurement-time", "3"] if args.quick else []
+    subprocess.run(["cargo", "bench", "--locked", "--bench", "plugin_convert", "--", *extra],
+                   cwd=ROOT, check=True, stdout=sys.stderr)
+    base = TARGET / "criterion"
+
+    def estimate(group, name, statistic="mean"):
+        return json.load(open(base / group / name / "new" / "estimates.json"))[statistic]["point_estimate"]
+
+    def throughput(group, name):
+        bytes_ = json.load(open(base / group / name / "new" / "benchmark.json"))["throughput"]["Bytes"]
+        return bytes_ / MIB / (estimate(group, name) / 1e9)
+
+    native, wasm = throughput("csv_to_json", "native"), throughput("csv_to_json", "wasm")
+    results.append(("CSV→JSON in the Wasm plugin", f"{wasm:.1f} MiB/s", f"native {native:.1f} MiB/s",
+                    wasm / native, ">= 0.7", "16 MiB"))
+    instantiate = estimate("plugin_session", "instantiate_and_open", "median") / 1e6
+    results.append(("plugin instantiation (median)", f"{instantiate * 1000:.0f} µs", "limit 1 ms",
+                    instantiate / 1.0, "<= 1.0", ""))
+
+
+def binding_version(service):
+    for line in service.metrics_text().splitlines():
+        if line.startswith("export_service_plugin_binding_info{") and 'application="exampleApp"' in line \
+                and line.rstrip().endswith(" 1"):
+            return line.split('version="')[1].split('"')[0]
+    return None
+
+
+def hot_reload(args, work, results):
+    """Three replicas; bind a new version through one, time until all three use it, while
+    uploads run on all three."""
+    run = Run("reload")
+    replicas = []
+    try:
+        replicas = [Service(work, run.database, run.bucket, name=f"replica-{index}",
+                            PLUGIN_RESYNC_INTERVAL="30s") for index in range(3)]
+        admin = ["--admin-url", f"http://127.0.0.1:{replicas[0].private}", "--token", ADMIN_TOKEN]
+
+        def cli(*command):
+            subprocess.run([str(BINARY), "plugin", *admin, *command], check=True,
+                           stdout=subprocess.DEVNULL)
+
+        cli("push", str(ROOT / "plugins/dist/tagger_v1.wasm"))
+        cli("push", str(ROOT / "plugins/dist/tagger_v2.wasm"))
+        cli("bind", "exampleApp", "tagger", "1.0.0")
+        deadline = time.time() + 10
+        while any(binding_version(replica) != "1.0.0" for replica in replicas):
+            if time.time() > deadline:
+                raise RuntimeError("version 1.0.0 never reached every replica")
+            time.sleep(0.05)
+
+        sample = work / "small.csv"
+        sample.write_text("id,name\n1,alpha\n2,beta\n")
+        failures, uploads, stop = [], [0], threading.Event()
+
+        def keep_uploading(replica):
+            while not stop.is_set():
+                try:
+                    export, sources = replica.create("csv", 1)
+                    replica.upload(export, sources[0], sample, sample.stat().st_size)
+                    uploads[0] += 1
+                except Exception as error:  # noqa: BLE001 — every failure counts
+                    failures.append(str(error))
+
+        threads = [threading.Thread(target=keep_uploading, args=(replica,)) for replica in replicas]
+        for thread in threads:
+            thread.start()
+        times = []
+        for round_ in range(args.reload_rounds):
+            version = "2.0.0" if round_ % 2 == 0 else "1.0.0"
+            time.sleep(0.5)
+            started = time.perf_counter()
+            cli("bind", "exampleApp", "tagger", version)
+            while any(binding_version(replica) != version for replica in replicas):
+                if time.perf_counter() - started > 30:
+                    raise RuntimeError(f"{version} did not reach every replica in 30 s")
+                time.sleep(0.01)
+            times.append(time.perf_counter() - started)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        for replica in replicas:
+            replica.stop()
+        run.close()
+    worst = max(times)
+    results.append(("hot reload, 3 replicas (worst of rounds)", f"{worst:.2f} s", "limit 2 s", worst / 2,
+                    "<= 1.0", f"{len(times)} rounds, {uploads[0]} uploads, {len(failures)} failed"))
+    if failures:
+        log(f"failed uploads during reload: {failures[:3]}")
+
+
+def list_latency(args, work, results):
+    """p99 of the list endpoint for one user at N and 10 × N exports."""
+    run = Run("list")
+    service = Service(work, run.database, run.bucket)
+    who = identity("bench-org", "bench-user")
+
+    def fill(count):
+        psql("INSERT INTO exports (id, org_id, username, name, format, status, created_at, expires_at) "
+             "SELECT gen_random_uuid(), 'bench-org', 'bench-user', 'export ' || n, "
+             "CASE WHEN n % 2 = 0 THEN 'csv' ELSE 'json' END, 'complete', "
+             "now() - n * interval '1 second', now() + interval '7 days' "
+             f"FROM generate_series(1, {count}) AS n; ANALYZE exports", run.database)
+
+    def measure():
+        connection = http.client.HTTPConnection("127.0.0.1", service.public, timeout=30)
+        samples = []
+        for index in range(args.list_requests + 20):
+            started = time.perf_counter()
+            connection.request("GET", "/api/export/v1/exports", headers={"x-rh-identity": who})
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"list: {response.status}")
+            if index >= 20:  # warm-up
+                samples.append(time.perf_counter() - started)
+        connection.close()
+        samples.sort()
+        return samples[int(len(samples) * 0.99) - 1], statistics.median(samples)
+
+    try:
+        log(f"list latency at {args.list_small} exports")
+        fill(args.list_small)
+        small_p99, small_median = measure()
+        log(f"list latency at {args.list_large} exports")
+        fill(args.list_large - args.list_small)
+        large_p99, large_median = measure()
+    finally:
+        service.stop()
+        run.close()
+    results.append((f"list p99 at {args.list_large} exports of one user", f"{large_p99 * 1000:.2f} ms",
+                    f"p99 at {args.list_small}: {small_p99 * 1000:.2f} ms", large_p99 / small_p99,
+                    "<= 1.5", f"medians {small_median * 1000:.2f} / {large_median * 1000:.2f} ms"))
+
+
+def met(ratio, target):
+    operator, bound = target.split()
+    return "yes" if (ratio >= float(bound) if operator == ">=" else ratio <= float(bound)) else "NO"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="a run of a few minutes: 128 MiB over 4 sources, short criterion runs")
+    parser.add_argument("--size-mib", type=int, help="payload of the data-path figures (default 1024)")
+    parser.add_argument("--sources", type=int, help="sources the payload is split over (default 10)")
+    parser.add_argument("--list-small", type=int, default=10_000)
+    parser.add_argument("--list-large", type=int, default=100_000)
+    parser.add_argument("--list-requests", type=int, default=500)
+    parser.add_argument("--reload-rounds", type=int, default=5)
+    parser.add_argument("--only", help="comma-separated: data,criterion,reload,list")
+    args = parser.parse_args()
+    args.size_mib = args.size_mib or (128 if args.quick else 1024)
+    args.sources = args.sources or (4 if args.quick else 10)
+    only = set((args.only or "data,criterion,reload,list").split(","))
+
+    work = pathlib.Path(os.environ.get("BENCH_WORK", "/var/tmp")) / f"exsvc-bench-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    results = []
+    try:
+        if "criterion" in only:
+            criterion(args, results)
+        if "data" in only:
+            data_path(args, work, results)
+        if "reload" in only:
+            hot_reload(args, work, results)
+        if "list" in only:
+            list_latency(args, work, results)
+    finally:
+        subprocess.run(["rm", "-rf", str(work)])
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    machine = f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    header = ("figure", "measured", "baseline (same run)", "ratio", "target", "met", "notes")
+    rows = [(figure, value, baseline, f"{ratio:.2f}", target, met(ratio, target), notes)
+            for figure, value, baseline, ratio, target, notes in results]
+    out = ROOT / "bench" / "results" / f"bench-{stamp}.csv"
+    out.parent.mkdir(exist_ok=True)
+    with open(out, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    widths = [max(len(str(row[index])) for row in [header, *rows]) for index in range(len(header))]
+    for row in [header, tuple("-" * width for width in widths), *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+    print(f"\n{machine}; {time.strftime('%Y-%m-%d', time.gmtime())}; "
+          f"{'quick' if args.quick else 'full'} run ({args.size_mib} MiB over {args.sources} sources); "
+          f"written to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
