@@ -170,6 +170,10 @@ pub async fn run(
             .await
             .map_err(|error| DemoError::File(settings.output.clone(), error))?;
     }
+    // tokio writes in the background: flush so the whole archive is on disk before reading it.
+    tokio::io::AsyncWriteExt::flush(&mut file)
+        .await
+        .map_err(|error| DemoError::File(settings.output.clone(), error))?;
     drop(file);
     let (entries, manifest) = read_archive(&settings.output)?;
     Ok(Downloaded {
