@@ -85,13 +85,15 @@ fn still_converts(host: &PluginHost) {
 
 #[test]
 fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works() {
+    // Long enough that the other hostile plugins reach their own limit first even on a loaded
+    // machine; short enough that the spinning one is stopped quickly.
     let limits = PluginLimits {
-        call_timeout: std::time::Duration::from_millis(500),
+        call_timeout: std::time::Duration::from_millis(1500),
         ..PluginLimits::default()
     };
     let host = PluginHost::new(limits.clone()).unwrap();
     let cases: [(&str, &str); 5] = [
-        ("hostile_spin.wasm", "exceeded its time limit of 500 ms"),
+        ("hostile_spin.wasm", "exceeded its time limit of 1500 ms"),
         (
             "hostile_memory_bomb.wasm",
             "exceeded its memory limit of 64 MiB",
@@ -117,7 +119,7 @@ fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works()
             "the message names the plugin: {message}"
         );
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(5),
+            started.elapsed() < std::time::Duration::from_secs(6),
             "{file} took {:?}",
             started.elapsed()
         );
