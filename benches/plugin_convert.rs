@@ -56,7 +56,13 @@ fn benchmarks(criterion: &mut Criterion) {
             component.display()
         )
     });
-    let host = PluginHost::new(PluginLimits::default()).expect("plugin host");
+    // PLUGIN_PERF_MAP=1 names the plugins' functions for `perf record` (docs/PLUGINS.md).
+    let host = if std::env::var_os("PLUGIN_PERF_MAP").is_some() {
+        PluginHost::with_perf_map(PluginLimits::default())
+    } else {
+        PluginHost::new(PluginLimits::default())
+    }
+    .expect("plugin host");
     let plugin = host.load(&bytes).expect("the csv-json plugin loads");
 
     let mut group = criterion.benchmark_group("csv_to_json");

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, ProfilingStrategy, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use limits::MemoryCap;
@@ -229,24 +229,44 @@ impl std::fmt::Debug for PluginHost {
     }
 }
 
+/// What a host measures besides running plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Instrumentation {
+    None,
+    Fuel,
+    PerfMap,
+}
+
 impl PluginHost {
     /// A host with these limits.
     pub fn new(limits: PluginLimits) -> Result<Self, PluginFailure> {
-        Self::build(limits, false)
+        Self::build(limits, Instrumentation::None)
+    }
+
+    /// A host that writes `/tmp/perf-<pid>.map`, so that `perf record` / `perf report` name the
+    /// plugins' compiled functions (for profiling a plugin, e.g. in the benchmark).
+    pub fn with_perf_map(limits: PluginLimits) -> Result<Self, PluginFailure> {
+        Self::build(limits, Instrumentation::PerfMap)
     }
 
     /// A host that also counts fuel (roughly, executed instructions) — for the author's tool;
     /// the service itself runs without the metering overhead.
     pub fn with_fuel_metering(limits: PluginLimits) -> Result<Self, PluginFailure> {
-        Self::build(limits, true)
+        Self::build(limits, Instrumentation::Fuel)
     }
 
-    fn build(limits: PluginLimits, meter_fuel: bool) -> Result<Self, PluginFailure> {
+    fn build(
+        limits: PluginLimits,
+        instrumentation: Instrumentation,
+    ) -> Result<Self, PluginFailure> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
-            .consume_fuel(meter_fuel);
+            .consume_fuel(instrumentation == Instrumentation::Fuel);
+        if instrumentation == Instrumentation::PerfMap {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine =
             Engine::new(&config).map_err(|error| PluginFailure::Invalid(error.to_string()))?;
         let mut linker = Linker::new(&engine);

@@ -5,7 +5,9 @@
 //! buffering the record. The bytes that need attention are rare, so a field is scanned eight
 //! bytes at a time ([`crate::scan`]) and copied in one piece; that keeps the per-byte work small
 //! both natively and inside a Wasm sandbox, where every loop iteration also pays for the
-//! interruption check.
+//! interruption check. Fields that lie whole in a chunk (nearly all) go through one tight loop
+//! ([`CsvToJson::whole_fields`]); the byte-level state machine takes the rest — fields cut by a
+//! chunk boundary, and anything it must report as an error.
 
 use crate::out::{Out, to_words};
 use crate::scan::{Delimiters, copy_plain, next_special};
@@ -26,11 +28,34 @@ enum State {
     QuoteInQuoted,
 }
 
-/// A rendered key (see [`CsvToJson::keys`]).
+/// A rendered key (see [`CsvToJson::keys`]): its first sixteen bytes as two words, written
+/// without a loop (most keys fit), and the words of the rest.
 #[derive(Debug)]
 struct Key {
-    words: Vec<u64>,
+    head: [u64; 2],
+    tail: Vec<u64>,
     len: usize,
+}
+
+impl Key {
+    fn new(rendered: &[u8]) -> Self {
+        let mut words = to_words(rendered);
+        words.resize(words.len().max(2), 0);
+        let tail = words.split_off(2);
+        Self {
+            head: [words[0], words[1]],
+            tail,
+            len: rendered.len(),
+        }
+    }
+
+    #[inline(always)]
+    fn write(&self, output: &mut Out) {
+        output.two_words(self.head, self.len.min(16));
+        if self.len > 16 {
+            output.words(&self.tail, self.len - 16);
+        }
+    }
 }
 
 /// Converts CSV to a JSON array of objects (see the crate documentation for the rules).
@@ -150,7 +175,7 @@ impl CsvToJson {
         if let Some(keys) = &self.keys
             && let Some(key) = keys.get(self.fields - 1)
         {
-            output.words(&key.words, key.len);
+            key.write(output);
         }
     }
 
@@ -182,10 +207,7 @@ impl CsvToJson {
                         let mut key = if index > 0 { vec![b','] } else { Vec::new() };
                         key.extend(serde_json::to_vec(&name).expect("a string serialises"));
                         key.extend_from_slice(b":\"");
-                        Key {
-                            words: to_words(&key),
-                            len: key.len(),
-                        }
+                        Key::new(&key)
                     })
                     .collect(),
             );
@@ -245,6 +267,12 @@ impl CsvToJson {
             at = self.complete_carry(input, output)?;
         }
         while at < input.len() {
+            if self.keys.is_some() && matches!(self.state, State::RecordStart | State::FieldStart) {
+                at = self.whole_fields(input, at, output);
+                if at == input.len() {
+                    break;
+                }
+            }
             match self.state {
                 State::RecordStart => {
                     if matches!(input[at], b'\n' | b'\r') {
@@ -315,6 +343,61 @@ impl CsvToJson {
         Ok(())
     }
 
+    /// The common case in one tight loop: whole fields of data records that lie entirely in
+    /// `input`, from `at` (the start of a record or a field). It stops before the first field it
+    /// cannot finish here — one that runs past the chunk, has invalid UTF-8 or text after its
+    /// closing quote, makes its record too large, or ends its record with the wrong number of
+    /// fields — and returns where that field starts, leaving it to [`Self::feed`]'s state
+    /// machine, which reports any error. What it writes is exactly what the state machine
+    /// writes (the differential tests run both).
+    fn whole_fields(&mut self, input: &[u8], mut at: usize, output: &mut Out) -> usize {
+        let Some(keys) = self.keys.as_deref() else {
+            return at;
+        };
+        loop {
+            if self.state == State::RecordStart {
+                while at < input.len() && matches!(input[at], b'\n' | b'\r') {
+                    at += 1;
+                }
+                if at == input.len() {
+                    return at;
+                }
+                self.fields = 0;
+                self.record_bytes = 0;
+                self.records += 1;
+                output.push(if self.started { b',' } else { b'[' });
+                self.started = true;
+                output.push(b'{');
+                self.state = State::FieldStart;
+            }
+            // A field past the header's width is the state machine's to count and skip.
+            let Some(key) = keys.get(self.fields) else {
+                return at;
+            };
+            let mark = output.len();
+            key.write(output);
+            let Some((end, bytes)) = whole_field(input, at, output) else {
+                output.truncate(mark);
+                return at;
+            };
+            let ends_record = input[end] != b',';
+            if self.record_bytes + bytes > MAX_RECORD_BYTES
+                || (ends_record && self.fields + 1 != keys.len())
+            {
+                output.truncate(mark);
+                return at;
+            }
+            self.record_bytes += bytes;
+            self.fields += 1;
+            output.push(b'"');
+            if ends_record {
+                output.push(b'}');
+                self.state = State::RecordStart;
+            }
+            at = end + 1;
+        }
+    }
+
     /// Ends the field at a delimiter or line end at `input[at]`; returns where reading goes on.
     fn end_of_field(
         &mut self,
@@ -383,6 +466,77 @@ impl Converter for CsvToJson {
 
     fn records(&self) -> u64 {
         self.records
+    }
+}
+
+/// Writes the JSON string content of the field starting at `input[start]` and returns the
+/// position of the delimiter or line end after it and the field's length as the record limit
+/// counts it; `None` when the field does not end cleanly within `input` (see
+/// [`CsvToJson::whole_fields`]).
+#[inline(always)]
+fn whole_field(input: &[u8], start: usize, output: &mut Out) -> Option<(usize, usize)> {
+    let quoted = *input.get(start)? == b'"';
+    let delimiters = if quoted {
+        Delimiters::Quoted
+    } else {
+        Delimiters::Unquoted
+    };
+    let from = start + usize::from(quoted);
+    let at = copy_plain(input, from, delimiters, output);
+    // Most fields end at the first byte that needs attention: no loop for them (in a sandbox,
+    // every loop entry and turn checks for interruption).
+    match (*input.get(at)?, quoted) {
+        (b',' | b'\n' | b'\r', false) => return Some((at, at - from)),
+        (b'"', true) if matches!(input.get(at + 1), Some(b',' | b'\n' | b'\r')) => {
+            return Some((at + 1, at - from));
+        }
+        _ => {}
+    }
+    field_rest(input, at, at - from, delimiters, output)
+}
+
+/// The rest of [`whole_field`] from `input[at]`, a byte that needs attention but does not end
+/// the field: escapes, UTF-8 sequences and doubled quotes, then more plain runs.
+#[inline(always)]
+fn field_rest(
+    input: &[u8],
+    mut at: usize,
+    mut bytes: usize,
+    delimiters: Delimiters,
+    output: &mut Out,
+) -> Option<(usize, usize)> {
+    let quoted = delimiters == Delimiters::Quoted;
+    loop {
+        let special = copy_plain(input, at, delimiters, output);
+        bytes += special - at;
+        at = special;
+        let byte = *input.get(at)?;
+        match byte {
+            b'"' if quoted => match *input.get(at + 1)? {
+                b'"' => {
+                    push_escaped(output, b'"');
+                    bytes += 1;
+                    at += 2;
+                }
+                b',' | b'\n' | b'\r' => return Some((at + 1, bytes)),
+                _ => return None,
+            },
+            b',' | b'\n' | b'\r' if !quoted => return Some((at, bytes)),
+            0x80.. => {
+                let end = at + utf8_width(byte);
+                if end == at || end > input.len() || std::str::from_utf8(&input[at..end]).is_err() {
+                    return None;
+                }
+                output.extend_from_slice(&input[at..end]);
+                bytes += end - at;
+                at = end;
+            }
+            _ => {
+                push_escaped(output, byte);
+                bytes += 1;
+                at += 1;
+            }
+        }
     }
 }
 
@@ -599,9 +753,13 @@ mod tests {
     fn oversized_records_are_refused() {
         let mut input = b"a\n".to_vec();
         input.resize(MAX_RECORD_BYTES + 10, b'x');
-        let error = chunked(&input, &[1 << 20]).unwrap_err();
-        assert_eq!(error.record, Some(1));
-        assert!(error.message.contains("larger"), "{error}");
+        input.push(b'\n');
+        // In pieces (the state machine counts) and whole (the fast path sees the whole record).
+        for sizes in [&[1 << 20][..], &[usize::MAX]] {
+            let error = chunked(&input, sizes).unwrap_err();
+            assert_eq!(error.record, Some(1));
+            assert!(error.message.contains("larger"), "{error}");
+        }
     }
 
     #[test]

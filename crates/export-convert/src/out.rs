@@ -62,6 +62,20 @@ impl Out {
         self.len += len;
     }
 
+    /// Appends the first `len` (at most 16) bytes of two words.
+    #[inline(always)]
+    pub(crate) fn two_words(&mut self, words: [u64; 2], len: usize) {
+        self.room(16);
+        self.buffer[self.len..self.len + 8].copy_from_slice(&words[0].to_le_bytes());
+        self.buffer[self.len + 8..self.len + 16].copy_from_slice(&words[1].to_le_bytes());
+        self.len += len;
+    }
+
+    /// Forgets everything written after the first `len` bytes.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Bytes written so far.
     pub(crate) fn len(&self) -> usize {
         self.len

@@ -69,15 +69,70 @@ pub(crate) fn next_special(input: &[u8], from: usize, delimiters: Delimiters) ->
 
 /// Copies the plain bytes from `from` up to the next byte that needs attention into `out`, a
 /// word at a time; returns that byte's position (or `input.len()`).
-#[inline]
+#[inline(always)]
 pub(crate) fn copy_plain(
     input: &[u8],
     from: usize,
     delimiters: Delimiters,
     out: &mut Out,
 ) -> usize {
+    // Most fields are shorter than sixteen bytes, so the first step stands outside the loop and
+    // they never enter it (in a sandbox, every loop entry and turn checks for interruption).
     let mut at = from;
-    while let Some(window) = input.get(at..at + 8) {
+    match sixteen(input, at, delimiters, out) {
+        Step::Found(end) => return end,
+        Step::Short => return copy_tail(input, at, delimiters, out),
+        Step::Plain => at += 16,
+    }
+    // The rest of a long run, sixteen bytes per turn.
+    loop {
+        match sixteen(input, at, delimiters, out) {
+            Step::Found(end) => return end,
+            Step::Short => return copy_tail(input, at, delimiters, out),
+            Step::Plain => at += 16,
+        }
+    }
+}
+
+/// What sixteen bytes from a position held.
+enum Step {
+    /// A byte that needs attention, at this position; the bytes before it are copied.
+    Found(usize),
+    /// Sixteen plain bytes, copied.
+    Plain,
+    /// Fewer than sixteen bytes are left; nothing copied.
+    Short,
+}
+
+/// Checks (and copies) the sixteen bytes from `at` as two words.
+#[inline(always)]
+fn sixteen(input: &[u8], at: usize, delimiters: Delimiters, out: &mut Out) -> Step {
+    let Some(window) = input.get(at..at + 16) else {
+        return Step::Short;
+    };
+    let (low, high) = window.split_at(8);
+    let low = u64::from_le_bytes(low.try_into().expect("eight bytes"));
+    let high = u64::from_le_bytes(high.try_into().expect("eight bytes"));
+    let found = specials(low, delimiters);
+    if found != 0 {
+        let plain = (found.trailing_zeros() / 8) as usize;
+        out.word(low, plain);
+        return Step::Found(at + plain);
+    }
+    let found = specials(high, delimiters);
+    out.two_words([low, high], 8 + (found.trailing_zeros() / 8) as usize);
+    if found != 0 {
+        return Step::Found(at + 8 + (found.trailing_zeros() / 8) as usize);
+    }
+    Step::Plain
+}
+
+/// [`copy_plain`] for the last fifteen bytes or fewer of `input`.
+#[cold]
+#[inline(never)]
+fn copy_tail(input: &[u8], from: usize, delimiters: Delimiters, out: &mut Out) -> usize {
+    let mut at = from;
+    if let Some(window) = input.get(at..at + 8) {
         let word = u64::from_le_bytes(window.try_into().expect("eight bytes"));
         let found = specials(word, delimiters);
         if found != 0 {
