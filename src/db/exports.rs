@@ -7,7 +7,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::DbError;
-use crate::domain::listing::{Direction, ListQuery, SortKey};
+use crate::domain::listing::{Direction, ListFilters, ListQuery, SortKey};
 use crate::domain::outbox::OutboxEvent;
 use crate::domain::{
     Archive, Delivery, Export, ExportSummary, NewExport, Owner, PluginStamp, Source,
@@ -180,8 +180,18 @@ impl ExportRepository {
             .map(summary_from_row)
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut count = QueryBuilder::new("SELECT count(*) FROM exports e");
-        push_conditions(&mut count, owner, query);
+        let mut count = if query.filters == ListFilters::default() {
+            // Kept by triggers (migration 0007): no scan of the owner's exports.
+            let mut count = QueryBuilder::new(
+                "SELECT coalesce(sum(e.exports), 0)::bigint FROM export_counts e",
+            );
+            push_owner(&mut count, owner);
+            count
+        } else {
+            let mut count = QueryBuilder::new("SELECT count(*) FROM exports e");
+            push_conditions(&mut count, owner, query);
+            count
+        };
         let count: i64 = count.build().fetch_one(&self.pool).await?.try_get(0)?;
         Ok(ExportPage { exports, count })
     }
@@ -216,7 +226,8 @@ impl ExportRepository {
     }
 }
 
-fn push_conditions(builder: &mut QueryBuilder<'_, Postgres>, owner: &Owner, query: &ListQuery) {
+/// `WHERE` the owner's rows (of `exports e` or `export_counts e`).
+fn push_owner(builder: &mut QueryBuilder<'_, Postgres>, owner: &Owner) {
     builder.push(" WHERE e.org_id = ");
     builder.push_bind(owner.org_id.clone());
     builder.push(" AND e.username = ");
@@ -225,6 +236,10 @@ fn push_conditions(builder: &mut QueryBuilder<'_, Postgres>, owner: &Owner, quer
         builder.push(" AND e.account_id = ");
         builder.push_bind(owner.account_id.clone());
     }
+}
+
+fn push_conditions(builder: &mut QueryBuilder<'_, Postgres>, owner: &Owner, query: &ListQuery) {
+    push_owner(builder, owner);
     let filters = &query.filters;
     if let Some(name) = &filters.name {
         builder.push(" AND e.name = ");

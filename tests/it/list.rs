@@ -354,3 +354,46 @@ async fn invalid_parameters_get_400() {
             .assert_error(400, message);
     }
 }
+
+#[tokio::test]
+async fn unfiltered_count_follows_creates_deletes_and_bulk_changes() {
+    let seeded = seed().await;
+    assert_eq!(seeded.list("").await["meta"]["count"], 4);
+    // A filter counts the matching rows; no filter reads the owner's kept count.
+    assert_eq!(seeded.list("name=alpha").await["meta"]["count"], 1);
+
+    let reply = seeded
+        .app
+        .delete(
+            &format!("{EXPORTS}/{}", seeded.ids["alpha"]),
+            &seeded.caller,
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    assert_eq!(seeded.list("").await["meta"]["count"], 3);
+
+    // Bulk statements (the cleaner deletes many rows at once; the benchmark inserts many).
+    sqlx::query("DELETE FROM exports WHERE id = ANY($1::uuid[])")
+        .bind(vec![
+            seeded.ids["beta"].as_str(),
+            seeded.ids["gamma"].as_str(),
+        ])
+        .execute(&seeded.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(seeded.list("").await["meta"]["count"], 1);
+    sqlx::query(
+        "INSERT INTO exports (id, org_id, username, name, format, expires_at) \
+         SELECT gen_random_uuid(), 'org-1', 'alice', 'bulk', 'csv', now() + interval '1 day' \
+         FROM generate_series(1, 25)",
+    )
+    .execute(&seeded.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(seeded.list("").await["meta"]["count"], 26);
+    assert_eq!(seeded.list("name=bulk").await["meta"]["count"], 25);
+    // The other user's export was never counted for alice, and still is for him.
+    let mallory = Caller::user("org-1", "mallory");
+    let theirs = seeded.app.get(EXPORTS, &mallory).await.json();
+    assert_eq!(theirs["meta"]["count"], 1);
+}
