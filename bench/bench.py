@@ -256,7 +256,8 @@ def criterion(args, results):
 
     def throughput(group, name):
         bytes_ = json.load(open(base / group / name / "new" / "benchmark.json"))["throughput"]["Bytes"]
-        return bytes_ / MIB / (estimate(group, name) / 1e9)
+        # The median: robust to the odd slow sample (page faults, another process) on either side.
+        return bytes_ / MIB / (estimate(group, name, "median") / 1e9)
 
     native, wasm = throughput("csv_to_json", "native"), throughput("csv_to_json", "wasm")
     results.append(("CSV→JSON in the Wasm plugin", f"{wasm:.1f} MiB/s", f"native {native:.1f} MiB/s",
@@ -332,8 +333,10 @@ def hot_reload(args, work, results):
             replica.stop()
         run.close()
     worst = max(times)
+    # The target also asks for no failed upload: any failure fails the row whatever the time.
     results.append(("hot reload, 3 replicas (worst of rounds)", f"{worst:.2f} s", "limit 2 s", worst / 2,
-                    "<= 1.0", f"{len(times)} rounds, {uploads[0]} uploads, {len(failures)} failed"))
+                    "<= 1.0", f"{len(times)} rounds, {uploads[0]} uploads, {len(failures)} failed",
+                    not failures))
     if failures:
         log(f"failed uploads during reload: {failures[:3]}")
 
@@ -421,8 +424,9 @@ def main():
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     machine = f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
     header = ("figure", "measured", "baseline (same run)", "ratio", "target", "met", "notes")
-    rows = [(figure, value, baseline, f"{ratio:.2f}", target, met(ratio, target), notes)
-            for figure, value, baseline, ratio, target, notes in results]
+    rows = [(figure, value, baseline, f"{ratio:.2f}", target, met(ratio, target) if all(holds) else "NO",
+             notes)
+            for figure, value, baseline, ratio, target, notes, *holds in results]
     out = ROOT / "bench" / "results" / f"bench-{stamp}.csv"
     out.parent.mkdir(exist_ok=True)
     with open(out, "w", newline="") as file:
