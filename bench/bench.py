@@ -355,8 +355,7 @@ def list_latency(args, work, results):
              f"FROM generate_series(1, {count}) AS n", run.database)
         # Settle the table as a steady service would have it (autovacuum would otherwise start
         # during the measurement and show up in the tail latencies).
-        psql("VACUUM ANALYZE exports", run.database)
-        psql("VACUUM ANALYZE export_counts", run.database)
+        psql("VACUUM ANALYZE exports, export_counts", run.database)
 
     def measure():
         connection = http.client.HTTPConnection("127.0.0.1", service.public, timeout=30)

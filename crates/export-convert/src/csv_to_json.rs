@@ -362,6 +362,8 @@ impl CsvToJson {
                 if at == input.len() {
                     return at;
                 }
+                // `begin_record` for a data record, inlined by hand: `keys` stays borrowed for
+                // the whole loop (re-borrowing it per field costs about 5 % more instructions).
                 self.fields = 0;
                 self.record_bytes = 0;
                 self.records += 1;
