@@ -6,7 +6,8 @@
     )
 )]
 //! The same CSV→JSON converter, native and as the `csv-json` Wasm plugin, on the same data in the
-//! same 1 MiB chunks the service pushes; and the cost of starting one plugin session.
+//! same chunks the service pushes (`plugin_host::CHUNK_BYTES`); and the cost of starting one
+//! plugin session.
 //!
 //! Run `scripts/build-plugins.sh` first, then `cargo bench --bench plugin_convert`.
 //! Targets (docs/ARCHITECTURE.md): Wasm ≥ 0.7 × native throughput; instantiation median ≤ 1 ms.
@@ -15,9 +16,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use export_convert::{Converter, CsvToJson};
 use export_service::domain::Format;
 use export_service::ingest::schema::SchemaCheck;
-use export_service::plugin_host::{DataFormat, PluginHost, PluginLimits, SessionOptions};
-
-const CHUNK: usize = 1024 * 1024;
+use export_service::plugin_host::{
+    CHUNK_BYTES, DataFormat, PluginHost, PluginLimits, SessionOptions,
+};
 
 fn sample_csv(bytes: usize) -> Vec<u8> {
     let mut data = b"id,name,amount,comment\n".to_vec();
@@ -72,7 +73,7 @@ fn benchmarks(criterion: &mut Criterion) {
         bencher.iter(|| {
             let mut converter = CsvToJson::new();
             let mut produced = 0;
-            for chunk in data.chunks(CHUNK) {
+            for chunk in data.chunks(CHUNK_BYTES) {
                 produced += converter.push(chunk).unwrap().len();
             }
             produced + converter.finish().unwrap().len()
@@ -82,7 +83,7 @@ fn benchmarks(criterion: &mut Criterion) {
         bencher.iter(|| {
             let mut session = host.open(&plugin, &options()).unwrap();
             let mut produced = 0;
-            for chunk in data.chunks(CHUNK) {
+            for chunk in data.chunks(CHUNK_BYTES) {
                 produced += session.push(chunk).unwrap().output.len();
             }
             produced + session.finish().unwrap().output.len()
@@ -111,7 +112,7 @@ fn benchmarks(criterion: &mut Criterion) {
     group.bench_function("host", |bencher| {
         bencher.iter(|| {
             let mut check = SchemaCheck::new(validator.clone(), Format::Csv);
-            for chunk in data.chunks(CHUNK) {
+            for chunk in data.chunks(CHUNK_BYTES) {
                 check.feed(chunk);
             }
             assert!(check.finish().is_empty());
@@ -120,7 +121,7 @@ fn benchmarks(criterion: &mut Criterion) {
     group.bench_function("guest", |bencher| {
         bencher.iter(|| {
             let mut session = host.open(&validating, &validating_options).unwrap();
-            for chunk in data.chunks(CHUNK) {
+            for chunk in data.chunks(CHUNK_BYTES) {
                 assert!(session.push(chunk).unwrap().violations.is_empty());
             }
             session.finish().unwrap().output.len()

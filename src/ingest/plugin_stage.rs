@@ -11,12 +11,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio_util::io::StreamReader;
 
-use crate::plugin_host::{LoadedPlugin, PluginFailure, PluginHost, SessionOptions, Violation};
+use crate::plugin_host::{
+    CHUNK_BYTES, LoadedPlugin, PluginFailure, PluginHost, SessionOptions, Violation,
+};
 
 /// The most violations collected (the rest are counted, not kept).
 pub const MAX_VIOLATIONS: usize = 100;
-/// Input chunks handed to the plugin.
-pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// Carried inside `io::Error` when the plugin failed or rejected the data.
 #[derive(Debug)]

@@ -53,6 +53,10 @@ impl From<crate::domain::Format> for DataFormat {
     }
 }
 
+/// The most input the service hands a plugin in one `push` (the upload path and the author's
+/// tool both read in chunks of this size).
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
 /// How often the epoch advances: the granularity of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// The longest log line a plugin can write.

@@ -7,14 +7,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{
-    DataFormat, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, PluginSession,
+    CHUNK_BYTES, DataFormat, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, PluginSession,
     SessionOptions, Violation,
 };
 use crate::domain::Format;
 use crate::ingest::rows::RowCounter;
-
-/// The chunk size the service pushes.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Why a tool run failed.
 #[derive(Debug, thiserror::Error)]

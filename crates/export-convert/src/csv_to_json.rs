@@ -9,9 +9,13 @@
 //! ([`CsvToJson::whole_fields`]); the byte-level state machine takes the rest — fields cut by a
 //! chunk boundary, and anything it must report as an error.
 
-use crate::out::{Out, to_words};
+use crate::out::{Cursor, Out, Sink, to_words};
 use crate::scan::{Delimiters, copy_plain, next_special};
 use crate::{ConvertError, Converter, MAX_RECORD_BYTES};
+
+/// The room [`CsvToJson::whole_fields`] makes sure the output has before it starts (its cursor
+/// cannot grow the buffer).
+const FAST_PATH_ROOM: usize = 16 * 1024;
 
 /// Where the reader is within the CSV grammar, kept across chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +54,7 @@ impl Key {
     }
 
     #[inline(always)]
-    fn write(&self, output: &mut Out) {
+    fn write<S: Sink>(&self, output: &mut S) {
         output.two_words(self.head, self.len.min(16));
         if self.len > 16 {
             output.words(&self.tail, self.len - 16);
@@ -72,13 +76,16 @@ pub struct CsvToJson {
     fields: usize,
     /// Input bytes of the current record so far.
     record_bytes: usize,
+    /// Data records begun so far (the array has started once there is one).
     records: u64,
-    started: bool,
     /// The start of a UTF-8 sequence that the last chunk cut off.
     carry: Vec<u8>,
     /// Bytes read and written so far, to size the output of the next chunk.
     read: u64,
     written: u64,
+    /// The most output [`Self::whole_fields`] writes before it lets the buffer grow (tests make
+    /// it small, to run the way back to the state machine).
+    window: usize,
 }
 
 impl Default for CsvToJson {
@@ -107,10 +114,10 @@ impl CsvToJson {
             fields: 0,
             record_bytes: 0,
             records: 0,
-            started: false,
             carry: Vec::new(),
             read: 0,
             written: 0,
+            window: usize::MAX,
         }
     }
 
@@ -163,10 +170,9 @@ impl CsvToJson {
         self.fields = 0;
         self.record_bytes = 0;
         if self.keys.is_some() {
-            self.records += 1;
-            output.push(if self.started { b',' } else { b'[' });
-            self.started = true;
+            output.push(if self.records > 0 { b',' } else { b'[' });
             output.push(b'{');
+            self.records += 1;
         }
     }
 
@@ -346,58 +352,82 @@ impl CsvToJson {
     /// The common case in one tight loop: whole fields of data records that lie entirely in
     /// `input`, from `at` (the start of a record or a field). It stops before the first field it
     /// cannot finish here — one that runs past the chunk, has invalid UTF-8 or text after its
-    /// closing quote, makes its record too large, or ends its record with the wrong number of
-    /// fields — and returns where that field starts, leaving it to [`Self::feed`]'s state
-    /// machine, which reports any error. What it writes is exactly what the state machine
-    /// writes (the differential tests run both).
+    /// closing quote, makes its record too large, ends its record with the wrong number of
+    /// fields, or does not fit in the output's room — and returns where that field starts,
+    /// leaving it to [`Self::feed`]'s state machine, which grows the output and reports any
+    /// error. What it writes is exactly what the state machine writes (the differential tests
+    /// run both).
+    ///
+    /// The loop's state lives in local variables and the output in a [`Cursor`](crate::out::Cursor)
+    /// (stored back once, at the end), and it is a function of its own: compiled to Wasm and
+    /// then to machine code, its few live values then stay in registers.
+    #[inline(never)]
     fn whole_fields(&mut self, input: &[u8], mut at: usize, output: &mut Out) -> usize {
         let Some(keys) = self.keys.as_deref() else {
             return at;
         };
-        loop {
-            if self.state == State::RecordStart {
+        output.reserve(FAST_PATH_ROOM);
+        let mut out = output.cursor(self.window);
+        let mut state = self.state;
+        let mut fields = self.fields;
+        let mut record_bytes = self.record_bytes;
+        let stop = loop {
+            if state == State::RecordStart {
                 while at < input.len() && matches!(input[at], b'\n' | b'\r') {
                     at += 1;
                 }
                 if at == input.len() {
-                    return at;
+                    break at;
                 }
-                // `begin_record` for a data record, inlined by hand: `keys` stays borrowed for
-                // the whole loop (re-borrowing it per field costs about 5 % more instructions).
-                self.fields = 0;
-                self.record_bytes = 0;
+                // `begin_record` for a data record.
+                let mark = out.len();
+                out.push(if self.records > 0 { b',' } else { b'[' });
+                out.push(b'{');
+                if out.is_full() {
+                    out.truncate(mark);
+                    break at;
+                }
+                fields = 0;
+                record_bytes = 0;
+                // Once per record: kept in `self` (a loop variable less in registers).
                 self.records += 1;
-                output.push(if self.started { b',' } else { b'[' });
-                self.started = true;
-                output.push(b'{');
-                self.state = State::FieldStart;
+                state = State::FieldStart;
             }
             // A field past the header's width is the state machine's to count and skip.
-            let Some(key) = keys.get(self.fields) else {
-                return at;
+            let Some(key) = keys.get(fields) else {
+                break at;
             };
-            let mark = output.len();
-            key.write(output);
-            let Some((end, bytes)) = whole_field(input, at, output) else {
-                output.truncate(mark);
-                return at;
+            let mark = out.len();
+            key.write(&mut out);
+            let Some((end, bytes)) = whole_field(input, at, &mut out) else {
+                out.truncate(mark);
+                break at;
             };
             let ends_record = input[end] != b',';
-            if self.record_bytes + bytes > MAX_RECORD_BYTES
-                || (ends_record && self.fields + 1 != keys.len())
-            {
-                output.truncate(mark);
-                return at;
-            }
-            self.record_bytes += bytes;
-            self.fields += 1;
-            output.push(b'"');
+            out.push(b'"');
             if ends_record {
-                output.push(b'}');
-                self.state = State::RecordStart;
+                out.push(b'}');
+            }
+            if out.is_full()
+                || record_bytes + bytes > MAX_RECORD_BYTES
+                || (ends_record && fields + 1 != keys.len())
+            {
+                out.truncate(mark);
+                break at;
+            }
+            record_bytes += bytes;
+            fields += 1;
+            if ends_record {
+                state = State::RecordStart;
             }
             at = end + 1;
-        }
+        };
+        let written = out.len();
+        output.advance(written);
+        self.state = state;
+        self.fields = fields;
+        self.record_bytes = record_bytes;
+        stop
     }
 
     /// Ends the field at a delimiter or line end at `input[at]`; returns where reading goes on.
@@ -462,7 +492,7 @@ impl Converter for CsvToJson {
             }
         }
         self.state = State::RecordStart;
-        output.extend_from_slice(if self.started { b"]" } else { b"[]" });
+        output.extend_from_slice(if self.records > 0 { b"]" } else { b"[]" });
         Ok(output.into_vec())
     }
 
@@ -476,7 +506,7 @@ impl Converter for CsvToJson {
 /// counts it; `None` when the field does not end cleanly within `input` (see
 /// [`CsvToJson::whole_fields`]).
 #[inline(always)]
-fn whole_field(input: &[u8], start: usize, output: &mut Out) -> Option<(usize, usize)> {
+fn whole_field(input: &[u8], start: usize, output: &mut Cursor) -> Option<(usize, usize)> {
     let quoted = *input.get(start)? == b'"';
     let delimiters = if quoted {
         Delimiters::Quoted
@@ -487,25 +517,43 @@ fn whole_field(input: &[u8], start: usize, output: &mut Out) -> Option<(usize, u
     let at = copy_plain(input, from, delimiters, output);
     // Most fields end at the first byte that needs attention: no loop for them (in a sandbox,
     // every loop entry and turn checks for interruption).
-    match (*input.get(at)?, quoted) {
-        (b',' | b'\n' | b'\r', false) => return Some((at, at - from)),
-        (b'"', true) if matches!(input.get(at + 1), Some(b',' | b'\n' | b'\r')) => {
-            return Some((at + 1, at - from));
-        }
-        _ => {}
+    let byte = *input.get(at)?;
+    if !quoted && ends_field(byte) {
+        return Some((at, at - from));
     }
-    field_rest(input, at, at - from, delimiters, output)
+    if quoted && byte == b'"' && input.get(at + 1).is_some_and(|&next| ends_field(next)) {
+        return Some((at + 1, at - from));
+    }
+    // The cursor goes to the rarer rest by value and comes back: passing its address instead
+    // would keep it in memory (not registers) in the hot loop too.
+    let (cursor, end) = field_rest(input, at, at - from, delimiters, std::mem::take(output));
+    *output = cursor;
+    end
 }
 
 /// The rest of [`whole_field`] from `input[at]`, a byte that needs attention but does not end
-/// the field: escapes, UTF-8 sequences and doubled quotes, then more plain runs.
+/// the field: escapes, UTF-8 sequences and doubled quotes, then more plain runs. Out of line,
+/// so the hot loop stays small (fewer values competing for registers).
+#[inline(never)]
+fn field_rest<'a>(
+    input: &[u8],
+    at: usize,
+    bytes: usize,
+    delimiters: Delimiters,
+    mut output: Cursor<'a>,
+) -> (Cursor<'a>, Option<(usize, usize)>) {
+    let end = field_rest_in(input, at, bytes, delimiters, &mut output);
+    (output, end)
+}
+
+/// [`field_rest`]'s loop.
 #[inline(always)]
-fn field_rest(
+fn field_rest_in(
     input: &[u8],
     mut at: usize,
     mut bytes: usize,
     delimiters: Delimiters,
-    output: &mut Out,
+    output: &mut Cursor,
 ) -> Option<(usize, usize)> {
     let quoted = delimiters == Delimiters::Quoted;
     loop {
@@ -542,6 +590,14 @@ fn field_rest(
     }
 }
 
+/// Whether `byte` ends an unquoted field (a delimiter or a line end), as one bit test: a `match`
+/// here becomes a jump table in Wasm, an indirect jump per field in the sandbox.
+#[inline(always)]
+fn ends_field(byte: u8) -> bool {
+    const ENDS: u64 = 1 << b',' | 1 << b'\n' | 1 << b'\r';
+    byte < 64 && (ENDS >> byte) & 1 == 1
+}
+
 /// How long the UTF-8 sequence starting with `lead` is; 0 when `lead` cannot start one.
 fn utf8_width(lead: u8) -> usize {
     match lead {
@@ -552,25 +608,35 @@ fn utf8_width(lead: u8) -> usize {
     }
 }
 
-/// Appends `byte` (a quote, a backslash or a control character) as JSON escapes it.
-fn push_escaped(output: &mut Out, byte: u8) {
+/// Appends `byte` (a quote, a backslash or a control character) as JSON escapes it: one word
+/// write, its bytes made by [`escape`] (a separate function, so the sink's address never has to
+/// leave the hot loop).
+#[inline(always)]
+fn push_escaped<S: Sink>(output: &mut S, byte: u8) {
+    let (word, len) = escape(byte);
+    output.word(word, len);
+}
+
+/// JSON's escape of `byte` (a quote, a backslash or a control character) as the little-endian
+/// bytes of a word, and their number.
+fn escape(byte: u8) -> (u64, usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let short: &[u8] = match byte {
-        b'"' => b"\\\"",
-        b'\\' => b"\\\\",
-        b'\n' => b"\\n",
-        b'\r' => b"\\r",
-        b'\t' => b"\\t",
-        0x08 => b"\\b",
-        0x0c => b"\\f",
+    let short = match byte {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'\n' => b'n',
+        b'\r' => b'r',
+        b'\t' => b't',
+        0x08 => b'b',
+        0x0c => b'f',
         _ => {
-            output.extend_from_slice(b"\\u00");
-            output.push(HEX[usize::from(byte >> 4)]);
-            output.push(HEX[usize::from(byte & 0xf)]);
-            return;
+            let mut bytes = *b"\\u00\0\0\0\0";
+            bytes[4] = HEX[usize::from(byte >> 4)];
+            bytes[5] = HEX[usize::from(byte & 0xf)];
+            return (u64::from_le_bytes(bytes), 6);
         }
     };
-    output.extend_from_slice(short);
+    (u64::from_le_bytes([b'\\', short, 0, 0, 0, 0, 0, 0]), 2)
 }
 
 #[cfg(test)]
@@ -630,22 +696,23 @@ mod tests {
         Ok(serde_json::to_string(&objects).unwrap())
     }
 
-    /// Checks that we read `input`, pushed in `sizes`, as the reference does.
-    fn agrees(input: &str, sizes: &[usize]) {
+    /// Checks that we read `input`, pushed in `sizes`, as the reference does, with the fast
+    /// path's output room limited to `window` bytes.
+    fn agrees(input: &str, sizes: &[usize], window: usize) {
         let expected = reference(input.as_bytes());
-        let ours = chunked(input.as_bytes(), sizes);
+        let ours = chunked_in(input.as_bytes(), sizes, window);
         match (&expected, &ours) {
             (Ok(expected), Ok(ours)) => {
                 let ours: serde_json::Value = serde_json::from_str(ours)
                     .unwrap_or_else(|error| panic!("{input:?}: {error}: {ours}"));
                 let expected: serde_json::Value = serde_json::from_str(expected).unwrap();
-                assert_eq!(ours, expected, "{input:?} in {sizes:?}");
+                assert_eq!(ours, expected, "{input:?} in {sizes:?}, window {window}");
             }
             (Err(()), Err(_)) => {}
             // csv-core reads an unterminated quoted field to the end; we refuse it. Closing the
             // quote must then make us agree again.
             (Ok(_), Err(error)) if error.message == "ends inside a quoted field" => {
-                agrees(&format!("{input}\""), sizes);
+                agrees(&format!("{input}\""), sizes, window);
             }
             // Duplicate header names are ours to refuse.
             (Ok(_), Err(error)) if error.message.contains("duplicate") => {
@@ -655,13 +722,19 @@ mod tests {
                 unique.dedup();
                 assert_ne!(unique.len(), header.len(), "{input:?}: {error}");
             }
-            _ => panic!("{input:?} in {sizes:?}: {expected:?} vs {ours:?}"),
+            _ => panic!("{input:?} in {sizes:?}, window {window}: {expected:?} vs {ours:?}"),
         }
     }
 
     /// Converts `input` pushed in the given chunk sizes (cycled).
     fn chunked(input: &[u8], sizes: &[usize]) -> Result<String, ConvertError> {
+        chunked_in(input, sizes, usize::MAX)
+    }
+
+    /// [`chunked`] with the fast path's output room limited to `window` bytes.
+    fn chunked_in(input: &[u8], sizes: &[usize], window: usize) -> Result<String, ConvertError> {
         let mut converter = CsvToJson::new();
+        converter.window = window;
         let mut output = Vec::new();
         let mut rest = input;
         for size in sizes.iter().cycle() {
@@ -721,8 +794,12 @@ mod tests {
                 input.push_str(PIECES[random.below(PIECES.len())]);
             }
             let odd = random.below(9) + 1;
+            // A small window makes the fast path run out of room (at any byte of a field) and
+            // hand over to the state machine.
+            let window = random.below(48);
             for sizes in [&[usize::MAX][..], &[1], &[3, 1, 7], &[odd]] {
-                agrees(&input, sizes);
+                agrees(&input, sizes, usize::MAX);
+                agrees(&input, sizes, window);
             }
         }
     }

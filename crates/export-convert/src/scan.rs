@@ -6,7 +6,7 @@
 //! common case one loop iteration per eight bytes, which matters most inside a Wasm sandbox,
 //! where every iteration also checks for interruption. Portable code: the same on every target.
 
-use crate::out::Out;
+use crate::out::Sink;
 
 /// Which bytes end a run of plain field bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,11 +70,11 @@ pub(crate) fn next_special(input: &[u8], from: usize, delimiters: Delimiters) ->
 /// Copies the plain bytes from `from` up to the next byte that needs attention into `out`, a
 /// word at a time; returns that byte's position (or `input.len()`).
 #[inline(always)]
-pub(crate) fn copy_plain(
+pub(crate) fn copy_plain<S: Sink>(
     input: &[u8],
     from: usize,
     delimiters: Delimiters,
-    out: &mut Out,
+    out: &mut S,
 ) -> usize {
     // Most fields are shorter than sixteen bytes, so the first step stands outside the loop and
     // they never enter it (in a sandbox, every loop entry and turn checks for interruption).
@@ -106,7 +106,7 @@ enum Step {
 
 /// Checks (and copies) the sixteen bytes from `at` as two words.
 #[inline(always)]
-fn sixteen(input: &[u8], at: usize, delimiters: Delimiters, out: &mut Out) -> Step {
+fn sixteen<S: Sink>(input: &[u8], at: usize, delimiters: Delimiters, out: &mut S) -> Step {
     let Some(window) = input.get(at..at + 16) else {
         return Step::Short;
     };
@@ -128,29 +128,25 @@ fn sixteen(input: &[u8], at: usize, delimiters: Delimiters, out: &mut Out) -> St
 }
 
 /// [`copy_plain`] for the last fifteen bytes or fewer of `input`.
+#[inline(always)]
+fn copy_tail<S: Sink>(input: &[u8], from: usize, delimiters: Delimiters, out: &mut S) -> usize {
+    let end = tail_special(input, from, delimiters);
+    out.extend_from_slice(&input[from..end]);
+    end
+}
+
+/// [`next_special`] out of line, for the rare end of a chunk (the sink stays in the hot loop:
+/// passing its address to a call would move it from registers to memory).
 #[cold]
 #[inline(never)]
-fn copy_tail(input: &[u8], from: usize, delimiters: Delimiters, out: &mut Out) -> usize {
-    let mut at = from;
-    if let Some(window) = input.get(at..at + 8) {
-        let word = u64::from_le_bytes(window.try_into().expect("eight bytes"));
-        let found = specials(word, delimiters);
-        if found != 0 {
-            let plain = (found.trailing_zeros() / 8) as usize;
-            out.word(word, plain);
-            return at + plain;
-        }
-        out.word(word, 8);
-        at += 8;
-    }
-    let end = next_special(input, at, delimiters);
-    out.extend_from_slice(&input[at..end]);
-    end
+fn tail_special(input: &[u8], from: usize, delimiters: Delimiters) -> usize {
+    next_special(input, from, delimiters)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::out::Out;
 
     #[test]
     fn finds_the_same_byte_as_a_plain_loop() {
