@@ -373,7 +373,7 @@ impl CsvToJson {
         let mut record_bytes = self.record_bytes;
         let stop = loop {
             if state == State::RecordStart {
-                while at < input.len() && matches!(input[at], b'\n' | b'\r') {
+                while at < input.len() && ends_line(input[at]) {
                     at += 1;
                 }
                 if at == input.len() {
@@ -595,6 +595,14 @@ fn field_rest_in(
 #[inline(always)]
 fn ends_field(byte: u8) -> bool {
     const ENDS: u64 = 1 << b',' | 1 << b'\n' | 1 << b'\r';
+    byte < 64 && (ENDS >> byte) & 1 == 1
+}
+
+/// Whether `byte` is a line end (blank lines between records are skipped), as one bit test
+/// (see [`ends_field`]).
+#[inline(always)]
+fn ends_line(byte: u8) -> bool {
+    const ENDS: u64 = 1 << b'\n' | 1 << b'\r';
     byte < 64 && (ENDS >> byte) & 1 == 1
 }
 
