@@ -358,7 +358,7 @@ impl CsvToJson {
     /// error. What it writes is exactly what the state machine writes (the differential tests
     /// run both).
     ///
-    /// The loop's state lives in local variables and the output in a [`Cursor`](crate::out::Cursor)
+    /// The loop's state lives in local variables and the output in a [`Cursor`]
     /// (stored back once, at the end), and it is a function of its own: compiled to Wasm and
     /// then to machine code, its few live values then stay in registers.
     #[inline(never)]
@@ -590,20 +590,23 @@ fn field_rest_in(
     }
 }
 
-/// Whether `byte` ends an unquoted field (a delimiter or a line end), as one bit test: a `match`
-/// here becomes a jump table in Wasm, an indirect jump per field in the sandbox.
+/// Whether `byte` ends an unquoted field (a delimiter or a line end).
 #[inline(always)]
 fn ends_field(byte: u8) -> bool {
-    const ENDS: u64 = 1 << b',' | 1 << b'\n' | 1 << b'\r';
-    byte < 64 && (ENDS >> byte) & 1 == 1
+    is_one_of(byte, 1 << b',' | 1 << b'\n' | 1 << b'\r')
 }
 
-/// Whether `byte` is a line end (blank lines between records are skipped), as one bit test
-/// (see [`ends_field`]).
+/// Whether `byte` is a line end (blank lines between records are skipped).
 #[inline(always)]
 fn ends_line(byte: u8) -> bool {
-    const ENDS: u64 = 1 << b'\n' | 1 << b'\r';
-    byte < 64 && (ENDS >> byte) & 1 == 1
+    is_one_of(byte, 1 << b'\n' | 1 << b'\r')
+}
+
+/// Whether `byte` (below 64) is in `set`, one bit per byte value, as one bit test: a `match`
+/// over several bytes becomes a jump table in Wasm, an indirect jump in the sandbox's hot loop.
+#[inline(always)]
+fn is_one_of(byte: u8, set: u64) -> bool {
+    byte < 64 && (set >> byte) & 1 == 1
 }
 
 /// How long the UTF-8 sequence starting with `lead` is; 0 when `lead` cannot start one.

@@ -50,7 +50,11 @@ fn is_special(byte: u8, delimiters: Delimiters) -> bool {
 }
 
 /// The position of the first byte at or after `from` that needs attention, or `input.len()`.
-#[inline]
+/// Only for the rare paths (the header, fields past its width, the end of a chunk): out of line,
+/// so a caller's sink stays in registers (passing its address to a call would move it to
+/// memory).
+#[cold]
+#[inline(never)]
 pub(crate) fn next_special(input: &[u8], from: usize, delimiters: Delimiters) -> usize {
     let mut at = from;
     while let Some(window) = input.get(at..at + 8) {
@@ -130,17 +134,9 @@ fn sixteen<S: Sink>(input: &[u8], at: usize, delimiters: Delimiters, out: &mut S
 /// [`copy_plain`] for the last fifteen bytes or fewer of `input`.
 #[inline(always)]
 fn copy_tail<S: Sink>(input: &[u8], from: usize, delimiters: Delimiters, out: &mut S) -> usize {
-    let end = tail_special(input, from, delimiters);
+    let end = next_special(input, from, delimiters);
     out.extend_from_slice(&input[from..end]);
     end
-}
-
-/// [`next_special`] out of line, for the rare end of a chunk (the sink stays in the hot loop:
-/// passing its address to a call would move it from registers to memory).
-#[cold]
-#[inline(never)]
-fn tail_special(input: &[u8], from: usize, delimiters: Delimiters) -> usize {
-    next_special(input, from, delimiters)
 }
 
 #[cfg(test)]
