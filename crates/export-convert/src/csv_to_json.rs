@@ -74,7 +74,7 @@ pub struct CsvToJson {
     name: Vec<u8>,
     /// Fields started in the current record.
     fields: usize,
-    /// Input bytes of the current record so far.
+    /// Input bytes of the current record so far (0 between records: the fast path relies on it).
     record_bytes: usize,
     /// Data records begun so far (the array has started once there is one).
     records: u64,
@@ -352,76 +352,77 @@ impl CsvToJson {
     /// The common case in one tight loop: whole fields of data records that lie entirely in
     /// `input`, from `at` (the start of a record or a field). It stops before the first field it
     /// cannot finish here — one that runs past the chunk, has invalid UTF-8 or text after its
-    /// closing quote, makes its record too large, ends its record with the wrong number of
-    /// fields, or does not fit in the output's room — and returns where that field starts,
-    /// leaving it to [`Self::feed`]'s state machine, which grows the output and reports any
-    /// error. What it writes is exactly what the state machine writes (the differential tests
-    /// run both).
+    /// closing quote, lies past where its record could reach the size limit, ends its record
+    /// with the wrong number of fields, or does not fit in the output's room — and returns
+    /// where that field starts, leaving it to [`Self::feed`]'s state machine, which grows the
+    /// output and reports any error. What it writes is exactly what the state machine writes
+    /// (the differential tests run both).
     ///
-    /// The loop's state lives in local variables and the output in a [`Cursor`]
+    /// The loop's state lives in local variables (the input as a shrinking slice, the record
+    /// and field state as the place in the code, not a variable) and the output in a [`Cursor`]
     /// (stored back once, at the end), and it is a function of its own: compiled to Wasm and
-    /// then to machine code, its few live values then stay in registers.
+    /// then to machine code, as few values as possible compete for registers (docs/PLUGINS.md,
+    /// "Making a plugin fast").
     #[inline(never)]
-    fn whole_fields(&mut self, input: &[u8], mut at: usize, output: &mut Out) -> usize {
+    fn whole_fields(&mut self, input: &[u8], at: usize, output: &mut Out) -> usize {
         let Some(keys) = self.keys.as_deref() else {
             return at;
         };
         output.reserve(FAST_PATH_ROOM);
         let mut out = output.cursor(self.window);
-        let mut state = self.state;
         let mut fields = self.fields;
         let mut record_bytes = self.record_bytes;
-        let stop = loop {
-            if state == State::RecordStart {
-                while at < input.len() && ends_line(input[at]) {
-                    at += 1;
-                }
-                if at == input.len() {
-                    break at;
-                }
-                // `begin_record` for a data record.
-                let mark = out.len();
-                out.push(if self.records > 0 { b',' } else { b'[' });
-                out.push(b'{');
-                if out.is_full() {
-                    out.truncate(mark);
-                    break at;
+        // The input not yet converted, as a slice: its start moves instead of a position
+        // beside it (one value less for the loop to keep in a register). It ends where the
+        // record limit could be reached, so no field here can break it: the limit needs no test
+        // per field (the state machine takes over at that point and counts exactly).
+        let end = input
+            .len()
+            .min(at.saturating_add(MAX_RECORD_BYTES.saturating_sub(record_bytes)));
+        let mut rest = &input[at..end];
+        // Where the loop stops, the state it leaves: a record or field start. The loop itself
+        // has no state variable: where it is in the code says it.
+        let state = 'fast: {
+            if self.state == State::RecordStart {
+                if !begin_data_record(&mut rest, &mut out, &mut self.records) {
+                    break 'fast State::RecordStart;
                 }
                 fields = 0;
                 record_bytes = 0;
-                // Once per record: kept in `self` (a loop variable less in registers).
-                self.records += 1;
-                state = State::FieldStart;
             }
-            // A field past the header's width is the state machine's to count and skip.
-            let Some(key) = keys.get(fields) else {
-                break at;
-            };
-            let mark = out.len();
-            key.write(&mut out);
-            let Some((end, bytes)) = whole_field(input, at, &mut out) else {
-                out.truncate(mark);
-                break at;
-            };
-            let ends_record = input[end] != b',';
-            out.push(b'"');
-            if ends_record {
-                out.push(b'}');
+            loop {
+                // A field past the header's width is the state machine's to count and skip.
+                let Some(key) = keys.get(fields) else {
+                    break 'fast State::FieldStart;
+                };
+                let mark = out.len();
+                key.write(&mut out);
+                let Some((end, bytes, ends_record)) = whole_field(rest, 0, &mut out) else {
+                    out.truncate(mark);
+                    break 'fast State::FieldStart;
+                };
+                out.push(b'"');
+                if ends_record {
+                    out.push(b'}');
+                }
+                if out.is_full() || (ends_record && fields + 1 != keys.len()) {
+                    out.truncate(mark);
+                    break 'fast State::FieldStart;
+                }
+                rest = &rest[end + 1..];
+                if ends_record {
+                    fields = 0;
+                    record_bytes = 0;
+                    if !begin_data_record(&mut rest, &mut out, &mut self.records) {
+                        break 'fast State::RecordStart;
+                    }
+                } else {
+                    record_bytes += bytes;
+                    fields += 1;
+                }
             }
-            if out.is_full()
-                || record_bytes + bytes > MAX_RECORD_BYTES
-                || (ends_record && fields + 1 != keys.len())
-            {
-                out.truncate(mark);
-                break at;
-            }
-            record_bytes += bytes;
-            fields += 1;
-            if ends_record {
-                state = State::RecordStart;
-            }
-            at = end + 1;
         };
+        let stop = end - rest.len();
         let written = out.len();
         output.advance(written);
         self.state = state;
@@ -443,6 +444,8 @@ impl CsvToJson {
         } else {
             self.end_record(output)?;
             self.state = State::RecordStart;
+            // Between records nothing is counted (see `whole_fields`, which relies on it).
+            self.record_bytes = 0;
         }
         Ok(at + 1)
     }
@@ -501,12 +504,36 @@ impl Converter for CsvToJson {
     }
 }
 
-/// Writes the JSON string content of the field starting at `input[start]` and returns the
-/// position of the delimiter or line end after it and the field's length as the record limit
-/// counts it; `None` when the field does not end cleanly within `input` (see
-/// [`CsvToJson::whole_fields`]).
+/// Skips blank lines at the start of `rest` and opens a data record's object (`begin_record`
+/// for one); `false`, with nothing written, when the input ends first or the object does not
+/// fit.
 #[inline(always)]
-fn whole_field(input: &[u8], start: usize, output: &mut Cursor) -> Option<(usize, usize)> {
+fn begin_data_record(rest: &mut &[u8], out: &mut Cursor, records: &mut u64) -> bool {
+    while let Some((&byte, after)) = rest.split_first()
+        && ends_line(byte)
+    {
+        *rest = after;
+    }
+    if rest.is_empty() {
+        return false;
+    }
+    let mark = out.len();
+    out.push(if *records > 0 { b',' } else { b'[' });
+    out.push(b'{');
+    if out.is_full() {
+        out.truncate(mark);
+        return false;
+    }
+    *records += 1;
+    true
+}
+
+/// Writes the JSON string content of the field starting at `input[start]` and returns the
+/// position of the delimiter or line end after it, the field's length as the record limit
+/// counts it, and whether it ends the record (a line end, not a delimiter); `None` when the
+/// field does not end cleanly within `input` (see [`CsvToJson::whole_fields`]).
+#[inline(always)]
+fn whole_field(input: &[u8], start: usize, output: &mut Cursor) -> Option<(usize, usize, bool)> {
     let quoted = *input.get(start)? == b'"';
     let delimiters = if quoted {
         Delimiters::Quoted
@@ -516,19 +543,23 @@ fn whole_field(input: &[u8], start: usize, output: &mut Cursor) -> Option<(usize
     let from = start + usize::from(quoted);
     let at = copy_plain(input, from, delimiters, output);
     // Most fields end at the first byte that needs attention: no loop for them (in a sandbox,
-    // every loop entry and turn checks for interruption).
+    // every loop entry and turn checks for interruption). That byte is at hand here, so whether
+    // it ends the record is decided without reading it again.
     let byte = *input.get(at)?;
     if !quoted && ends_field(byte) {
-        return Some((at, at - from));
+        return Some((at, at - from, byte != b','));
     }
-    if quoted && byte == b'"' && input.get(at + 1).is_some_and(|&next| ends_field(next)) {
-        return Some((at + 1, at - from));
+    if quoted && byte == b'"' {
+        let next = *input.get(at + 1)?;
+        if ends_field(next) {
+            return Some((at + 1, at - from, next != b','));
+        }
     }
     // The cursor goes to the rarer rest by value and comes back: passing its address instead
     // would keep it in memory (not registers) in the hot loop too.
     let (cursor, end) = field_rest(input, at, at - from, delimiters, std::mem::take(output));
     *output = cursor;
-    end
+    end.map(|(end, bytes)| (end, bytes, input[end] != b','))
 }
 
 /// The rest of [`whole_field`] from `input[at]`, a byte that needs attention but does not end
@@ -849,6 +880,21 @@ mod tests {
             assert_eq!(error.record, Some(1));
             assert!(error.message.contains("larger"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_chunk_longer_than_the_record_limit_converts_whole() {
+        // The fast path stops where a record could reach the limit (here inside a chunk of
+        // small records) and the state machine goes on from there.
+        let mut input = b"id,name\n".to_vec();
+        let mut row = 0;
+        while input.len() <= MAX_RECORD_BYTES + 100 {
+            input.extend_from_slice(format!("{row},\"n{row}\"\n").as_bytes());
+            row += 1;
+        }
+        let whole = chunked(&input, &[usize::MAX]).unwrap();
+        assert_eq!(whole, chunked(&input, &[1 << 20]).unwrap());
+        assert!(whole.ends_with(&format!(r#"{{"id":"{}","name":"n{}"}}]"#, row - 1, row - 1)));
     }
 
     #[test]

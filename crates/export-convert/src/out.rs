@@ -52,7 +52,6 @@ impl Out {
         Cursor {
             buffer: &mut self.buffer[..end],
             len: self.len,
-            full: false,
         }
     }
 
@@ -116,13 +115,15 @@ impl Sink for Out {
 }
 
 /// Writes into the room an [`Out`] has, without growing it. A write that does not fit is dropped
-/// and marks the cursor [`full`](Self::is_full): the caller goes back to a mark and lets `Out`
-/// grow.
+/// and marks the cursor [`full`](Self::is_full) (every later write is dropped too): the caller
+/// goes back to a mark and lets `Out` grow.
 #[derive(Debug, Default)]
 pub(crate) struct Cursor<'a> {
     buffer: &'a mut [u8],
+    /// The position reached; past the buffer's end once a write did not fit. The mark lives in
+    /// the position instead of a flag beside it: one value less for the hot loop to keep in a
+    /// register.
     len: usize,
-    full: bool,
 }
 
 impl Cursor<'_> {
@@ -135,7 +136,7 @@ impl Cursor<'_> {
     /// Whether a write did not fit since the last [`Self::truncate`].
     #[inline(always)]
     pub(crate) fn is_full(&self) -> bool {
-        self.full
+        self.len > self.buffer.len()
     }
 
     /// Goes back to `len` (a position this cursor reached) and forgets any write that did not
@@ -143,15 +144,20 @@ impl Cursor<'_> {
     #[inline(always)]
     pub(crate) fn truncate(&mut self, len: usize) {
         self.len = len;
-        self.full = false;
     }
 
-    /// The next `size` bytes of room, or `None` (and the cursor marked full).
+    /// The next `size` bytes of room, or `None` (and the cursor marked full: its position moves
+    /// past the end, where no write fits).
     #[inline(always)]
     fn room(&mut self, size: usize) -> Option<&mut [u8]> {
-        let room = self.buffer.get_mut(self.len..self.len + size);
-        self.full |= room.is_none();
-        room
+        let end = self.buffer.len();
+        match self.buffer.get_mut(self.len..self.len + size) {
+            Some(room) => Some(room),
+            None => {
+                self.len = end + 1;
+                None
+            }
+        }
     }
 }
 
@@ -251,9 +257,19 @@ mod tests {
         let mark = cursor.len();
         // Sixteen bytes are stored even when fewer count: they need sixteen of room.
         cursor.two_words([0, 0], 1);
-        cursor.push(b'!');
         assert!(cursor.is_full(), "16 bytes at 12 of a 22-byte window");
-        assert_eq!(cursor.len(), mark + 1, "the push that fitted counts");
+        cursor.push(b'!');
+        assert!(
+            cursor.is_full(),
+            "a byte that would fit is dropped once one write did not"
+        );
+        cursor.truncate(mark);
+        cursor.push(b'!');
+        assert_eq!(
+            cursor.len(),
+            mark + 1,
+            "after going back, writes that fit count"
+        );
         cursor.truncate(mark);
         assert!(!cursor.is_full());
         cursor.words(&to_words(b"0123456789"), 10);
