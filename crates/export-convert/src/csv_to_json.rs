@@ -170,8 +170,7 @@ impl CsvToJson {
         self.fields = 0;
         self.record_bytes = 0;
         if self.keys.is_some() {
-            output.push(if self.records > 0 { b',' } else { b'[' });
-            output.push(b'{');
+            open_record(output, self.records);
             self.records += 1;
         }
     }
@@ -397,7 +396,7 @@ impl CsvToJson {
                 };
                 let mark = out.len();
                 key.write(&mut out);
-                let Some((end, bytes, ends_record)) = whole_field(rest, 0, &mut out) else {
+                let Some((end, bytes, ends_record)) = whole_field(rest, &mut out) else {
                     out.truncate(mark);
                     break 'fast State::FieldStart;
                 };
@@ -504,6 +503,13 @@ impl Converter for CsvToJson {
     }
 }
 
+/// Opens a data record's object: `[{` for the first record, `,{` after one.
+#[inline(always)]
+fn open_record<S: Sink>(output: &mut S, records_before: u64) {
+    output.push(if records_before > 0 { b',' } else { b'[' });
+    output.push(b'{');
+}
+
 /// Skips blank lines at the start of `rest` and opens a data record's object (`begin_record`
 /// for one); `false`, with nothing written, when the input ends first or the object does not
 /// fit.
@@ -518,8 +524,7 @@ fn begin_data_record(rest: &mut &[u8], out: &mut Cursor, records: &mut u64) -> b
         return false;
     }
     let mark = out.len();
-    out.push(if *records > 0 { b',' } else { b'[' });
-    out.push(b'{');
+    open_record(out, *records);
     if out.is_full() {
         out.truncate(mark);
         return false;
@@ -528,19 +533,19 @@ fn begin_data_record(rest: &mut &[u8], out: &mut Cursor, records: &mut u64) -> b
     true
 }
 
-/// Writes the JSON string content of the field starting at `input[start]` and returns the
+/// Writes the JSON string content of the field at the start of `input` and returns the
 /// position of the delimiter or line end after it, the field's length as the record limit
 /// counts it, and whether it ends the record (a line end, not a delimiter); `None` when the
 /// field does not end cleanly within `input` (see [`CsvToJson::whole_fields`]).
 #[inline(always)]
-fn whole_field(input: &[u8], start: usize, output: &mut Cursor) -> Option<(usize, usize, bool)> {
-    let quoted = *input.get(start)? == b'"';
+fn whole_field(input: &[u8], output: &mut Cursor) -> Option<(usize, usize, bool)> {
+    let quoted = *input.first()? == b'"';
     let delimiters = if quoted {
         Delimiters::Quoted
     } else {
         Delimiters::Unquoted
     };
-    let from = start + usize::from(quoted);
+    let from = usize::from(quoted);
     let at = copy_plain(input, from, delimiters, output);
     // Most fields end at the first byte that needs attention: no loop for them (in a sandbox,
     // every loop entry and turn checks for interruption). That byte is at hand here, so whether
