@@ -6,8 +6,8 @@
     )
 )]
 //! The same CSV→JSON converter, native and as the `csv-json` Wasm plugin, on the same data in the
-//! same chunks the service pushes (`plugin_host::CHUNK_BYTES`); and the cost of starting one
-//! plugin session.
+//! same chunks the service pushes (`plugin_host::CHUNK_BYTES`) — CSV of short fields and CSV of
+//! long ones; where JSON-Schema validation runs; and the cost of starting one plugin session.
 //!
 //! Run `scripts/build-plugins.sh` first, then `cargo bench --bench plugin_convert`.
 //! Targets (docs/ARCHITECTURE.md): Wasm ≥ 0.7 × native throughput; instantiation median ≤ 1 ms.
@@ -27,6 +27,34 @@ fn sample_csv(bytes: usize) -> Vec<u8> {
         data.extend_from_slice(
             format!(
                 "{row},name-{row},{}.{:02},\"a comment, with a comma\"\n",
+                row * 7 % 1000,
+                row % 100
+            )
+            .as_bytes(),
+        );
+        row += 1;
+    }
+    data
+}
+
+/// Records of longer fields: a UUID (36 bytes) and a quoted description of about seventy bytes
+/// with commas in it, beside two short ones.
+fn sample_csv_long(bytes: usize) -> Vec<u8> {
+    let mut data = b"id,uuid,description,amount\n".to_vec();
+    let mut row = 0u64;
+    while data.len() < bytes {
+        let hash = row.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        data.extend_from_slice(
+            format!(
+                "{row},{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x},\"Order {row} for customer {}, shipped \
+                 from warehouse {}, paid in full\",{}.{:02}\n",
+                hash >> 32,
+                (hash >> 16) & 0xffff,
+                hash & 0xfff,
+                (hash >> 12) & 0xfff,
+                hash & 0xffff_ffff_ffff,
+                hash % 10_000,
+                row % 17,
                 row * 7 % 1000,
                 row % 100
             )
@@ -66,30 +94,34 @@ fn benchmarks(criterion: &mut Criterion) {
     .expect("plugin host");
     let plugin = host.load(&bytes).expect("the csv-json plugin loads");
 
-    let mut group = criterion.benchmark_group("csv_to_json");
-    group.throughput(Throughput::Bytes(data.len() as u64));
-    group.sample_size(10);
-    group.bench_function("native", |bencher| {
-        bencher.iter(|| {
-            let mut converter = CsvToJson::new();
-            let mut produced = 0;
-            for chunk in data.chunks(CHUNK_BYTES) {
-                produced += converter.push(chunk).unwrap().len();
-            }
-            produced + converter.finish().unwrap().len()
-        })
-    });
-    group.bench_function("wasm", |bencher| {
-        bencher.iter(|| {
-            let mut session = host.open(&plugin, &options()).unwrap();
-            let mut produced = 0;
-            for chunk in data.chunks(CHUNK_BYTES) {
-                produced += session.push(chunk).unwrap().output.len();
-            }
-            produced + session.finish().unwrap().output.len()
-        })
-    });
-    group.finish();
+    // Short fields (ids, names, amounts, a short quoted comment) and long ones.
+    let long = sample_csv_long(16 * 1024 * 1024);
+    for (name, data) in [("csv_to_json", &data), ("csv_to_json_long_fields", &long)] {
+        let mut group = criterion.benchmark_group(name);
+        group.throughput(Throughput::Bytes(data.len() as u64));
+        group.sample_size(10);
+        group.bench_function("native", |bencher| {
+            bencher.iter(|| {
+                let mut converter = CsvToJson::new();
+                let mut produced = 0;
+                for chunk in data.chunks(CHUNK_BYTES) {
+                    produced += converter.push(chunk).unwrap().len();
+                }
+                produced + converter.finish().unwrap().len()
+            })
+        });
+        group.bench_function("wasm", |bencher| {
+            bencher.iter(|| {
+                let mut session = host.open(&plugin, &options()).unwrap();
+                let mut produced = 0;
+                for chunk in data.chunks(CHUNK_BYTES) {
+                    produced += session.push(chunk).unwrap().output.len();
+                }
+                produced + session.finish().unwrap().output.len()
+            })
+        });
+        group.finish();
+    }
 
     // Where JSON-Schema validation runs: natively in the host, or inside the schema-validator
     // plugin, on the same CSV records (checked as objects of strings).
