@@ -114,9 +114,9 @@ fn benchmarks(criterion: &mut Criterion) {
                 let mut session = host.open(&plugin, &options()).unwrap();
                 let mut produced = 0;
                 for chunk in data.chunks(CHUNK_BYTES) {
-                    produced += session.push(chunk).unwrap().output.len();
+                    produced += session.push(chunk).unwrap().output_len();
                 }
-                produced + session.finish().unwrap().output.len()
+                produced + session.finish().unwrap().output_len()
             })
         });
         group.finish();
@@ -155,7 +155,7 @@ fn benchmarks(criterion: &mut Criterion) {
             for chunk in data.chunks(CHUNK_BYTES) {
                 assert!(session.push(chunk).unwrap().violations.is_empty());
             }
-            session.finish().unwrap().output.len()
+            session.finish().unwrap().output_len()
         })
     });
     group.finish();

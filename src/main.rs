@@ -218,7 +218,10 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
                 };
                 say(&format!("resource:     {}{schema}", resource.name));
             }
-            say("ok: the component implements export-service:plugin@1.0.0");
+            say(&format!(
+                "ok: the component implements export-service:plugin@{}",
+                plugin.contract
+            ));
         }
         PluginCommand::Registry(_) => unreachable!("registry commands are sent to the admin API"),
         PluginCommand::Run {

@@ -105,14 +105,14 @@ impl<R> Converting<R> {
         match &mut self.mode {
             Mode::Undecided => unreachable!("decided above"),
             Mode::Passthrough => self.pending.extend_from_slice(input),
-            Mode::Convert(converter) => self.pending.extend(converter.push(input)?),
+            Mode::Convert(converter) => self.pending.extend_from_slice(converter.push(input)?),
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), ConvertError> {
         if let Mode::Convert(converter) = &mut self.mode {
-            self.pending.extend(converter.finish()?);
+            self.pending.extend_from_slice(converter.finish()?);
         }
         Ok(())
     }

@@ -101,12 +101,15 @@ where
                 None => return,
             };
             match step {
-                Ok(step) => {
+                Ok(mut step) => {
                     let room = MAX_VIOLATIONS.saturating_sub(violations.len());
-                    violations.extend(step.violations.into_iter().take(room));
-                    if !step.output.is_empty()
+                    violations.extend(std::mem::take(&mut step.violations).into_iter().take(room));
+                    // The one copy out of the plugin's memory.
+                    let mut output = Vec::new();
+                    step.append_output_to(&mut output);
+                    if !output.is_empty()
                         && output_sender
-                            .blocking_send(Output::Chunk(Bytes::from(step.output)))
+                            .blocking_send(Output::Chunk(Bytes::from(output)))
                             .is_err()
                     {
                         return;

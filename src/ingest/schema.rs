@@ -3,7 +3,7 @@
 //! (CSV records are checked as objects of strings), against the binding's schema. Violations
 //! (record, field, message) reject the upload when it ends.
 
-use export_convert::{Converter, CsvToJson, JsonRecords};
+use export_convert::{ConvertError, Converter, CsvToJson, JsonRecords};
 
 use crate::domain::Format;
 use crate::plugin_host::Violation;
@@ -13,8 +13,14 @@ pub const MAX_VIOLATIONS: usize = 100;
 
 /// Checks records as their bytes stream past.
 pub struct SchemaCheck {
-    validator: std::sync::Arc<jsonschema::Validator>,
+    /// CSV is read as JSON records (objects of strings).
     csv: Option<CsvToJson>,
+    records: RecordCheck,
+}
+
+/// The checking of JSON records, and what it found.
+struct RecordCheck {
+    validator: std::sync::Arc<jsonschema::Validator>,
     records: JsonRecords,
     violations: Vec<Violation>,
     failure: Option<String>,
@@ -24,31 +30,59 @@ impl SchemaCheck {
     /// A check of data in `format` against `validator`.
     pub fn new(validator: std::sync::Arc<jsonschema::Validator>, format: Format) -> Self {
         Self {
-            validator,
             csv: (format == Format::Csv).then(CsvToJson::new),
-            records: JsonRecords::new(),
-            violations: Vec::new(),
-            failure: None,
+            records: RecordCheck {
+                validator,
+                records: JsonRecords::new(),
+                violations: Vec::new(),
+                failure: None,
+            },
         }
     }
 
     /// Feeds stored bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.failure.is_some() || self.violations.len() >= MAX_VIOLATIONS {
+        if self.records.failure.is_some() || self.records.violations.len() >= MAX_VIOLATIONS {
             return;
         }
         let json = match &mut self.csv {
-            None => Ok(bytes.to_vec()),
+            None => Ok(bytes),
             Some(converter) => converter.push(bytes),
         };
-        match json {
-            Ok(json) => self.check(&json),
-            Err(error) => self.failure = Some(error.to_string()),
-        }
+        self.records.check(json);
     }
 
-    fn check(&mut self, json: &[u8]) {
-        let validator = self.validator.clone();
+    /// Ends the data; returns the violations found (empty = valid).
+    pub fn finish(&mut self) -> Vec<Violation> {
+        let records = &mut self.records;
+        if let Some(converter) = &mut self.csv
+            && records.failure.is_none()
+        {
+            records.check(converter.finish());
+        }
+        if let Some(failure) = records.failure.take() {
+            records.violations.push(Violation {
+                row: None,
+                field: None,
+                message: format!("the records could not be read for validation: {failure}"),
+            });
+        }
+        std::mem::take(&mut records.violations)
+    }
+}
+
+impl RecordCheck {
+    /// Checks the records `json` completes, adding what is wrong (at most [`MAX_VIOLATIONS`]);
+    /// the failure when the bytes cannot be read as records.
+    fn check(&mut self, json: Result<&[u8], ConvertError>) {
+        let json = match json {
+            Ok(json) => json,
+            Err(error) => {
+                self.failure = Some(error.to_string());
+                return;
+            }
+        };
+        let validator = &self.validator;
         let violations = &mut self.violations;
         let mut row = self.records.records();
         let result = self.records.push(json, &mut |record| {
@@ -80,24 +114,6 @@ impl SchemaCheck {
         if let Err(error) = result {
             self.failure = Some(error.to_string());
         }
-    }
-
-    /// Ends the data; returns the violations found (empty = valid).
-    pub fn finish(&mut self) -> Vec<Violation> {
-        if let Some(converter) = &mut self.csv {
-            match converter.finish() {
-                Ok(json) => self.check(&json),
-                Err(error) => self.failure = Some(error.to_string()),
-            }
-        }
-        if let Some(failure) = self.failure.take() {
-            self.violations.push(Violation {
-                row: None,
-                field: None,
-                message: format!("the records could not be read for validation: {failure}"),
-            });
-        }
-        std::mem::take(&mut self.violations)
     }
 }
 

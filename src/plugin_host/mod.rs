@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Config, Engine, ProfilingStrategy, Store, Trap};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable, WasmList};
+use wasmtime::{Config, Engine, ProfilingStrategy, Store, StoreContextMut, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use limits::MemoryCap;
@@ -151,6 +151,46 @@ pub struct HostState {
     memory: MemoryCap,
     plugin: String,
     log_lines: u32,
+    emitted: Emitted,
+}
+
+/// The most pieces of output one call may `emit` (each costs the host a record, whatever its
+/// size).
+pub const MAX_EMITS_PER_CALL: usize = 4096;
+
+/// What the running call `emit`ted: places in the plugin's memory, read when the call returns.
+#[derive(Default)]
+struct Emitted {
+    lists: Vec<WasmList<u8>>,
+    bytes: usize,
+    /// Output limit of one call; `emit` past it traps the plugin.
+    limit: usize,
+    exceeded: bool,
+}
+
+impl Emitted {
+    fn start_call(&mut self) {
+        self.lists.clear();
+        self.bytes = 0;
+        self.exceeded = false;
+    }
+
+    fn add(&mut self, list: WasmList<u8>) -> wasmtime::Result<()> {
+        self.bytes = self.bytes.saturating_add(list.len());
+        if self.bytes > self.limit {
+            self.exceeded = true;
+            wasmtime::bail!("the plugin emitted more than its output limit");
+        }
+        if list.len() > 0 {
+            if self.lists.len() == MAX_EMITS_PER_CALL {
+                wasmtime::bail!(
+                    "the plugin emitted more than {MAX_EMITS_PER_CALL} pieces of output in one call"
+                );
+            }
+            self.lists.push(list);
+        }
+        Ok(())
+    }
 }
 
 impl WasiView for HostState {
@@ -162,7 +202,8 @@ impl WasiView for HostState {
     }
 }
 
-impl bindings::export_service::plugin::host::Host for HostState {
+impl HostState {
+    /// `host.log`: one line in our log, truncated, at most [`MAX_LOG_LINES`] per session.
     fn log(&mut self, level: LogLevel, message: String) {
         if self.log_lines >= MAX_LOG_LINES {
             return;
@@ -187,6 +228,65 @@ impl bindings::export_service::plugin::host::Host for HostState {
     }
 }
 
+/// The version of the contract (`wit/plugin.wit`) this host implements. Plugins built against
+/// an earlier minor version of the same major version run unchanged.
+pub const CONTRACT_VERSION: &str = "1.1.0";
+
+/// The `host` interface's name in the contract.
+const HOST_INTERFACE: &str = "export-service:plugin/host@1.1.0";
+
+/// The prefix of the exported interface's name; the contract version a plugin was built against
+/// follows it.
+const PROCESSOR_PREFIX: &str = "export-service:plugin/processor@";
+
+/// The contract version a component was built against, from the name of its exported
+/// interface (`None` when it exports no such interface).
+fn built_against(engine: &Engine, component: &Component) -> Option<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .find_map(|(name, _)| name.strip_prefix(PROCESSOR_PREFIX).map(str::to_owned))
+}
+
+/// Why a component built against `version` cannot run here, when that is the reason: another
+/// major version, or a later minor one (it may use what this host lacks).
+fn unsupported_contract(version: &str) -> Option<String> {
+    let parse = |text: &str| -> Option<(u64, u64)> {
+        let mut parts = text.split('.');
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    let ours = parse(CONTRACT_VERSION)?;
+    let theirs = parse(version);
+    match theirs {
+        Some((major, minor)) if major == ours.0 && minor <= ours.1 => None,
+        _ => Some(format!(
+            "it was built against export-service:plugin@{version}; this host runs plugins of \
+             {}.0 to {CONTRACT_VERSION} (rebuild it with a matching SDK)",
+            ours.0
+        )),
+    }
+}
+
+/// Defines the `host` interface. By hand rather than generated: `emit` takes its bytes as a
+/// [`WasmList`] (where they lie in the plugin's memory) instead of a copy.
+fn add_host_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let mut host = linker.instance(HOST_INTERFACE)?;
+    host.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, HostState>, (level, message): (LogLevel, String)| {
+            store.data_mut().log(level, message);
+            Ok(())
+        },
+    )?;
+    host.func_wrap(
+        "emit",
+        |mut store: StoreContextMut<'_, HostState>, (bytes,): (WasmList<u8>,)| {
+            store.data_mut().emitted.add(bytes)
+        },
+    )?;
+    Ok(())
+}
+
 impl bindings::export_service::plugin::types::Host for HostState {}
 
 /// A compiled, checked plugin, ready to run sessions.
@@ -195,6 +295,8 @@ pub struct LoadedPlugin {
     pub digest: String,
     /// What the plugin says about itself.
     pub info: PluginInfo,
+    /// The contract version it was built against (e.g. `1.1.0`).
+    pub contract: String,
     pre: bindings::PluginPre<HostState>,
 }
 
@@ -276,9 +378,11 @@ impl PluginHost {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
-        bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
-            state
-        })
+        bindings::export_service::plugin::types::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .and_then(|()| add_host_to_linker(&mut linker))
         .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
         let ticking = engine.clone();
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -330,6 +434,12 @@ impl PluginHost {
         let component = Component::new(&self.engine, bytes).map_err(|error| {
             PluginFailure::Invalid(format!("not a valid WebAssembly component: {error:#}"))
         })?;
+        let contract = built_against(&self.engine, &component);
+        if let Some(reason) = contract.as_deref().and_then(unsupported_contract) {
+            return Err(PluginFailure::Invalid(format!(
+                "unsupported contract: {reason}"
+            )));
+        }
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|error| {
             PluginFailure::Invalid(format!(
                 "the component imports something the host does not grant: {error:#}"
@@ -351,6 +461,7 @@ impl PluginHost {
         let loaded = Arc::new(LoadedPlugin {
             digest: digest.clone(),
             info,
+            contract: contract.unwrap_or_else(|| CONTRACT_VERSION.to_owned()),
             pre,
         });
         self.cache
@@ -376,6 +487,10 @@ impl PluginHost {
                 memory: MemoryCap::new(self.limits.memory_bytes),
                 plugin: plugin.to_owned(),
                 log_lines: 0,
+                emitted: Emitted {
+                    limit: self.limits.output_bytes_per_call,
+                    ..Emitted::default()
+                },
             },
         );
         store.limiter(|state| &mut state.memory);
@@ -410,6 +525,7 @@ impl PluginHost {
             resource,
             limits: self.limits.clone(),
             guest_time: started.elapsed(),
+            returned: Vec::new(),
         })
     }
 }
@@ -422,6 +538,38 @@ pub struct PluginSession {
     resource: ResourceAny,
     limits: PluginLimits,
     guest_time: Duration,
+    /// The output the last call returned (as opposed to `emit`ted).
+    returned: Vec<u8>,
+}
+
+/// What one call produced: its output, read in place from the plugin's memory (what it
+/// `emit`ted) and from what it returned, and the problems it found. Borrows the session: the
+/// output stays valid until the next call.
+#[derive(Debug)]
+pub struct Step<'a> {
+    output: Vec<&'a [u8]>,
+    /// Problems the plugin found in the data.
+    pub violations: Vec<Violation>,
+}
+
+impl<'a> Step<'a> {
+    /// The output, in order, in the pieces the plugin handed over (no empty piece).
+    pub fn output(&self) -> &[&'a [u8]] {
+        &self.output
+    }
+
+    /// The output's length in bytes.
+    pub fn output_len(&self) -> usize {
+        self.output.iter().map(|piece| piece.len()).sum()
+    }
+
+    /// Appends the output to `buffer`.
+    pub fn append_output_to(&self, buffer: &mut Vec<u8>) {
+        buffer.reserve(self.output_len());
+        for piece in &self.output {
+            buffer.extend_from_slice(piece);
+        }
+    }
 }
 
 impl PluginSession {
@@ -446,7 +594,7 @@ impl PluginSession {
     }
 
     /// Processes one chunk.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<StepOutput, PluginFailure> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Step<'_>, PluginFailure> {
         self.call(|instance, store, resource| {
             instance
                 .export_service_plugin_processor()
@@ -456,7 +604,7 @@ impl PluginSession {
     }
 
     /// Ends the upload.
-    pub fn finish(&mut self) -> Result<StepOutput, PluginFailure> {
+    pub fn finish(&mut self) -> Result<Step<'_>, PluginFailure> {
         self.call(|instance, store, resource| {
             instance
                 .export_service_plugin_processor()
@@ -472,7 +620,7 @@ impl PluginSession {
             &mut Store<HostState>,
             ResourceAny,
         ) -> wasmtime::Result<Result<StepOutput, GuestError>>,
-    ) -> Result<StepOutput, PluginFailure> {
+    ) -> Result<Step<'_>, PluginFailure> {
         let name = self.plugin.info.name.clone();
         let remaining = self.limits.session_timeout.saturating_sub(self.guest_time);
         if remaining.is_zero() {
@@ -483,10 +631,11 @@ impl PluginSession {
         }
         self.store
             .set_epoch_deadline(ticks(self.limits.call_timeout.min(remaining)));
+        self.store.data_mut().emitted.start_call();
         let started = Instant::now();
         let result = run(&self.instance, &mut self.store, self.resource);
         self.guest_time += started.elapsed();
-        let output = result
+        let step = result
             .map_err(|error| {
                 let mut failure = failure(&name, &self.store, &self.limits, error);
                 // A session deadline reads better than the per-call one it tripped.
@@ -498,13 +647,35 @@ impl PluginSession {
                 failure
             })?
             .map_err(|error| guest_failure(&name, error))?;
-        if output.output.len() > self.limits.output_bytes_per_call {
-            return Err(PluginFailure::OutputTooLarge {
-                plugin: name,
-                limit_mib: self.limits.output_bytes_per_call / (1024 * 1024),
-            });
+        let emitted = self.store.data().emitted.bytes;
+        if emitted.saturating_add(step.output.len()) > self.limits.output_bytes_per_call {
+            return Err(output_too_large(&name, &self.limits));
         }
-        Ok(output)
+        self.returned = step.output;
+        // What was emitted lies in the plugin's memory, checked in bounds when it was emitted;
+        // memory only grows, and the plugin does not run again before this borrow ends.
+        let store = &self.store;
+        let mut output: Vec<&[u8]> = store
+            .data()
+            .emitted
+            .lists
+            .iter()
+            .map(|list| list.as_le_slice(store))
+            .collect();
+        if !self.returned.is_empty() {
+            output.push(&self.returned);
+        }
+        Ok(Step {
+            output,
+            violations: step.violations,
+        })
+    }
+}
+
+fn output_too_large(plugin: &str, limits: &PluginLimits) -> PluginFailure {
+    PluginFailure::OutputTooLarge {
+        plugin: plugin.to_owned(),
+        limit_mib: limits.output_bytes_per_call / (1024 * 1024),
     }
 }
 
@@ -524,6 +695,9 @@ fn failure(
             plugin: plugin.to_owned(),
             limit_mib: limits.memory_bytes / (1024 * 1024),
         };
+    }
+    if store.data().emitted.exceeded {
+        return output_too_large(plugin, limits);
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => PluginFailure::Timeout {
@@ -570,5 +744,33 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
 
     fn now(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_version_is_the_wit_package_version() {
+        let wit = include_str!("../../wit/plugin.wit");
+        assert!(
+            wit.contains(&format!(
+                "package export-service:plugin@{CONTRACT_VERSION};"
+            )),
+            "wit/plugin.wit declares another version than CONTRACT_VERSION"
+        );
+        assert!(HOST_INTERFACE.ends_with(&format!("@{CONTRACT_VERSION}")));
+    }
+
+    #[test]
+    fn earlier_minor_versions_run_and_later_or_other_majors_do_not() {
+        assert_eq!(unsupported_contract("1.0.0"), None);
+        assert_eq!(unsupported_contract(CONTRACT_VERSION), None);
+        for version in ["1.2.0", "2.0.0", "0.9.0", "one"] {
+            let reason = unsupported_contract(version).expect(version);
+            assert!(reason.contains(version), "{reason}");
+            assert!(reason.contains("1.0 to 1.1.0"), "{reason}");
+        }
     }
 }

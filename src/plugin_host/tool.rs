@@ -169,11 +169,11 @@ pub fn run_session(
         }
         input_bytes += read as u64;
         let step = session.push(&buffer[..read])?;
-        output.extend(step.output);
+        step.append_output_to(&mut output);
         violations.extend(step.violations);
     }
     let step = session.finish()?;
-    output.extend(step.output);
+    step.append_output_to(&mut output);
     violations.extend(step.violations);
     Ok(SessionRun {
         output,

@@ -36,28 +36,52 @@ fn the_csv_json_plugin_converts_exactly_like_the_native_converter() {
         .unwrap();
     let mut wasm_output = Vec::new();
     for chunk in csv.as_bytes().chunks(7777) {
-        wasm_output.extend(session.push(chunk).unwrap().output);
+        session
+            .push(chunk)
+            .unwrap()
+            .append_output_to(&mut wasm_output);
     }
-    wasm_output.extend(session.finish().unwrap().output);
+    session.finish().unwrap().append_output_to(&mut wasm_output);
     assert!(session.peak_memory() > 0);
 
     let mut native = CsvToJson::new();
-    let mut native_output = native.push(csv.as_bytes()).unwrap();
-    native_output.extend(native.finish().unwrap());
+    let mut native_output = native.push(csv.as_bytes()).unwrap().to_vec();
+    native_output.extend_from_slice(native.finish().unwrap());
     assert_eq!(wasm_output, native_output);
 
     // Rejected data comes back as violations.
     let mut bad = host
         .open(&plugin, &options(DataFormat::Csv, DataFormat::Json))
         .unwrap();
-    let failure = bad
-        .push(b"a,b\n1\n")
-        .and_then(|_| bad.finish())
+    let pushed = bad.push(b"a,b\n1\n").map(|_| ());
+    let failure = pushed
+        .and_then(|()| bad.finish().map(|_| ()))
         .expect_err("a short row must be rejected");
     assert!(
         failure.to_string().contains("csv-json rejected the data"),
         "{failure}"
     );
+}
+
+#[test]
+fn a_plugin_built_against_the_1_0_contract_runs_unchanged() {
+    // 1.0.0 had no `emit`: the plugin returns its output, and imports `host@1.0.0`, which the
+    // host's 1.1.0 interface satisfies (semver: a minor version only adds).
+    let host = PluginHost::new(PluginLimits::default()).unwrap();
+    let plugin = host.load(&plugin_component("contract_1_0.wasm")).unwrap();
+    assert_eq!(plugin.info.name, "contract-1-0");
+    let mut session = host
+        .open(&plugin, &options(DataFormat::Csv, DataFormat::Csv))
+        .unwrap();
+    let mut output = Vec::new();
+    for chunk in [&b"id,name\n"[..], b"1,ann\n", b"2,bob\n"] {
+        let step = session.push(chunk).unwrap();
+        assert_eq!(step.output().len(), 1, "the returned bytes, in one piece");
+        step.append_output_to(&mut output);
+    }
+    let step = session.finish().unwrap();
+    assert_eq!(step.output_len(), 0);
+    assert_eq!(output, b"ID,NAME\n1,ANN\n2,BOB\n");
 }
 
 #[test]
@@ -78,8 +102,12 @@ fn still_converts(host: &PluginHost) {
     let mut session = host
         .open(&plugin, &options(DataFormat::Csv, DataFormat::Json))
         .unwrap();
-    let mut output = session.push(b"a\n1\n").unwrap().output;
-    output.extend(session.finish().unwrap().output);
+    let mut output = Vec::new();
+    session
+        .push(b"a\n1\n")
+        .unwrap()
+        .append_output_to(&mut output);
+    session.finish().unwrap().append_output_to(&mut output);
     assert_eq!(output, br#"[{"a":"1"}]"#);
 }
 
@@ -92,7 +120,7 @@ fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works()
         ..PluginLimits::default()
     };
     let host = PluginHost::new(limits.clone()).unwrap();
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 6] = [
         ("hostile_spin.wasm", "exceeded its time limit of 1500 ms"),
         (
             "hostile_memory_bomb.wasm",
@@ -101,6 +129,10 @@ fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works()
         (
             "hostile_huge_output.wasm",
             "produced more than 16 MiB from one chunk",
+        ),
+        (
+            "hostile_emit_flood.wasm",
+            "emitted more than 4096 pieces of output in one call",
         ),
         ("hostile_panic.wasm", "crashed"),
         ("hostile_deep_recursion.wasm", "crashed"),

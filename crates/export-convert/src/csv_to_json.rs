@@ -86,6 +86,8 @@ pub struct CsvToJson {
     /// The most output [`Self::whole_fields`] writes before it lets the buffer grow (tests make
     /// it small, to run the way back to the state machine).
     window: usize,
+    /// The output of the last call, in a buffer every call reuses.
+    output: Out,
 }
 
 impl Default for CsvToJson {
@@ -118,6 +120,7 @@ impl CsvToJson {
             read: 0,
             written: 0,
             window: usize::MAX,
+            output: Out::default(),
         }
     }
 
@@ -458,19 +461,10 @@ impl CsvToJson {
         };
         (input as f64 * ratio) as usize + 1024
     }
-}
 
-impl Converter for CsvToJson {
-    fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
-        let mut output = Out::with_capacity(self.estimate(input.len()));
-        self.feed(input, &mut output)?;
-        self.read += input.len() as u64;
-        self.written += output.len() as u64;
-        Ok(output.into_vec())
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>, ConvertError> {
-        let mut output = Out::with_capacity(64);
+    /// Ends the document: closes the last record (a trailing delimiter leaves an empty last
+    /// field) and the array.
+    fn end(&mut self, output: &mut Out) -> Result<(), ConvertError> {
         if !self.carry.is_empty() {
             return Err(ConvertError::at(self.record_number(), "is not valid UTF-8"));
         }
@@ -483,19 +477,43 @@ impl Converter for CsvToJson {
                 ));
             }
             State::FieldStart => {
-                // A trailing delimiter leaves an empty last field.
-                self.begin_field(&mut output);
-                self.end_field(&mut output)?;
-                self.end_record(&mut output)?;
+                self.begin_field(output);
+                self.end_field(output)?;
+                self.end_record(output)?;
             }
             State::Unquoted | State::QuoteInQuoted => {
-                self.end_field(&mut output)?;
-                self.end_record(&mut output)?;
+                self.end_field(output)?;
+                self.end_record(output)?;
             }
         }
         self.state = State::RecordStart;
         output.extend_from_slice(if self.records > 0 { b"]" } else { b"[]" });
-        Ok(output.into_vec())
+        Ok(())
+    }
+}
+
+impl Converter for CsvToJson {
+    fn push(&mut self, input: &[u8]) -> Result<&[u8], ConvertError> {
+        // The buffer is taken out for the call (the reader's methods borrow `self` too) and put
+        // back, so its room — already written once — serves every chunk without zeroing it again.
+        let mut output = std::mem::take(&mut self.output);
+        output.clear();
+        output.reserve(self.estimate(input.len()));
+        let fed = self.feed(input, &mut output);
+        self.read += input.len() as u64;
+        self.written += output.len() as u64;
+        self.output = output;
+        fed?;
+        Ok(self.output.as_slice())
+    }
+
+    fn finish(&mut self) -> Result<&[u8], ConvertError> {
+        let mut output = std::mem::take(&mut self.output);
+        output.clear();
+        let ended = self.end(&mut output);
+        self.output = output;
+        ended?;
+        Ok(self.output.as_slice())
     }
 
     fn records(&self) -> u64 {
@@ -787,10 +805,10 @@ mod tests {
                 break;
             }
             let (chunk, tail) = rest.split_at((*size).min(rest.len()));
-            output.extend(converter.push(chunk)?);
+            output.extend_from_slice(converter.push(chunk)?);
             rest = tail;
         }
-        output.extend(converter.finish()?);
+        output.extend_from_slice(converter.finish()?);
         Ok(String::from_utf8(output).expect("the output is UTF-8"))
     }
 

@@ -9,6 +9,8 @@ use crate::{ConvertError, Converter, JsonRecords};
 pub struct JsonToCsv {
     splitter: JsonRecords,
     header: Option<Vec<String>>,
+    /// The output of the last call, in a buffer every call reuses.
+    output: Vec<u8>,
 }
 
 impl JsonToCsv {
@@ -19,8 +21,10 @@ impl JsonToCsv {
 }
 
 impl Converter for JsonToCsv {
-    fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
-        let mut output = Vec::with_capacity(input.len() + 64);
+    fn push(&mut self, input: &[u8]) -> Result<&[u8], ConvertError> {
+        let output = &mut self.output;
+        output.clear();
+        output.reserve(input.len() + 64);
         let header = &mut self.header;
         let mut record_number = self.splitter.records();
         self.splitter.push(input, &mut |bytes| {
@@ -33,7 +37,7 @@ impl Converter for JsonToCsv {
             })?;
             let columns = header.get_or_insert_with(|| {
                 let columns: Vec<String> = record.keys().cloned().collect();
-                write_row(&mut output, columns.iter().map(String::as_str));
+                write_row(output, columns.iter().map(String::as_str));
                 columns
             });
             if let Some(extra) = record.keys().find(|key| !columns.contains(key)) {
@@ -46,15 +50,16 @@ impl Converter for JsonToCsv {
                 .iter()
                 .map(|column| cell(record.get(column)))
                 .collect();
-            write_row(&mut output, cells.iter().map(String::as_str));
+            write_row(output, cells.iter().map(String::as_str));
             Ok(())
         })?;
-        Ok(output)
+        Ok(&self.output)
     }
 
-    fn finish(&mut self) -> Result<Vec<u8>, ConvertError> {
+    fn finish(&mut self) -> Result<&[u8], ConvertError> {
         self.splitter.finish()?;
-        Ok(Vec::new())
+        self.output.clear();
+        Ok(&self.output)
     }
 
     fn records(&self) -> u64 {

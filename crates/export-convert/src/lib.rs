@@ -68,21 +68,27 @@ impl std::fmt::Display for ConvertError {
 
 impl std::error::Error for ConvertError {}
 
-/// A streaming converter.
+/// A streaming converter. Its output lives in a buffer the converter keeps and reuses, so a
+/// stream of chunks costs no allocation (nor zeroing) per chunk: what a call returns is valid
+/// until the next call, and a caller that keeps it copies it.
 pub trait Converter {
     /// Converts the next chunk; returns the output ready so far.
-    fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, ConvertError>;
+    fn push(&mut self, input: &[u8]) -> Result<&[u8], ConvertError>;
     /// Ends the input; returns the rest of the output.
-    fn finish(&mut self) -> Result<Vec<u8>, ConvertError>;
+    fn finish(&mut self) -> Result<&[u8], ConvertError>;
+    /// Converts the last chunk and ends the input: both outputs, in one buffer of the caller's.
+    fn push_last(&mut self, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
+        let mut output = self.push(input)?.to_vec();
+        output.extend_from_slice(self.finish()?);
+        Ok(output)
+    }
     /// Data records converted so far.
     fn records(&self) -> u64;
 }
 
 /// Converts a whole input at once (tests and small payloads).
 pub fn convert_all(converter: &mut dyn Converter, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
-    let mut output = converter.push(input)?;
-    output.extend(converter.finish()?);
-    Ok(output)
+    converter.push_last(input)
 }
 
 #[cfg(test)]
@@ -103,9 +109,9 @@ mod round_trip_tests {
     fn bytewise(converter: &mut dyn Converter, input: &str) -> String {
         let mut output = Vec::new();
         for byte in input.as_bytes() {
-            output.extend(converter.push(std::slice::from_ref(byte)).unwrap());
+            output.extend_from_slice(converter.push(std::slice::from_ref(byte)).unwrap());
         }
-        output.extend(converter.finish().unwrap());
+        output.extend_from_slice(converter.finish().unwrap());
         String::from_utf8(output).unwrap()
     }
 

@@ -29,6 +29,7 @@ pub(crate) struct Out {
 
 impl Out {
     /// Room for `capacity` bytes before the buffer grows.
+    #[cfg(test)]
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         Self {
             buffer: vec![0; capacity.max(64)],
@@ -66,7 +67,18 @@ impl Out {
         self.len
     }
 
+    /// Forgets what was written; the room stays (already initialised: nothing is zeroed again).
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// What was written.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+
     /// The output.
+    #[cfg(test)]
     pub(crate) fn into_vec(mut self) -> Vec<u8> {
         self.buffer.truncate(self.len);
         self.buffer

@@ -48,22 +48,25 @@ fn rejected(error: ConvertError) -> PluginError {
 }
 
 impl Session for Conversion {
-    fn push(&mut self, chunk: &[u8]) -> Result<StepOutput, PluginError> {
+    /// The output is the converter's own buffer (or the chunk itself): handed to the host as it
+    /// is, without a copy.
+    fn push<'a>(&'a mut self, chunk: &'a [u8]) -> Result<StepOutput<'a>, PluginError> {
         match self {
-            Conversion::Same => Ok(StepOutput::bytes(chunk.to_vec())),
+            Conversion::Same => Ok(StepOutput::borrowed(chunk)),
             Conversion::Convert(converter) => converter
                 .push(chunk)
-                .map(StepOutput::bytes)
+                .map(StepOutput::borrowed)
                 .map_err(rejected),
         }
     }
 
-    fn finish(&mut self) -> Result<StepOutput, PluginError> {
+    fn finish(&mut self) -> Result<StepOutput<'_>, PluginError> {
         match self {
-            Conversion::Same => Ok(StepOutput::bytes(Vec::new())),
-            Conversion::Convert(converter) => {
-                converter.finish().map(StepOutput::bytes).map_err(rejected)
-            }
+            Conversion::Same => Ok(StepOutput::nothing()),
+            Conversion::Convert(converter) => converter
+                .finish()
+                .map(StepOutput::borrowed)
+                .map_err(rejected),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! (`{"schema": {...}}`), inside the plugin, and converts CSV↔JSON when the formats differ.
 //! CSV records are validated as objects of strings.
 
+use std::borrow::Cow;
+
 use export_convert::{Converter, CsvToJson, JsonRecords, JsonToCsv};
 use export_plugin_sdk::{
     Capabilities, DataFormat, Plugin, PluginError, PluginInfo, ResourceInfo, Session,
@@ -62,19 +64,14 @@ impl Plugin for SchemaValidator {
 }
 
 impl Validating {
-    fn step(&mut self, input: &[u8], last: bool) -> Result<StepOutput, PluginError> {
+    fn step<'a>(&'a mut self, input: &'a [u8], last: bool) -> Result<StepOutput<'a>, PluginError> {
         let rejected = |error: export_convert::ConvertError| {
             PluginError::Rejected(vec![Violation::new(error.record, None, error.message)])
         };
-        let json = match &mut self.csv_to_json {
-            Some(converter) => {
-                let mut json = converter.push(input).map_err(rejected)?;
-                if last {
-                    json.extend(converter.finish().map_err(rejected)?);
-                }
-                json
-            }
-            None => input.to_vec(),
+        let json: Cow<'a, [u8]> = match &mut self.csv_to_json {
+            Some(converter) if last => Cow::Owned(converter.push_last(input).map_err(rejected)?),
+            Some(converter) => Cow::Borrowed(converter.push(input).map_err(rejected)?),
+            None => Cow::Borrowed(input),
         };
         let mut violations = Vec::new();
         let validator = &self.validator;
@@ -104,13 +101,13 @@ impl Validating {
             self.records.finish().map_err(rejected)?;
         }
         let output = if self.input_is_output {
-            input.to_vec()
+            Cow::Borrowed(input)
         } else if let Some(converter) = &mut self.json_to_csv {
-            let mut csv = converter.push(input).map_err(rejected)?;
             if last {
-                csv.extend(converter.finish().map_err(rejected)?);
+                Cow::Owned(converter.push_last(input).map_err(rejected)?)
+            } else {
+                Cow::Borrowed(converter.push(input).map_err(rejected)?)
             }
-            csv
         } else {
             json
         };
@@ -119,11 +116,11 @@ impl Validating {
 }
 
 impl Session for Validating {
-    fn push(&mut self, chunk: &[u8]) -> Result<StepOutput, PluginError> {
+    fn push<'a>(&'a mut self, chunk: &'a [u8]) -> Result<StepOutput<'a>, PluginError> {
         self.step(chunk, false)
     }
 
-    fn finish(&mut self) -> Result<StepOutput, PluginError> {
+    fn finish(&mut self) -> Result<StepOutput<'_>, PluginError> {
         self.step(&[], true)
     }
 }

@@ -14,7 +14,10 @@
 //! [`export_validator!`]: the SDK reads the upload into records, whatever its format, and passes
 //! the data on unchanged (the service converts it to the export's format afterwards).
 
+mod hand_over;
 mod validator;
+
+use std::borrow::Cow;
 
 pub use serde_json;
 pub use validator::{RecordValidator, ValidatorPlugin, ValidatorSession, validator_info};
@@ -32,9 +35,10 @@ pub mod bindings {
 
 pub use bindings::export_service::plugin::host::LogLevel;
 pub use bindings::export_service::plugin::types::{
-    Capabilities, DataFormat, PluginError, PluginInfo, ResourceInfo, SessionOptions, StepOutput,
-    Violation,
+    Capabilities, DataFormat, PluginError, PluginInfo, ResourceInfo, SessionOptions, Violation,
 };
+#[doc(hidden)]
+pub use hand_over::{finish_session, push_session};
 
 /// Writes a line to the service's log.
 pub fn log(level: LogLevel, message: &str) {
@@ -55,18 +59,45 @@ pub trait Plugin {
 
 /// The processing of one upload.
 pub trait Session {
-    /// Processes the next chunk (at most 1 MiB).
-    fn push(&mut self, chunk: &[u8]) -> Result<StepOutput, PluginError>;
+    /// Processes the next chunk (at most 1 MiB). The output may borrow from the session (a
+    /// buffer it reuses for every chunk) or from the chunk itself (data passed on unchanged): the
+    /// SDK hands it to the host without copying it.
+    fn push<'a>(&'a mut self, chunk: &'a [u8]) -> Result<StepOutput<'a>, PluginError>;
 
     /// Ends the upload.
-    fn finish(&mut self) -> Result<StepOutput, PluginError>;
+    fn finish(&mut self) -> Result<StepOutput<'_>, PluginError>;
 }
 
-impl StepOutput {
-    /// Output bytes and no violations.
+/// What a step produced: the bytes to append to the output (in the output format) and the
+/// problems found in the data.
+#[derive(Debug, Clone, Default)]
+pub struct StepOutput<'a> {
+    /// The output bytes: borrowed (from the session or the chunk) or owned.
+    pub output: Cow<'a, [u8]>,
+    /// Problems found; any violation rejects the upload when it ends.
+    pub violations: Vec<Violation>,
+}
+
+impl StepOutput<'static> {
+    /// Owned output bytes and no violations.
     pub fn bytes(output: Vec<u8>) -> Self {
         Self {
-            output,
+            output: Cow::Owned(output),
+            violations: Vec::new(),
+        }
+    }
+
+    /// No output and no violations.
+    pub fn nothing() -> Self {
+        Self::default()
+    }
+}
+
+impl<'a> StepOutput<'a> {
+    /// Borrowed output bytes (no copy) and no violations.
+    pub fn borrowed(output: &'a [u8]) -> Self {
+        Self {
+            output: Cow::Borrowed(output),
             violations: Vec::new(),
         }
     }
@@ -114,12 +145,23 @@ macro_rules! export_plugin {
                 ))
             }
 
-            fn push(&self, chunk: ::std::vec::Vec<u8>) -> ::core::result::Result<$crate::StepOutput, $crate::PluginError> {
-                $crate::Session::push(&mut *self.0.borrow_mut(), &chunk)
+            fn push(
+                &self,
+                chunk: ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<
+                $crate::bindings::export_service::plugin::types::StepOutput,
+                $crate::PluginError,
+            > {
+                $crate::push_session(&mut *self.0.borrow_mut(), chunk)
             }
 
-            fn finish(&self) -> ::core::result::Result<$crate::StepOutput, $crate::PluginError> {
-                $crate::Session::finish(&mut *self.0.borrow_mut())
+            fn finish(
+                &self,
+            ) -> ::core::result::Result<
+                $crate::bindings::export_service::plugin::types::StepOutput,
+                $crate::PluginError,
+            > {
+                $crate::finish_session(&mut *self.0.borrow_mut())
             }
         }
 
@@ -158,8 +200,9 @@ pub fn transform_info(name: &str, version: &str) -> PluginInfo {
     )
 }
 
-/// Exports a stateless plugin made of one function `fn(&[u8]) -> Result<StepOutput, PluginError>`
-/// applied to every chunk (named and versioned after its crate).
+/// Exports a stateless plugin made of one function
+/// `fn(&[u8]) -> Result<StepOutput<'_>, PluginError>` applied to every chunk (named and versioned
+/// after its crate).
 #[macro_export]
 macro_rules! export_transform {
     ($transform:path) => {
@@ -184,17 +227,17 @@ macro_rules! export_transform {
         }
 
         impl $crate::Session for __TransformSession {
-            fn push(
-                &mut self,
-                chunk: &[u8],
-            ) -> ::core::result::Result<$crate::StepOutput, $crate::PluginError> {
+            fn push<'a>(
+                &'a mut self,
+                chunk: &'a [u8],
+            ) -> ::core::result::Result<$crate::StepOutput<'a>, $crate::PluginError> {
                 $transform(chunk)
             }
 
             fn finish(
                 &mut self,
-            ) -> ::core::result::Result<$crate::StepOutput, $crate::PluginError> {
-                Ok($crate::StepOutput::bytes(::std::vec::Vec::new()))
+            ) -> ::core::result::Result<$crate::StepOutput<'_>, $crate::PluginError> {
+                Ok($crate::StepOutput::nothing())
             }
         }
 

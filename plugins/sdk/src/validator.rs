@@ -1,6 +1,7 @@
 //! Record validators: the SDK turns the upload into records (JSON objects; a CSV record is an
 //! object of strings keyed by the header) and asks the validator about each one.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use export_convert::{ConvertError, Converter, CsvToJson, JsonRecords};
@@ -80,17 +81,13 @@ fn rejected(error: ConvertError) -> PluginError {
 }
 
 impl<V: RecordValidator> ValidatorSession<V> {
-    /// Reads `chunk` (the end of the upload when `last`) and checks the records it completes.
-    fn step(&mut self, chunk: &[u8], last: bool) -> Result<StepOutput, PluginError> {
-        let json = match &mut self.csv {
-            Some(csv) => {
-                let mut json = csv.push(chunk).map_err(rejected)?;
-                if last {
-                    json.extend(csv.finish().map_err(rejected)?);
-                }
-                json
-            }
-            None => chunk.to_vec(),
+    /// Reads `chunk` (the end of the upload when `last`) and checks the records it completes;
+    /// the chunk itself is the output (the data passes on unchanged).
+    fn step<'a>(&mut self, chunk: &'a [u8], last: bool) -> Result<StepOutput<'a>, PluginError> {
+        let json: Cow<'_, [u8]> = match &mut self.csv {
+            Some(csv) if last => Cow::Owned(csv.push_last(chunk).map_err(rejected)?),
+            Some(csv) => Cow::Borrowed(csv.push(chunk).map_err(rejected)?),
+            None => Cow::Borrowed(chunk),
         };
         let mut violations = Vec::new();
         let mut row = self.records.records();
@@ -114,18 +111,18 @@ impl<V: RecordValidator> ValidatorSession<V> {
         violations.truncate(MAX_VIOLATIONS.saturating_sub(self.violations));
         self.violations += violations.len();
         Ok(StepOutput {
-            output: chunk.to_vec(),
+            output: Cow::Borrowed(chunk),
             violations,
         })
     }
 }
 
 impl<V: RecordValidator> Session for ValidatorSession<V> {
-    fn push(&mut self, chunk: &[u8]) -> Result<StepOutput, PluginError> {
+    fn push<'a>(&'a mut self, chunk: &'a [u8]) -> Result<StepOutput<'a>, PluginError> {
         self.step(chunk, false)
     }
 
-    fn finish(&mut self) -> Result<StepOutput, PluginError> {
+    fn finish(&mut self) -> Result<StepOutput<'_>, PluginError> {
         self.step(&[], true)
     }
 }

@@ -8,7 +8,7 @@ fn descend(depth: u64, chunk: &[u8]) -> u64 {
     descend(depth + 1, chunk).wrapping_add(local[(depth % 16) as usize])
 }
 
-fn push(chunk: &[u8]) -> Result<StepOutput, PluginError> {
+fn push(chunk: &[u8]) -> Result<StepOutput<'static>, PluginError> {
     Ok(StepOutput::bytes(descend(0, chunk).to_le_bytes().to_vec()))
 }
 

@@ -2,7 +2,7 @@
 
 use export_plugin_sdk::{PluginError, StepOutput};
 
-fn push(_chunk: &[u8]) -> Result<StepOutput, PluginError> {
+fn push(_chunk: &[u8]) -> Result<StepOutput<'static>, PluginError> {
     Ok(StepOutput::bytes(vec![b'x'; 24 * 1024 * 1024]))
 }
 

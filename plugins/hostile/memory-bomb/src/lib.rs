@@ -2,7 +2,7 @@
 
 use export_plugin_sdk::{PluginError, StepOutput};
 
-fn push(_chunk: &[u8]) -> Result<StepOutput, PluginError> {
+fn push(_chunk: &[u8]) -> Result<StepOutput<'static>, PluginError> {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {
         hoard.push(std::hint::black_box(vec![7u8; 8 * 1024 * 1024]));

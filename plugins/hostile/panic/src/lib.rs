@@ -2,7 +2,7 @@
 
 use export_plugin_sdk::{PluginError, StepOutput};
 
-fn push(chunk: &[u8]) -> Result<StepOutput, PluginError> {
+fn push(chunk: &[u8]) -> Result<StepOutput<'static>, PluginError> {
     panic!("hostile plugin panics on a chunk of {} bytes", chunk.len());
 }
 
