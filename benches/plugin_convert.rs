@@ -20,49 +20,8 @@ use export_service::plugin_host::{
     CHUNK_BYTES, DataFormat, PluginHost, PluginLimits, SessionOptions,
 };
 
-/// `header`, then the rows `row` makes for 0, 1, 2, … until there are at least `bytes`.
-fn sample(header: &str, bytes: usize, row: impl Fn(u64) -> String) -> Vec<u8> {
-    let mut data = header.as_bytes().to_vec();
-    for number in 0.. {
-        if data.len() >= bytes {
-            break;
-        }
-        data.extend_from_slice(row(number).as_bytes());
-    }
-    data
-}
-
-/// Records of short fields: an id, a name, an amount and a short quoted comment.
-fn sample_csv(bytes: usize) -> Vec<u8> {
-    sample("id,name,amount,comment\n", bytes, |row| {
-        format!(
-            "{row},name-{row},{}.{:02},\"a comment, with a comma\"\n",
-            row * 7 % 1000,
-            row % 100
-        )
-    })
-}
-
-/// Records of longer fields: a UUID (36 bytes) and a quoted description of about seventy bytes
-/// with commas in it, beside two short ones.
-fn sample_csv_long(bytes: usize) -> Vec<u8> {
-    sample("id,uuid,description,amount\n", bytes, |row| {
-        let hash = row.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        format!(
-            "{row},{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x},\"Order {row} for customer {}, shipped \
-             from warehouse {}, paid in full\",{}.{:02}\n",
-            hash >> 32,
-            (hash >> 16) & 0xffff,
-            hash & 0xfff,
-            (hash >> 12) & 0xfff,
-            hash & 0xffff_ffff_ffff,
-            hash % 10_000,
-            row % 17,
-            row * 7 % 1000,
-            row % 100
-        )
-    })
-}
+#[path = "../bench/samples.rs"]
+mod samples;
 
 fn options() -> SessionOptions {
     SessionOptions {
@@ -75,7 +34,7 @@ fn options() -> SessionOptions {
 }
 
 fn benchmarks(criterion: &mut Criterion) {
-    let data = sample_csv(16 * 1024 * 1024);
+    let data = samples::short_fields(16 * 1024 * 1024);
     let component =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/csv_json.wasm");
     let bytes = std::fs::read(&component).unwrap_or_else(|error| {
@@ -94,7 +53,7 @@ fn benchmarks(criterion: &mut Criterion) {
     let plugin = host.load(&bytes).expect("the csv-json plugin loads");
 
     // Short fields (ids, names, amounts, a short quoted comment) and long ones.
-    let long = sample_csv_long(16 * 1024 * 1024);
+    let long = samples::long_fields(16 * 1024 * 1024);
     for (name, data) in [("csv_to_json", &data), ("csv_to_json_long_fields", &long)] {
         let mut group = criterion.benchmark_group(name);
         group.throughput(Throughput::Bytes(data.len() as u64));

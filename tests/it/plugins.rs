@@ -85,6 +85,18 @@ fn a_plugin_built_against_the_1_0_contract_runs_unchanged() {
 }
 
 #[test]
+fn a_plugin_of_another_major_contract_version_is_refused_naming_both_versions() {
+    let host = PluginHost::new(PluginLimits::default()).unwrap();
+    let error = host
+        .load(&plugin_component("contract_2_0.wasm"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unsupported contract"), "{error}");
+    assert!(error.contains("export-service:plugin@2.0.0"), "{error}");
+    assert!(error.contains("plugins of 1.0 to 1.1.0"), "{error}");
+}
+
+#[test]
 fn malformed_components_are_refused_with_a_reason() {
     let host = PluginHost::new(PluginLimits::default()).unwrap();
     let error = host.load(b"not wasm at all").unwrap_err();
