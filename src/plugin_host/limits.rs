@@ -52,9 +52,15 @@ impl MemoryCap {
         self.peak
     }
 
-    /// Whether a growth was refused.
+    /// Whether a growth was refused since the last [`Self::start_call`].
     pub fn exceeded(&self) -> bool {
         self.exceeded
+    }
+
+    /// Forgets a refusal: a plugin may survive one (a failed `try_reserve`, say), and a later
+    /// call's failure is then not for want of memory.
+    pub fn start_call(&mut self) {
+        self.exceeded = false;
     }
 }
 

@@ -102,6 +102,14 @@ pub enum PluginFailure {
         /// The limit.
         limit_mib: usize,
     },
+    /// One call emitted its output in too many pieces.
+    #[error("plugin {plugin} emitted more than {limit} pieces of output in one call")]
+    OutputPieces {
+        /// The plugin's name.
+        plugin: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The plugin refused its configuration.
     #[error("plugin {plugin} refused its configuration: {reason}")]
     InvalidConfig {
@@ -136,7 +144,7 @@ impl PluginFailure {
             Self::Trapped { .. } => "crashed",
             Self::Timeout { .. } => "timeout",
             Self::OutOfMemory { .. } => "memory",
-            Self::OutputTooLarge { .. } => "output",
+            Self::OutputTooLarge { .. } | Self::OutputPieces { .. } => "output",
             Self::InvalidConfig { .. } => "config",
             Self::Rejected { .. } => "rejected",
             Self::Failed { .. } => "failed",
@@ -165,28 +173,48 @@ struct Emitted {
     bytes: usize,
     /// Output limit of one call; `emit` past it traps the plugin.
     limit: usize,
-    exceeded: bool,
+    /// Whether a `push` or `finish` is running (output has nowhere to go during `open` or
+    /// `describe`).
+    in_call: bool,
+    /// Why an `emit` was refused (the plugin then traps), when one was.
+    refused: Option<EmitRefused>,
+}
+
+/// Why the host refused an `emit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EmitRefused {
+    /// More bytes than the output limit of one call.
+    Bytes,
+    /// More than [`MAX_EMITS_PER_CALL`] pieces.
+    Pieces,
+    /// Outside `push` and `finish`.
+    OutsideCall,
 }
 
 impl Emitted {
     fn start_call(&mut self) {
         self.lists.clear();
         self.bytes = 0;
-        self.exceeded = false;
+        self.in_call = true;
+        self.refused = None;
     }
 
     fn add(&mut self, list: WasmList<u8>) -> wasmtime::Result<()> {
-        self.bytes = self.bytes.saturating_add(list.len());
-        if self.bytes > self.limit {
-            self.exceeded = true;
-            wasmtime::bail!("the plugin emitted more than its output limit");
+        let refused = if !self.in_call {
+            Some(EmitRefused::OutsideCall)
+        } else if self.bytes.saturating_add(list.len()) > self.limit {
+            Some(EmitRefused::Bytes)
+        } else if list.len() > 0 && self.lists.len() == MAX_EMITS_PER_CALL {
+            Some(EmitRefused::Pieces)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            self.refused = Some(reason);
+            wasmtime::bail!("the host refused an emit: {reason:?}");
         }
+        self.bytes += list.len();
         if list.len() > 0 {
-            if self.lists.len() == MAX_EMITS_PER_CALL {
-                wasmtime::bail!(
-                    "the plugin emitted more than {MAX_EMITS_PER_CALL} pieces of output in one call"
-                );
-            }
             self.lists.push(list);
         }
         Ok(())
@@ -235,30 +263,38 @@ pub const CONTRACT_VERSION: &str = "1.1.0";
 /// The `host` interface's name in the contract.
 const HOST_INTERFACE: &str = "export-service:plugin/host@1.1.0";
 
-/// The prefix of the exported interface's name; the contract version a plugin was built against
-/// follows it.
-const PROCESSOR_PREFIX: &str = "export-service:plugin/processor@";
+/// The prefix of the contract's interface names; each ends in `@<version>`.
+const CONTRACT_PREFIX: &str = "export-service:plugin/";
 
-/// The contract version a component was built against, from the name of its exported
-/// interface (`None` when it exports no such interface).
+/// `major.minor.patch` of a version, when it is one.
+fn version_numbers(version: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = version.split('.');
+    let mut next = || parts.next()?.parse().ok();
+    Some((next()?, next()?, next()?))
+}
+
+/// The contract version a component was built against: the latest named by the contract
+/// interfaces it imports and exports (a version that does not parse counts as the latest, so it
+/// is what a refusal names), or `None` when it names none.
 fn built_against(engine: &Engine, component: &Component) -> Option<String> {
-    component
-        .component_type()
-        .exports(engine)
-        .find_map(|(name, _)| name.strip_prefix(PROCESSOR_PREFIX).map(str::to_owned))
+    let component_type = component.component_type();
+    let imports = component_type.imports(engine).map(|(name, _)| name);
+    let exports = component_type.exports(engine).map(|(name, _)| name);
+    imports
+        .chain(exports)
+        .filter_map(|name| {
+            let (_, version) = name.strip_prefix(CONTRACT_PREFIX)?.split_once('@')?;
+            Some(version.to_owned())
+        })
+        .max_by_key(|version| version_numbers(version).unwrap_or((u64::MAX, 0, 0)))
 }
 
 /// Why a component built against `version` cannot run here, when that is the reason: another
 /// major version, or a later minor one (it may use what this host lacks).
 fn unsupported_contract(version: &str) -> Option<String> {
-    let parse = |text: &str| -> Option<(u64, u64)> {
-        let mut parts = text.split('.');
-        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-    };
-    let ours = parse(CONTRACT_VERSION)?;
-    let theirs = parse(version);
-    match theirs {
-        Some((major, minor)) if major == ours.0 && minor <= ours.1 => None,
+    let ours = version_numbers(CONTRACT_VERSION)?;
+    match version_numbers(version) {
+        Some((major, minor, _)) if major == ours.0 && minor <= ours.1 => None,
         _ => Some(format!(
             "it was built against export-service:plugin@{version}; this host runs plugins of \
              {}.0 to {CONTRACT_VERSION} (rebuild it with a matching SDK)",
@@ -631,10 +667,13 @@ impl PluginSession {
         }
         self.store
             .set_epoch_deadline(ticks(self.limits.call_timeout.min(remaining)));
-        self.store.data_mut().emitted.start_call();
+        let state = self.store.data_mut();
+        state.emitted.start_call();
+        state.memory.start_call();
         let started = Instant::now();
         let result = run(&self.instance, &mut self.store, self.resource);
         self.guest_time += started.elapsed();
+        self.store.data_mut().emitted.in_call = false;
         let step = result
             .map_err(|error| {
                 let mut failure = failure(&name, &self.store, &self.limits, error);
@@ -690,14 +729,29 @@ fn failure(
     limits: &PluginLimits,
     error: wasmtime::Error,
 ) -> PluginFailure {
+    // What this call's emits were refused for first: the memory flag may be from a growth the
+    // plugin survived.
+    match store.data().emitted.refused {
+        Some(EmitRefused::Bytes) => return output_too_large(plugin, limits),
+        Some(EmitRefused::Pieces) => {
+            return PluginFailure::OutputPieces {
+                plugin: plugin.to_owned(),
+                limit: MAX_EMITS_PER_CALL,
+            };
+        }
+        Some(EmitRefused::OutsideCall) => {
+            return PluginFailure::Trapped {
+                plugin: plugin.to_owned(),
+                reason: "it called emit outside push and finish".to_owned(),
+            };
+        }
+        None => {}
+    }
     if store.data().memory.exceeded() {
         return PluginFailure::OutOfMemory {
             plugin: plugin.to_owned(),
             limit_mib: limits.memory_bytes / (1024 * 1024),
         };
-    }
-    if store.data().emitted.exceeded {
-        return output_too_large(plugin, limits);
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => PluginFailure::Timeout {
@@ -767,7 +821,7 @@ mod tests {
     fn earlier_minor_versions_run_and_later_or_other_majors_do_not() {
         assert_eq!(unsupported_contract("1.0.0"), None);
         assert_eq!(unsupported_contract(CONTRACT_VERSION), None);
-        for version in ["1.2.0", "2.0.0", "0.9.0", "one"] {
+        for version in ["1.2.0", "2.0.0", "0.9.0", "1.1.0-rc1", "one"] {
             let reason = unsupported_contract(version).expect(version);
             assert!(reason.contains(version), "{reason}");
             assert!(reason.contains("1.0 to 1.1.0"), "{reason}");

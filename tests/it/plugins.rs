@@ -172,6 +172,27 @@ fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works()
 }
 
 #[test]
+fn an_emit_outside_push_and_finish_stops_the_plugin() {
+    let host = PluginHost::new(PluginLimits::default()).unwrap();
+    let plugin = host
+        .load(&plugin_component("hostile_emit_flood.wasm"))
+        .unwrap();
+    let options = SessionOptions {
+        config: Some("\"open\"".into()),
+        ..options(DataFormat::Csv, DataFormat::Csv)
+    };
+    let Err(failure) = host.open(&plugin, &options) else {
+        panic!("an emit in open must fail the session");
+    };
+    let failure = failure.to_string();
+    assert!(
+        failure.contains("hostile-emit-flood crashed: it called emit outside push and finish"),
+        "{failure}"
+    );
+    still_converts(&host);
+}
+
+#[test]
 fn components_of_the_wrong_world_or_with_ungranted_imports_are_refused() {
     let host = PluginHost::new(PluginLimits::default()).unwrap();
     let wrong = host

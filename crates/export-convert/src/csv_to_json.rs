@@ -500,10 +500,11 @@ impl Converter for CsvToJson {
         output.clear();
         output.reserve(self.estimate(input.len()));
         let fed = self.feed(input, &mut output);
-        self.read += input.len() as u64;
-        self.written += output.len() as u64;
+        let written = output.len();
         self.output = output;
         fed?;
+        self.read += input.len() as u64;
+        self.written += written as u64;
         Ok(self.output.as_slice())
     }
 
