@@ -24,6 +24,8 @@ struct RecordCheck {
     records: JsonRecords,
     violations: Vec<Violation>,
     failure: Option<String>,
+    /// Whether reading stopped at the violation limit (the rest was not read).
+    stopped: bool,
 }
 
 impl SchemaCheck {
@@ -36,13 +38,18 @@ impl SchemaCheck {
                 records: JsonRecords::new(),
                 violations: Vec::new(),
                 failure: None,
+                stopped: false,
             },
         }
     }
 
     /// Feeds stored bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.records.failure.is_some() || self.records.violations.len() >= MAX_VIOLATIONS {
+        if self.records.failure.is_some() {
+            return;
+        }
+        if self.records.violations.len() >= MAX_VIOLATIONS {
+            self.records.stopped = true;
             return;
         }
         let json = match &mut self.csv {
@@ -59,6 +66,14 @@ impl SchemaCheck {
             && records.failure.is_none()
         {
             records.check(converter.finish());
+        }
+        // A document that ends early (or is not one) fails the check, unless reading stopped
+        // at the violation limit, before its end.
+        if records.failure.is_none()
+            && !records.stopped
+            && let Err(error) = records.records.finish()
+        {
+            records.failure = Some(error.to_string());
         }
         if let Some(failure) = records.failure.take() {
             records.violations.push(Violation {
@@ -90,11 +105,13 @@ impl RecordCheck {
             let value: serde_json::Value = match serde_json::from_slice(record) {
                 Ok(value) => value,
                 Err(error) => {
-                    violations.push(Violation {
-                        row: Some(row),
-                        field: None,
-                        message: format!("not valid JSON: {error}"),
-                    });
+                    if violations.len() < MAX_VIOLATIONS {
+                        violations.push(Violation {
+                            row: Some(row),
+                            field: None,
+                            message: format!("not valid JSON: {error}"),
+                        });
+                    }
                     return Ok(());
                 }
             };
@@ -150,5 +167,38 @@ mod tests {
         assert!(check(Format::Csv, "id,name\n1,a\n2,b\n").is_empty());
         let csv = check(Format::Csv, "id,name\n1,a\nx,b\n");
         assert_eq!((csv.len(), csv[0].row), (1, Some(2)));
+    }
+
+    #[test]
+    fn a_json_document_that_ends_early_fails_the_check() {
+        let violations = check(Format::Json, r#"[{"id": "1"}, {"id": "2"}"#);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].row, None);
+        assert!(
+            violations[0].message.contains("ends too early"),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn violations_stop_at_the_limit_whatever_their_kind() {
+        // Each record is an invalid one for serde_json (a lone surrogate escape) or fails the
+        // schema: more than the limit of both, in one chunk and in many.
+        let records: Vec<String> = (0..150)
+            .map(|row| {
+                if row % 2 == 0 {
+                    r#"{"id": "\ud800"}"#.to_owned()
+                } else {
+                    r#"{"name": "no id"}"#.to_owned()
+                }
+            })
+            .collect();
+        let document = format!("[{}]", records.join(","));
+        let schema = json!({"type": "object", "required": ["id"]});
+        let validator = std::sync::Arc::new(compile(&schema).unwrap());
+        let mut whole = SchemaCheck::new(validator.clone(), Format::Json);
+        whole.feed(document.as_bytes());
+        assert_eq!(whole.finish().len(), MAX_VIOLATIONS);
+        assert_eq!(check(Format::Json, &document).len(), MAX_VIOLATIONS);
     }
 }
