@@ -492,29 +492,36 @@ impl CsvToJson {
     }
 }
 
-impl Converter for CsvToJson {
-    fn push(&mut self, input: &[u8]) -> Result<&[u8], ConvertError> {
-        // The buffer is taken out for the call (the reader's methods borrow `self` too) and put
-        // back, so its room — already written once — serves every chunk without zeroing it again.
+impl CsvToJson {
+    /// Runs `write` on the output buffer, emptied, and returns what it wrote. The buffer is
+    /// taken out for the call (the reader's methods borrow `self` too) and put back, so its
+    /// room — already written once — serves every chunk without zeroing it again.
+    fn write_output(
+        &mut self,
+        write: impl FnOnce(&mut Self, &mut Out) -> Result<(), ConvertError>,
+    ) -> Result<&[u8], ConvertError> {
         let mut output = std::mem::take(&mut self.output);
         output.clear();
-        output.reserve(self.estimate(input.len()));
-        let fed = self.feed(input, &mut output);
-        let written = output.len();
+        let written = write(self, &mut output);
         self.output = output;
-        fed?;
-        self.read += input.len() as u64;
-        self.written += written as u64;
+        written?;
         Ok(self.output.as_slice())
+    }
+}
+
+impl Converter for CsvToJson {
+    fn push(&mut self, input: &[u8]) -> Result<&[u8], ConvertError> {
+        self.write_output(|this, output| {
+            output.reserve(this.estimate(input.len()));
+            this.feed(input, output)?;
+            this.read += input.len() as u64;
+            this.written += output.len() as u64;
+            Ok(())
+        })
     }
 
     fn finish(&mut self) -> Result<&[u8], ConvertError> {
-        let mut output = std::mem::take(&mut self.output);
-        output.clear();
-        let ended = self.end(&mut output);
-        self.output = output;
-        ended?;
-        Ok(self.output.as_slice())
+        self.write_output(Self::end)
     }
 
     fn records(&self) -> u64 {

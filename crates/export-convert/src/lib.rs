@@ -18,6 +18,8 @@
 //! So CSV → JSON → CSV gives back the same records exactly, and JSON → CSV → JSON gives back the
 //! same records with every value as a string.
 
+use std::borrow::Cow;
+
 mod csv_to_json;
 mod json_records;
 mod json_to_csv;
@@ -76,11 +78,15 @@ pub trait Converter {
     fn push(&mut self, input: &[u8]) -> Result<&[u8], ConvertError>;
     /// Ends the input; returns the rest of the output.
     fn finish(&mut self) -> Result<&[u8], ConvertError>;
-    /// Converts the last chunk and ends the input: both outputs, in one buffer of the caller's.
-    fn push_last(&mut self, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
+    /// Converts a chunk, and ends the input too when it is the `last`: the converter's own
+    /// buffer for a chunk, the outputs of both calls in one new buffer for the last.
+    fn convert_chunk(&mut self, input: &[u8], last: bool) -> Result<Cow<'_, [u8]>, ConvertError> {
+        if !last {
+            return self.push(input).map(Cow::Borrowed);
+        }
         let mut output = self.push(input)?.to_vec();
         output.extend_from_slice(self.finish()?);
-        Ok(output)
+        Ok(Cow::Owned(output))
     }
     /// Data records converted so far.
     fn records(&self) -> u64;
@@ -88,7 +94,7 @@ pub trait Converter {
 
 /// Converts a whole input at once (tests and small payloads).
 pub fn convert_all(converter: &mut dyn Converter, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
-    converter.push_last(input)
+    converter.convert_chunk(input, true).map(Cow::into_owned)
 }
 
 #[cfg(test)]

@@ -68,9 +68,8 @@ impl Validating {
         let rejected = |error: export_convert::ConvertError| {
             PluginError::Rejected(vec![Violation::new(error.record, None, error.message)])
         };
-        let json: Cow<'a, [u8]> = match &mut self.csv_to_json {
-            Some(converter) if last => Cow::Owned(converter.push_last(input).map_err(rejected)?),
-            Some(converter) => Cow::Borrowed(converter.push(input).map_err(rejected)?),
+        let json = match &mut self.csv_to_json {
+            Some(converter) => converter.convert_chunk(input, last).map_err(rejected)?,
             None => Cow::Borrowed(input),
         };
         let mut violations = Vec::new();
@@ -103,11 +102,7 @@ impl Validating {
         let output = if self.input_is_output {
             Cow::Borrowed(input)
         } else if let Some(converter) = &mut self.json_to_csv {
-            if last {
-                Cow::Owned(converter.push_last(input).map_err(rejected)?)
-            } else {
-                Cow::Borrowed(converter.push(input).map_err(rejected)?)
-            }
+            converter.convert_chunk(input, last).map_err(rejected)?
         } else {
             json
         };

@@ -84,9 +84,8 @@ impl<V: RecordValidator> ValidatorSession<V> {
     /// Reads `chunk` (the end of the upload when `last`) and checks the records it completes;
     /// the chunk itself is the output (the data passes on unchanged).
     fn step<'a>(&mut self, chunk: &'a [u8], last: bool) -> Result<StepOutput<'a>, PluginError> {
-        let json: Cow<'_, [u8]> = match &mut self.csv {
-            Some(csv) if last => Cow::Owned(csv.push_last(chunk).map_err(rejected)?),
-            Some(csv) => Cow::Borrowed(csv.push(chunk).map_err(rejected)?),
+        let json = match &mut self.csv {
+            Some(csv) => csv.convert_chunk(chunk, last).map_err(rejected)?,
             None => Cow::Borrowed(chunk),
         };
         let mut violations = Vec::new();
