@@ -28,8 +28,25 @@ fn the_csv_json_plugin_converts_exactly_like_the_native_converter() {
         &host.load(&plugin_component("csv_json.wasm")).unwrap()
     ));
 
+    // Fields of every length up to 40 with a byte that needs attention (a quote, a backslash,
+    // a control character, UTF-8, a delimiter inside quotes) at every place in them: the
+    // sandbox's SIMD scan must stop exactly where the native one does.
+    let specials = ["\"\"", "\\", "\t", "\u{1}", "é", "€", ",", "\n", "\u{7f}"];
     let csv: String = std::iter::once("id,name,note\n".to_string())
-        .chain((0..5000).map(|n| format!("{n},\"name {n}\",\"line\nbreak, é\"\n")))
+        .chain((0..5000).map(|n| {
+            let length = n % 41;
+            let special = specials[n / 41 % specials.len()];
+            let mut note: String = (0..length)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            note.insert_str((n / 7) % (length + 1), special);
+            let mut name = format!("name-{}", "x".repeat(n % 19));
+            name.insert_str(
+                n % (name.len() + 1),
+                ["\\", "\t", "é", "€", "\u{1}", ""][n % 6],
+            );
+            format!("{n},{name},\"{note}\"\n")
+        }))
         .collect();
     let mut session = host
         .open(&plugin, &options(DataFormat::Csv, DataFormat::Json))
