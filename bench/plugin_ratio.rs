@@ -74,7 +74,12 @@ fn main() -> anyhow::Result<()> {
             component.display()
         )
     })?;
-    let host = PluginHost::new(PluginLimits::default())?;
+    // PLUGIN_PERF_MAP=1 names the plugin's functions for `perf record` (docs/PLUGINS.md).
+    let host = if std::env::var_os("PLUGIN_PERF_MAP").is_some() {
+        PluginHost::with_perf_map(PluginLimits::default())?
+    } else {
+        PluginHost::new(PluginLimits::default())?
+    };
     let plugin = host.load(&bytes)?;
     let size = 16 * 1024 * 1024;
     for (shape, data) in [

@@ -914,6 +914,40 @@ mod tests {
     }
 
     #[test]
+    fn the_record_limit_counts_the_same_whatever_the_chunking() {
+        // One record of quoted fields, each counting 1024 bytes (its quotes are not counted, a
+        // doubled quote counts once): exactly at the limit it converts, one byte more is
+        // refused — whole, and in chunks that make the fast path hand its count to the state
+        // machine in the middle of the record again and again.
+        let fields = MAX_RECORD_BYTES / 1024;
+        let header: Vec<String> = (0..fields).map(|field| format!("c{field}")).collect();
+        let field = format!("\"{}\"\"{}\"", "x".repeat(500), "y".repeat(523));
+        for extra in [0, 1] {
+            let mut input = format!("{}\n", header.join(",")).into_bytes();
+            for index in 0..fields {
+                if index > 0 {
+                    input.push(b',');
+                }
+                input.extend_from_slice(field.as_bytes());
+            }
+            input.truncate(input.len() - 1);
+            input.extend(std::iter::repeat_n(b'z', extra));
+            input.extend_from_slice(b"\"\n");
+            for sizes in [&[usize::MAX][..], &[65_537], &[1 << 20, 3]] {
+                let converted = chunked(&input, sizes);
+                match extra {
+                    0 => assert!(converted.is_ok(), "{sizes:?}: {converted:?}"),
+                    _ => {
+                        let error = converted.unwrap_err();
+                        assert_eq!(error.record, Some(1), "{sizes:?}");
+                        assert!(error.message.contains("larger"), "{sizes:?}: {error}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_chunk_longer_than_the_record_limit_converts_whole() {
         // The fast path stops where a record could reach the limit (here inside a chunk of
         // small records) and the state machine goes on from there.

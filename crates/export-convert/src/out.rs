@@ -18,6 +18,9 @@ pub(crate) trait Sink {
     fn words(&mut self, words: &[u64], len: usize);
     /// Appends the first `len` (at most 16) bytes of two words.
     fn two_words(&mut self, words: [u64; 2], len: usize);
+    /// Appends the first `len` (at most 16) of sixteen bytes (all sixteen are stored: one
+    /// store).
+    fn sixteen(&mut self, bytes: &[u8; 16], len: usize);
 }
 
 /// Output under construction.
@@ -124,6 +127,13 @@ impl Sink for Out {
         self.buffer[self.len + 8..self.len + 16].copy_from_slice(&words[1].to_le_bytes());
         self.len += len;
     }
+
+    #[inline(always)]
+    fn sixteen(&mut self, bytes: &[u8; 16], len: usize) {
+        self.reserve(16);
+        self.buffer[self.len..self.len + 16].copy_from_slice(bytes);
+        self.len += len;
+    }
 }
 
 /// Writes into the room an [`Out`] has, without growing it. A write that does not fit is dropped
@@ -213,6 +223,14 @@ impl Sink for Cursor<'_> {
         if let Some(room) = self.room(16) {
             room[..8].copy_from_slice(&words[0].to_le_bytes());
             room[8..].copy_from_slice(&words[1].to_le_bytes());
+            self.len += len;
+        }
+    }
+
+    #[inline(always)]
+    fn sixteen(&mut self, bytes: &[u8; 16], len: usize) {
+        if let Some(room) = self.room(16) {
+            room.copy_from_slice(bytes);
             self.len += len;
         }
     }

@@ -27,10 +27,16 @@ impl Delimiters {
     /// word test has no branch or select on the kind of field.
     #[inline(always)]
     fn pattern(self) -> u64 {
-        ONES * u64::from(match self {
+        ONES * u64::from(self.byte())
+    }
+
+    /// That byte.
+    #[inline(always)]
+    fn byte(self) -> u8 {
+        match self {
             Delimiters::Unquoted => b',',
             Delimiters::Quoted => b'"',
-        })
+        }
     }
 }
 
@@ -122,27 +128,117 @@ enum Step {
     Short,
 }
 
-/// Checks (and copies) the sixteen bytes from `at` as two words.
+/// Checks (and copies) the sixteen bytes from `at`.
 #[inline(always)]
 fn sixteen<S: Sink>(input: &[u8], at: usize, delimiters: Delimiters, out: &mut S) -> Step {
     let Some(window) = input.get(at..at + 16) else {
         return Step::Short;
     };
+    let window: &[u8; 16] = window.try_into().expect("sixteen bytes");
+    let plain = plain_prefix(window, delimiters);
+    out.sixteen(window, plain);
+    if plain < 16 {
+        Step::Found(at + plain)
+    } else {
+        Step::Plain
+    }
+}
+
+/// How many of the sixteen bytes come before the first one that needs attention (16 when none
+/// does), with WebAssembly's 128-bit SIMD: four compares of all sixteen bytes at once and a
+/// bit mask. Signed, the bytes below 0x20 and the ones from 0x80 are exactly those less than
+/// 0x20: one compare finds both.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+#[expect(
+    unsafe_code,
+    reason = "a SIMD load of sixteen bytes a reference points to"
+)]
+fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
+    use core::arch::wasm32::{
+        i8x16_bitmask, i8x16_eq, i8x16_lt, i8x16_splat, u8x16_splat, v128_load, v128_or,
+    };
+    // SAFETY: the load reads the sixteen bytes `window` refers to (unaligned loads are
+    // allowed); SIMD is enabled for this build (the `cfg` above).
+    let bytes = unsafe { v128_load(window.as_ptr().cast()) };
+    let attention = v128_or(
+        v128_or(
+            i8x16_lt(bytes, i8x16_splat(0x20)),
+            i8x16_eq(bytes, u8x16_splat(b'"')),
+        ),
+        v128_or(
+            i8x16_eq(bytes, u8x16_splat(b'\\')),
+            i8x16_eq(bytes, u8x16_splat(delimiters.byte())),
+        ),
+    );
+    (u32::from(i8x16_bitmask(attention)) | 1 << 16).trailing_zeros() as usize
+}
+
+/// [`plain_prefix`] with SSE2, the same four compares and bit mask.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+#[expect(
+    unsafe_code,
+    reason = "SSE2 intrinsics and their load of sixteen bytes"
+)]
+fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
+    use core::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: the intrinsics need SSE2, which this build targets (the `cfg` above); the load
+    // reads the sixteen bytes `window` refers to, and may read them unaligned.
+    let mask = unsafe {
+        let bytes = _mm_loadu_si128(window.as_ptr().cast());
+        let attention = _mm_or_si128(
+            _mm_or_si128(
+                _mm_cmplt_epi8(bytes, _mm_set1_epi8(0x20)),
+                _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8)),
+            ),
+            _mm_or_si128(
+                _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8)),
+                _mm_cmpeq_epi8(bytes, _mm_set1_epi8(delimiters.byte() as i8)),
+            ),
+        );
+        _mm_movemask_epi8(attention)
+    };
+    (mask as u32 | 1 << 16).trailing_zeros() as usize
+}
+
+/// [`plain_prefix`] for other targets: two words tested as [`next_special`] tests them.
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    all(target_arch = "x86_64", target_feature = "sse2")
+)))]
+#[inline(always)]
+fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
+    plain_prefix_by_words(window, delimiters)
+}
+
+/// [`plain_prefix`] without SIMD (where a target has none; tests compare the two).
+#[cfg_attr(
+    any(
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        all(target_arch = "x86_64", target_feature = "sse2")
+    ),
+    cfg(test)
+)]
+#[inline(always)]
+fn plain_prefix_by_words(window: &[u8; 16], delimiters: Delimiters) -> usize {
     let (low, high) = window.split_at(8);
-    let low = u64::from_le_bytes(low.try_into().expect("eight bytes"));
-    let high = u64::from_le_bytes(high.try_into().expect("eight bytes"));
-    let found = specials(low, delimiters);
-    if found != 0 {
-        let plain = (found.trailing_zeros() / 8) as usize;
-        out.word(low, plain);
-        return Step::Found(at + plain);
+    let low = specials(
+        u64::from_le_bytes(low.try_into().expect("eight bytes")),
+        delimiters,
+    );
+    let high = specials(
+        u64::from_le_bytes(high.try_into().expect("eight bytes")),
+        delimiters,
+    );
+    if low != 0 {
+        (low.trailing_zeros() / 8) as usize
+    } else {
+        8 + (high.trailing_zeros() / 8).min(8) as usize
     }
-    let found = specials(high, delimiters);
-    out.two_words([low, high], 8 + (found.trailing_zeros() / 8) as usize);
-    if found != 0 {
-        return Step::Found(at + 8 + (found.trailing_zeros() / 8) as usize);
-    }
-    Step::Plain
 }
 
 /// [`copy_plain`] for the last fifteen bytes or fewer of `input`.
@@ -182,6 +278,30 @@ mod tests {
                             assert_eq!(copy_plain(&input, from, delimiters, &mut out), expected);
                             assert_eq!(out.into_vec(), input[from..expected]);
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_bytes_at_once_find_the_first_special_byte() {
+        for delimiters in [Delimiters::Unquoted, Delimiters::Quoted] {
+            for special in 0..=255u8 {
+                for position in 0..16 {
+                    for filler in [b'a', 0x20, 0x7f, b'+', b'#', b'-'] {
+                        let mut window = [filler; 16];
+                        window[position] = special;
+                        let expected = (0..16)
+                            .find(|&at| is_special(window[at], delimiters))
+                            .unwrap_or(16);
+                        assert_eq!(plain_prefix(&window, delimiters), expected);
+                        assert_eq!(plain_prefix_by_words(&window, delimiters), expected);
+                        // A second special byte further on must not hide the first.
+                        window[15] = b'"';
+                        let expected = expected.min(15);
+                        assert_eq!(plain_prefix(&window, delimiters), expected);
+                        assert_eq!(plain_prefix_by_words(&window, delimiters), expected);
                     }
                 }
             }
