@@ -30,7 +30,7 @@ fn the_csv_json_plugin_converts_exactly_like_the_native_converter() {
 
     // Fields of every length up to 40 with a byte that needs attention (a quote, a backslash,
     // a control character, UTF-8, a delimiter inside quotes) at every place in them: the
-    // sandbox's SIMD scan must stop exactly where the native one does.
+    // sandbox's word-at-a-time scan must stop exactly where the native SSE2 one does.
     let specials = ["\"\"", "\\", "\t", "\u{1}", "é", "€", ",", "\n", "\u{7f}"];
     let csv: String = std::iter::once("id,name,note\n".to_string())
         .chain((0..5000).map(|n| {

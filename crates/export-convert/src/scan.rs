@@ -145,36 +145,13 @@ fn sixteen<S: Sink>(input: &[u8], at: usize, delimiters: Delimiters, out: &mut S
 }
 
 /// How many of the sixteen bytes come before the first one that needs attention (16 when none
-/// does), with WebAssembly's 128-bit SIMD: four compares of all sixteen bytes at once and a
-/// bit mask. Signed, the bytes below 0x20 and the ones from 0x80 are exactly those less than
-/// 0x20: one compare finds both.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-#[expect(
-    unsafe_code,
-    reason = "a SIMD load of sixteen bytes a reference points to"
-)]
-fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
-    use core::arch::wasm32::{
-        i8x16_bitmask, i8x16_eq, i8x16_lt, i8x16_splat, u8x16_splat, v128_load, v128_or,
-    };
-    // SAFETY: the load reads the sixteen bytes `window` refers to (unaligned loads are
-    // allowed); SIMD is enabled for this build (the `cfg` above).
-    let bytes = unsafe { v128_load(window.as_ptr().cast()) };
-    let attention = v128_or(
-        v128_or(
-            i8x16_lt(bytes, i8x16_splat(0x20)),
-            i8x16_eq(bytes, u8x16_splat(b'"')),
-        ),
-        v128_or(
-            i8x16_eq(bytes, u8x16_splat(b'\\')),
-            i8x16_eq(bytes, u8x16_splat(delimiters.byte())),
-        ),
-    );
-    (u32::from(i8x16_bitmask(attention)) | 1 << 16).trailing_zeros() as usize
-}
-
-/// [`plain_prefix`] with SSE2, the same four compares and bit mask.
+/// does), with SSE2: four compares of all sixteen bytes at once and a bit mask. Signed, the
+/// bytes below 0x20 and the ones from 0x80 are exactly those less than 0x20: one compare finds
+/// both.
+///
+/// Only natively: in a Wasm sandbox the same with `simd128` measured slower than two words
+/// (0.90–0.96× the plugin's throughput, ten alternating runs, 2026-12-02; Cranelift spills
+/// vector values in the fast path's loop), so plugins use `plain_prefix_by_words`.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 #[expect(
@@ -205,24 +182,16 @@ fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
     (mask as u32 | 1 << 16).trailing_zeros() as usize
 }
 
-/// [`plain_prefix`] for other targets: two words tested as [`next_special`] tests them.
-#[cfg(not(any(
-    all(target_arch = "wasm32", target_feature = "simd128"),
-    all(target_arch = "x86_64", target_feature = "sse2")
-)))]
+/// [`plain_prefix`] for other targets (Wasm among them): two words tested as [`next_special`]
+/// tests them.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
 fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
     plain_prefix_by_words(window, delimiters)
 }
 
-/// [`plain_prefix`] without SIMD (where a target has none; tests compare the two).
-#[cfg_attr(
-    any(
-        all(target_arch = "wasm32", target_feature = "simd128"),
-        all(target_arch = "x86_64", target_feature = "sse2")
-    ),
-    cfg(test)
-)]
+/// [`plain_prefix`] in two words (for targets without SSE2; tests compare the two).
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), cfg(test))]
 #[inline(always)]
 fn plain_prefix_by_words(window: &[u8; 16], delimiters: Delimiters) -> usize {
     let (low, high) = window.split_at(8);
