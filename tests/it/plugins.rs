@@ -101,13 +101,17 @@ fn a_plugin_built_against_the_1_0_contract_runs_unchanged() {
     assert_eq!(output, b"ID,NAME\n1,ANN\n2,BOB\n");
 }
 
+/// Why `host` refuses to load the component `file` (which it must refuse).
+fn refusal(host: &PluginHost, file: &str) -> String {
+    host.load(&plugin_component(file))
+        .expect_err("the component must be refused")
+        .to_string()
+}
+
 #[test]
 fn a_plugin_of_another_major_contract_version_is_refused_naming_both_versions() {
     let host = PluginHost::new(PluginLimits::default()).unwrap();
-    let error = host
-        .load(&plugin_component("contract_2_0.wasm"))
-        .unwrap_err()
-        .to_string();
+    let error = refusal(&host, "contract_2_0.wasm");
     assert!(error.contains("unsupported contract"), "{error}");
     assert!(error.contains("export-service:plugin@2.0.0"), "{error}");
     assert!(error.contains("plugins of 1.0 to 1.1.0"), "{error}");
@@ -212,18 +216,12 @@ fn an_emit_outside_push_and_finish_stops_the_plugin() {
 #[test]
 fn components_of_the_wrong_world_or_with_ungranted_imports_are_refused() {
     let host = PluginHost::new(PluginLimits::default()).unwrap();
-    let wrong = host
-        .load(&plugin_component("hostile_wrong_world.wasm"))
-        .unwrap_err()
-        .to_string();
+    let wrong = refusal(&host, "hostile_wrong_world.wasm");
     assert!(
         wrong.contains("does not export the export-service:plugin/processor interface"),
         "{wrong}"
     );
-    let greedy = host
-        .load(&plugin_component("hostile_capability.wasm"))
-        .unwrap_err()
-        .to_string();
+    let greedy = refusal(&host, "hostile_capability.wasm");
     assert!(
         greedy.contains("imports something the host does not grant"),
         "{greedy}"

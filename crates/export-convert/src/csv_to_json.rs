@@ -32,30 +32,30 @@ enum State {
     QuoteInQuoted,
 }
 
-/// A rendered key (see [`CsvToJson::keys`]): its first sixteen bytes as two words, written
-/// without a loop (most keys fit), and the words of the rest.
+/// A rendered key (see [`CsvToJson::keys`]): its first sixteen bytes (zero-padded), written
+/// in one store without a loop (most keys fit), and the words of the rest.
 #[derive(Debug)]
 struct Key {
-    head: [u64; 2],
+    head: [u8; 16],
     tail: Vec<u64>,
     len: usize,
 }
 
 impl Key {
     fn new(rendered: &[u8]) -> Self {
-        let mut words = to_words(rendered);
-        words.resize(words.len().max(2), 0);
-        let tail = words.split_off(2);
+        let split = rendered.len().min(16);
+        let mut head = [0; 16];
+        head[..split].copy_from_slice(&rendered[..split]);
         Self {
-            head: [words[0], words[1]],
-            tail,
+            head,
+            tail: to_words(&rendered[split..]),
             len: rendered.len(),
         }
     }
 
     #[inline(always)]
     fn write<S: Sink>(&self, output: &mut S) {
-        output.two_words(self.head, self.len.min(16));
+        output.sixteen(&self.head, self.len.min(16));
         if self.len > 16 {
             output.words(&self.tail, self.len - 16);
         }

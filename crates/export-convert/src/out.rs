@@ -16,8 +16,6 @@ pub(crate) trait Sink {
     fn word(&mut self, word: u64, take: usize);
     /// Appends the first `len` bytes of `words` (little-endian, as [`to_words`] made them).
     fn words(&mut self, words: &[u64], len: usize);
-    /// Appends the first `len` (at most 16) bytes of two words.
-    fn two_words(&mut self, words: [u64; 2], len: usize);
     /// Appends the first `len` (at most 16) of sixteen bytes (all sixteen are stored: one
     /// store).
     fn sixteen(&mut self, bytes: &[u8; 16], len: usize);
@@ -121,14 +119,6 @@ impl Sink for Out {
     }
 
     #[inline(always)]
-    fn two_words(&mut self, words: [u64; 2], len: usize) {
-        self.reserve(16);
-        self.buffer[self.len..self.len + 8].copy_from_slice(&words[0].to_le_bytes());
-        self.buffer[self.len + 8..self.len + 16].copy_from_slice(&words[1].to_le_bytes());
-        self.len += len;
-    }
-
-    #[inline(always)]
     fn sixteen(&mut self, bytes: &[u8; 16], len: usize) {
         self.reserve(16);
         self.buffer[self.len..self.len + 16].copy_from_slice(bytes);
@@ -219,15 +209,6 @@ impl Sink for Cursor<'_> {
     }
 
     #[inline(always)]
-    fn two_words(&mut self, words: [u64; 2], len: usize) {
-        if let Some(room) = self.room(16) {
-            room[..8].copy_from_slice(&words[0].to_le_bytes());
-            room[8..].copy_from_slice(&words[1].to_le_bytes());
-            self.len += len;
-        }
-    }
-
-    #[inline(always)]
     fn sixteen(&mut self, bytes: &[u8; 16], len: usize) {
         if let Some(room) = self.room(16) {
             room.copy_from_slice(bytes);
@@ -276,17 +257,11 @@ mod tests {
         let mut out = Out::with_capacity(0);
         out.extend_from_slice(b"ab");
         let mut cursor = out.cursor(20);
-        cursor.two_words(
-            [
-                u64::from_le_bytes(*b"cdefghij"),
-                u64::from_le_bytes(*b"klmnopqr"),
-            ],
-            10,
-        );
+        cursor.sixteen(b"cdefghijklmnopqr", 10);
         assert!(!cursor.is_full());
         let mark = cursor.len();
         // Sixteen bytes are stored even when fewer count: they need sixteen of room.
-        cursor.two_words([0, 0], 1);
+        cursor.sixteen(&[0; 16], 1);
         assert!(cursor.is_full(), "16 bytes at 12 of a 22-byte window");
         cursor.push(b'!');
         assert!(
