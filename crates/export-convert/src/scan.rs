@@ -18,6 +18,9 @@ pub(crate) enum Delimiters {
     Quoted,
 }
 
+/// Sixteen-byte steps per turn of [`copy_plain`]'s loop.
+const STEPS_PER_TURN: usize = 4;
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
@@ -108,12 +111,15 @@ pub(crate) fn copy_plain<S: Sink>(
         Step::Short => return copy_tail(input, at, delimiters, out),
         Step::Plain => at += 16,
     }
-    // The rest of a long run, sixteen bytes per turn.
+    // The rest of a long run, several steps per turn: in a sandbox each turn checks for
+    // interruption (the compiler unrolls the inner loop, so it has no turns of its own).
     loop {
-        match sixteen(input, at, delimiters, out) {
-            Step::Found(end) => return end,
-            Step::Short => return copy_tail(input, at, delimiters, out),
-            Step::Plain => at += 16,
+        for _ in 0..STEPS_PER_TURN {
+            match sixteen(input, at, delimiters, out) {
+                Step::Found(end) => return end,
+                Step::Short => return copy_tail(input, at, delimiters, out),
+                Step::Plain => at += 16,
+            }
         }
     }
 }
@@ -248,6 +254,33 @@ mod tests {
                             assert_eq!(out.into_vec(), input[from..expected]);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_runs_stop_at_the_first_special_byte_in_any_step_of_any_turn() {
+        // Past the first sixteen bytes, runs of several turns of the unrolled loop, with the
+        // byte to stop at in every one of a turn's steps and at every offset in a step.
+        let turn = 16 * STEPS_PER_TURN;
+        for delimiters in [Delimiters::Unquoted, Delimiters::Quoted] {
+            for special in [b'"', b'\\', b'\n', 0x80, 0xff, 0x00, b','] {
+                for position in 0..16 + 3 * turn {
+                    let mut input = vec![b'x'; 16 + 3 * turn + 5];
+                    input[position] = special;
+                    let expected = if is_special(special, delimiters) {
+                        position
+                    } else {
+                        input.len()
+                    };
+                    let mut out = Out::with_capacity(0);
+                    assert_eq!(
+                        copy_plain(&input, 0, delimiters, &mut out),
+                        expected,
+                        "{special:#x} at {position} ({delimiters:?})"
+                    );
+                    assert_eq!(out.into_vec(), input[..expected]);
                 }
             }
         }
