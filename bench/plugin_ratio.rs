@@ -6,9 +6,15 @@
 //! pair alike. Prints, per shape of data, `<shape> <native MiB/s> <wasm MiB/s> <median ratio>
 //! <lower quartile> <upper quartile>` (throughputs from the median times).
 //!
-//! Usage: `cargo run --release --example plugin-ratio -- [ROUNDS [COMPONENT]]` (101 rounds by
-//! default; the component is `plugins/dist/csv_json.wasm`, from `scripts/build-plugins.sh`,
-//! unless another build of a CSV→JSON plugin is named, e.g. to compare two builds).
+//! Usage: `cargo run --release --example plugin-ratio -- [ROUNDS [COMPONENT [BASELINE]]]` (101
+//! rounds by default; the component is `plugins/dist/csv_json.wasm`, from
+//! `scripts/build-plugins.sh`, unless another build of a CSV→JSON plugin is named). With a
+//! BASELINE, another build of the plugin, each round also converts through it (the two plugins
+//! in alternating order), and a second line per shape, `<shape>-vs-baseline <baseline MiB/s>
+//! <median speed-up> <lower quartile> <upper quartile>`, compares the component with it pair by
+//! pair: on a machine whose speed comes in spells that move the plugin more than native code, two
+//! plugin builds compare far more steadily against each other than through their ratios to
+//! native.
 
 use std::time::Instant;
 
@@ -81,6 +87,13 @@ fn main() -> anyhow::Result<()> {
         PluginHost::new(PluginLimits::default())?
     };
     let plugin = host.load(&bytes)?;
+    let baseline = args
+        .next()
+        .map(|path| {
+            let bytes = std::fs::read(&path).map_err(|error| anyhow::anyhow!("{path}: {error}"))?;
+            anyhow::Ok(host.load(&bytes)?)
+        })
+        .transpose()?;
     let size = 16 * 1024 * 1024;
     for (shape, data) in [
         ("short", samples::short_fields(size)),
@@ -89,13 +102,31 @@ fn main() -> anyhow::Result<()> {
         // One pair first, unmeasured: page faults and caches of the first conversion.
         native(&data);
         wasm(&host, &plugin, &data);
+        if let Some(baseline) = &baseline {
+            wasm(&host, baseline, &data);
+        }
         let (mut natives, mut wasms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..rounds {
+        let (mut baselines, mut speedups) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
             let native = native(&data);
-            let wasm = wasm(&host, &plugin, &data);
+            let (wasm, base) = match &baseline {
+                None => (wasm(&host, &plugin, &data), None),
+                Some(baseline) if round % 2 == 0 => {
+                    let time = wasm(&host, &plugin, &data);
+                    (time, Some(wasm(&host, baseline, &data)))
+                }
+                Some(baseline) => {
+                    let base = wasm(&host, baseline, &data);
+                    (wasm(&host, &plugin, &data), Some(base))
+                }
+            };
             natives.push(native);
             wasms.push(wasm);
             ratios.push(native / wasm);
+            if let Some(base) = base {
+                baselines.push(base);
+                speedups.push(base / wasm);
+            }
         }
         let mib = data.len() as f64 / (1024.0 * 1024.0);
         println!(
@@ -106,6 +137,15 @@ fn main() -> anyhow::Result<()> {
             quantile(&mut ratios, 0.25),
             quantile(&mut ratios, 0.75),
         );
+        if !speedups.is_empty() {
+            println!(
+                "{shape}-vs-baseline {:.1} {:.3} {:.3} {:.3}",
+                mib / quantile(&mut baselines, 0.5),
+                quantile(&mut speedups, 0.5),
+                quantile(&mut speedups, 0.25),
+                quantile(&mut speedups, 0.75),
+            );
+        }
     }
     Ok(())
 }
