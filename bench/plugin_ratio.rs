@@ -65,6 +65,24 @@ fn quantile(values: &mut [f64], fraction: f64) -> f64 {
     values[((values.len() - 1) as f64 * fraction).round() as usize]
 }
 
+/// `<median> <lower quartile> <upper quartile>` of `values`.
+fn quartiles(values: &mut [f64]) -> String {
+    format!(
+        "{:.3} {:.3} {:.3}",
+        quantile(values, 0.5),
+        quantile(values, 0.25),
+        quantile(values, 0.75)
+    )
+}
+
+/// The CSV→JSON plugin at `path`, loaded into `host`.
+fn load(host: &PluginHost, path: &std::path::Path) -> anyhow::Result<std::sync::Arc<LoadedPlugin>> {
+    let bytes = std::fs::read(path).map_err(|error| {
+        anyhow::anyhow!("{}: {error} (run scripts/build-plugins.sh)", path.display())
+    })?;
+    Ok(host.load(&bytes)?)
+}
+
 #[expect(clippy::print_stdout, reason = "the result is the program's output")]
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -74,25 +92,16 @@ fn main() -> anyhow::Result<()> {
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/csv_json.wasm"),
         std::path::PathBuf::from,
     );
-    let bytes = std::fs::read(&component).map_err(|error| {
-        anyhow::anyhow!(
-            "{}: {error} (run scripts/build-plugins.sh)",
-            component.display()
-        )
-    })?;
     // PLUGIN_PERF_MAP=1 names the plugin's functions for `perf record` (docs/PLUGINS.md).
     let host = if std::env::var_os("PLUGIN_PERF_MAP").is_some() {
         PluginHost::with_perf_map(PluginLimits::default())?
     } else {
         PluginHost::new(PluginLimits::default())?
     };
-    let plugin = host.load(&bytes)?;
+    let plugin = load(&host, &component)?;
     let baseline = args
         .next()
-        .map(|path| {
-            let bytes = std::fs::read(&path).map_err(|error| anyhow::anyhow!("{path}: {error}"))?;
-            anyhow::Ok(host.load(&bytes)?)
-        })
+        .map(|path| load(&host, std::path::Path::new(&path)))
         .transpose()?;
     let size = 16 * 1024 * 1024;
     for (shape, data) in [
@@ -130,20 +139,16 @@ fn main() -> anyhow::Result<()> {
         }
         let mib = data.len() as f64 / (1024.0 * 1024.0);
         println!(
-            "{shape} {:.1} {:.1} {:.3} {:.3} {:.3}",
+            "{shape} {:.1} {:.1} {}",
             mib / quantile(&mut natives, 0.5),
             mib / quantile(&mut wasms, 0.5),
-            quantile(&mut ratios, 0.5),
-            quantile(&mut ratios, 0.25),
-            quantile(&mut ratios, 0.75),
+            quartiles(&mut ratios),
         );
         if !speedups.is_empty() {
             println!(
-                "{shape}-vs-baseline {:.1} {:.3} {:.3} {:.3}",
+                "{shape}-vs-baseline {:.1} {}",
                 mib / quantile(&mut baselines, 0.5),
-                quantile(&mut speedups, 0.5),
-                quantile(&mut speedups, 0.25),
-                quantile(&mut speedups, 0.75),
+                quartiles(&mut speedups),
             );
         }
     }
