@@ -1,7 +1,9 @@
 //! The plugin host running the reference plugins built by scripts/build-plugins.sh.
 
 use export_convert::{Converter, CsvToJson};
-use export_service::plugin_host::{DataFormat, PluginHost, PluginLimits, SessionOptions};
+use export_service::plugin_host::{
+    DataFormat, PluginFailure, PluginHost, PluginLimits, SessionOptions,
+};
 
 use crate::helpers::plugin_component;
 
@@ -28,19 +30,20 @@ fn the_csv_json_plugin_converts_exactly_like_the_native_converter() {
         &host.load(&plugin_component("csv_json.wasm")).unwrap()
     ));
 
-    // Fields of every length up to 40 with a byte that needs attention (a quote, a backslash,
+    // Fields of every length up to 100 with a byte that needs attention (a quote, a backslash,
     // a control character, UTF-8, a delimiter inside quotes) at every place in them: the
-    // sandbox's word-at-a-time scan must stop exactly where the native SSE2 one does.
+    // sandbox's scans (two words for a field's first sixteen bytes, `simd128` in the long-run
+    // loop, four sixteen-byte steps per turn) must stop exactly where the native SSE2 one does.
     let specials = ["\"\"", "\\", "\t", "\u{1}", "é", "€", ",", "\n", "\u{7f}"];
     let csv: String = std::iter::once("id,name,note\n".to_string())
-        .chain((0..5000).map(|n| {
-            let length = n % 41;
+        .chain((0..20000).map(|n| {
+            let length = n % 101;
             let special = specials[n / 41 % specials.len()];
             let mut note: String = (0..length)
                 .map(|i| char::from(b'a' + (i % 26) as u8))
                 .collect();
             note.insert_str((n / 7) % (length + 1), special);
-            let mut name = format!("name-{}", "x".repeat(n % 19));
+            let mut name = format!("name-{}", "x".repeat(n % 89));
             name.insert_str(
                 n % (name.len() + 1),
                 ["\\", "\t", "é", "€", "\u{1}", ""][n % 6],
@@ -78,6 +81,46 @@ fn the_csv_json_plugin_converts_exactly_like_the_native_converter() {
         failure.to_string().contains("csv-json rejected the data"),
         "{failure}"
     );
+}
+
+#[test]
+fn the_csv_json_plugin_finds_invalid_utf8_anywhere_in_a_long_field() {
+    // Valid UTF-8 comes out the same whether a scan stops at its bytes or not; invalid UTF-8
+    // shows whether it does: every byte from 0x80 must be checked, in every step of a long run.
+    let host = PluginHost::new(PluginLimits::default()).unwrap();
+    let plugin = host.load(&plugin_component("csv_json.wasm")).unwrap();
+    for quoted in [false, true] {
+        for position in 0..100 {
+            let mut field = vec![b'a'; 100];
+            field[position] = 0xff;
+            if quoted {
+                field.insert(0, b'"');
+                field.push(b'"');
+            }
+            let mut csv = b"id,note\n1,".to_vec();
+            csv.extend_from_slice(&field);
+            csv.extend_from_slice(b"\n2,b\n");
+
+            let mut native = CsvToJson::new();
+            assert!(native.push(&csv).is_err(), "natively, 0xff at {position}");
+            let mut session = host
+                .open(&plugin, &options(DataFormat::Csv, DataFormat::Json))
+                .unwrap();
+            let failure = session
+                .push(&csv)
+                .map(|_| ())
+                .and_then(|()| session.finish().map(|_| ()))
+                .expect_err("invalid UTF-8 must be rejected");
+            let PluginFailure::Rejected { violations, .. } = &failure else {
+                panic!("0xff at {position} (quoted: {quoted}): {failure}");
+            };
+            assert_eq!(violations[0].row, Some(1), "0xff at {position}");
+            assert!(
+                violations[0].message.contains("not valid UTF-8"),
+                "0xff at {position} (quoted: {quoted}): {violations:?}"
+            );
+        }
+    }
 }
 
 #[test]

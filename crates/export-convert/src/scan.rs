@@ -1,10 +1,13 @@
-//! Finding the next byte a CSV field's conversion must look at, eight bytes at a time.
+//! Finding the next byte a CSV field's conversion must look at, sixteen bytes at a time.
 //!
 //! Most field bytes are copied to the JSON output unchanged; only delimiters, quotes, JSON's
 //! escapes (backslash and control characters) and non-ASCII bytes (whose UTF-8 is checked) need
-//! attention. Testing a 64-bit word for them with a few integer operations ("SWAR") makes the
-//! common case one loop iteration per eight bytes, which matters most inside a Wasm sandbox,
-//! where every iteration also checks for interruption. Portable code: the same on every target.
+//! attention. Testing sixteen bytes for them at once makes the common case one step per field,
+//! and a long run one loop turn per sixty-four bytes, which matters most inside a Wasm sandbox,
+//! where every turn also checks for interruption. Natively the test is SSE2 on x86-64. In Wasm,
+//! a field's first sixteen bytes are tested as two 64-bit words with a few integer operations
+//! ("SWAR") and the rest of a long run with `simd128` (each measured faster there than the
+//! other); other targets use the words throughout.
 
 use crate::out::Sink;
 
@@ -106,7 +109,7 @@ pub(crate) fn copy_plain<S: Sink>(
     // Most fields are shorter than sixteen bytes, so the first step stands outside the loop and
     // they never enter it (in a sandbox, every loop entry and turn checks for interruption).
     let mut at = from;
-    match sixteen(input, at, delimiters, out) {
+    match sixteen(input, at, delimiters, out, plain_prefix) {
         Step::Found(end) => return end,
         Step::Short => return copy_tail(input, at, delimiters, out),
         Step::Plain => at += 16,
@@ -115,7 +118,7 @@ pub(crate) fn copy_plain<S: Sink>(
     // interruption (the compiler unrolls the inner loop, so it has no turns of its own).
     loop {
         for _ in 0..STEPS_PER_TURN {
-            match sixteen(input, at, delimiters, out) {
+            match sixteen(input, at, delimiters, out, plain_prefix_in_run) {
                 Step::Found(end) => return end,
                 Step::Short => return copy_tail(input, at, delimiters, out),
                 Step::Plain => at += 16,
@@ -134,18 +137,30 @@ enum Step {
     Short,
 }
 
-/// Checks (and copies) the sixteen bytes from `at`.
+/// Checks (and copies) the sixteen bytes from `at`, testing them with `plain_prefix`.
+///
+/// The test's result decides the branch before anything is stored, and each branch stores on
+/// its own: compiled from Wasm, Cranelift computes a value where its first use is, so a count
+/// used inside the store's room check and again after it was computed twice (on long fields the
+/// plugin ran 9 % faster this way, 2026-12-03).
 #[inline(always)]
-fn sixteen<S: Sink>(input: &[u8], at: usize, delimiters: Delimiters, out: &mut S) -> Step {
+fn sixteen<S: Sink>(
+    input: &[u8],
+    at: usize,
+    delimiters: Delimiters,
+    out: &mut S,
+    plain_prefix: impl Fn(&[u8; 16], Delimiters) -> usize,
+) -> Step {
     let Some(window) = input.get(at..at + 16) else {
         return Step::Short;
     };
     let window: &[u8; 16] = window.try_into().expect("sixteen bytes");
     let plain = plain_prefix(window, delimiters);
-    out.sixteen(window, plain);
     if plain < 16 {
+        out.sixteen(window, plain);
         Step::Found(at + plain)
     } else {
+        out.sixteen(window, 16);
         Step::Plain
     }
 }
@@ -155,9 +170,10 @@ fn sixteen<S: Sink>(input: &[u8], at: usize, delimiters: Delimiters, out: &mut S
 /// bytes below 0x20 and the ones from 0x80 are exactly those less than 0x20: one compare finds
 /// both.
 ///
-/// Only natively: in a Wasm sandbox the same with `simd128` measured slower than two words
-/// (0.90–0.96× the plugin's throughput, ten alternating runs, 2026-12-02; Cranelift spills
-/// vector values in the fast path's loop), so plugins use `plain_prefix_by_words`.
+/// Only natively: in a Wasm sandbox the same with `simd128` for a field's first sixteen bytes
+/// measured slower than two words (0.90–0.96× the plugin's throughput, ten alternating runs,
+/// 2026-12-02; 0.70× on short fields on 2026-12-03), so plugins test those with
+/// `plain_prefix_by_words` and use SIMD only past them ([`plain_prefix_in_run`]).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 #[expect(
@@ -194,6 +210,40 @@ fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
 #[inline(always)]
 fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
     plain_prefix_by_words(window, delimiters)
+}
+
+/// [`plain_prefix`] for the bytes of a long run past its first sixteen: the same natively.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn plain_prefix_in_run(window: &[u8; 16], delimiters: Delimiters) -> usize {
+    plain_prefix(window, delimiters)
+}
+
+/// [`plain_prefix`] for the bytes of a long run past its first sixteen, with Wasm's `simd128`:
+/// four compares of all sixteen bytes and a bit mask, as with SSE2 natively (signed, one
+/// compare finds both the bytes below 0x20 and the ones from 0x80). In the long-run loop alone
+/// it makes the plugin 1.11–1.15× faster than two words (2026-12-03): there the loop is small
+/// and the vector constants stay in registers, while in a field's first step, where the whole
+/// per-field loop competes for registers, it made the plugin slower.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+#[expect(unsafe_code, reason = "the load of sixteen bytes")]
+fn plain_prefix_in_run(window: &[u8; 16], delimiters: Delimiters) -> usize {
+    use core::arch::wasm32::{i8x16_bitmask, i8x16_eq, i8x16_lt, i8x16_splat, v128_load, v128_or};
+    // SAFETY: the load reads the sixteen bytes `window` refers to (Wasm loads may be
+    // unaligned).
+    let bytes = unsafe { v128_load(window.as_ptr().cast()) };
+    let attention = v128_or(
+        v128_or(
+            i8x16_lt(bytes, i8x16_splat(0x20)),
+            i8x16_eq(bytes, i8x16_splat(b'"' as i8)),
+        ),
+        v128_or(
+            i8x16_eq(bytes, i8x16_splat(b'\\' as i8)),
+            i8x16_eq(bytes, i8x16_splat(delimiters.byte() as i8)),
+        ),
+    );
+    (u32::from(i8x16_bitmask(attention)) | 1 << 16).trailing_zeros() as usize
 }
 
 /// [`plain_prefix`] in two words (for targets without SSE2; tests compare the two).
@@ -298,6 +348,7 @@ mod tests {
                             .find(|&at| is_special(window[at], delimiters))
                             .unwrap_or(16);
                         assert_eq!(plain_prefix(&window, delimiters), expected);
+                        assert_eq!(plain_prefix_in_run(&window, delimiters), expected);
                         assert_eq!(plain_prefix_by_words(&window, delimiters), expected);
                         // A second special byte further on must not hide the first.
                         window[15] = b'"';
