@@ -97,8 +97,8 @@ pub(crate) fn next_special(input: &[u8], from: usize, delimiters: Delimiters) ->
     at
 }
 
-/// Copies the plain bytes from `from` up to the next byte that needs attention into `out`, a
-/// word at a time; returns that byte's position (or `input.len()`).
+/// Copies the plain bytes from `from` up to the next byte that needs attention into `out`,
+/// sixteen bytes at a time; returns that byte's position (or `input.len()`).
 #[inline(always)]
 pub(crate) fn copy_plain<S: Sink>(
     input: &[u8],
@@ -137,25 +137,26 @@ enum Step {
     Short,
 }
 
-/// Checks (and copies) the sixteen bytes from `at`, testing them with `plain_prefix`.
+/// Checks (and copies) the sixteen bytes from `at`, testing them with `test` (one of the
+/// `plain_prefix` functions).
 ///
 /// The test's result decides the branch before anything is stored, and each branch stores on
 /// its own: compiled from Wasm, Cranelift computes a value where its first use is, so a count
 /// used inside the store's room check and again after it was computed twice (on long fields the
-/// plugin ran 9 % faster this way, 2026-12-03).
+/// plugin ran 1.09× as fast this way, 2026-12-03).
 #[inline(always)]
 fn sixteen<S: Sink>(
     input: &[u8],
     at: usize,
     delimiters: Delimiters,
     out: &mut S,
-    plain_prefix: impl Fn(&[u8; 16], Delimiters) -> usize,
+    test: impl Fn(&[u8; 16], Delimiters) -> usize,
 ) -> Step {
     let Some(window) = input.get(at..at + 16) else {
         return Step::Short;
     };
     let window: &[u8; 16] = window.try_into().expect("sixteen bytes");
-    let plain = plain_prefix(window, delimiters);
+    let plain = test(window, delimiters);
     if plain < 16 {
         out.sixteen(window, plain);
         Step::Found(at + plain)
@@ -170,15 +171,16 @@ fn sixteen<S: Sink>(
 /// bytes below 0x20 and the ones from 0x80 are exactly those less than 0x20: one compare finds
 /// both.
 ///
-/// Only natively: in a Wasm sandbox the same with `simd128` for a field's first sixteen bytes
-/// measured slower than two words (0.90–0.96× the plugin's throughput, ten alternating runs,
-/// 2026-12-02; 0.70× on short fields on 2026-12-03), so plugins test those with
-/// `plain_prefix_by_words` and use SIMD only past them ([`plain_prefix_in_run`]).
+/// Only natively: in a Wasm sandbox the same with `simd128` in every step measured slower than
+/// two words (0.90–0.96× the plugin's throughput, ten alternating runs, 2026-12-02), and so did
+/// it in a field's first step alone (0.70× on short fields, 2026-12-03), so plugins test a
+/// field's first sixteen bytes with `plain_prefix_by_words` and use SIMD only past them
+/// ([`plain_prefix_in_run`]).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 #[expect(
     unsafe_code,
-    reason = "SSE2 intrinsics and their load of sixteen bytes"
+    reason = "the load of sixteen bytes for the SSE2 compares"
 )]
 fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
     use core::arch::x86_64::{
@@ -212,7 +214,8 @@ fn plain_prefix(window: &[u8; 16], delimiters: Delimiters) -> usize {
     plain_prefix_by_words(window, delimiters)
 }
 
-/// [`plain_prefix`] for the bytes of a long run past its first sixteen: the same natively.
+/// [`plain_prefix`] for the bytes of a long run past its first sixteen: the same function
+/// natively (and in Wasm without `simd128`).
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 fn plain_prefix_in_run(window: &[u8; 16], delimiters: Delimiters) -> usize {
@@ -354,6 +357,7 @@ mod tests {
                         window[15] = b'"';
                         let expected = expected.min(15);
                         assert_eq!(plain_prefix(&window, delimiters), expected);
+                        assert_eq!(plain_prefix_in_run(&window, delimiters), expected);
                         assert_eq!(plain_prefix_by_words(&window, delimiters), expected);
                     }
                 }
