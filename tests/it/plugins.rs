@@ -2,7 +2,7 @@
 
 use export_convert::{Converter, CsvToJson};
 use export_service::plugin_host::{
-    DataFormat, PluginFailure, PluginHost, PluginLimits, SessionOptions,
+    DataFormat, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, SessionOptions,
 };
 
 use crate::helpers::plugin_component;
@@ -79,17 +79,29 @@ fn the_csv_json_plugin_converts_exactly_like_the_native_converter() {
     assert_eq!(wasm_output, native_output);
 
     // Rejected data comes back as violations.
-    let mut bad = host
-        .open(&plugin, &options(DataFormat::Csv, DataFormat::Json))
-        .unwrap();
-    let pushed = bad.push(b"a,b\n1\n").map(|_| ());
-    let failure = pushed
-        .and_then(|()| bad.finish().map(|_| ()))
-        .expect_err("a short row must be rejected");
+    let failure = csv_rejection(&host, &plugin, b"a,b\n1\n", "a short row must be rejected");
     assert!(
         failure.to_string().contains("csv-json rejected the data"),
         "{failure}"
     );
+}
+
+/// How a CSV→JSON session of `plugin` fails on `csv` (in one push, then finish), which it must
+/// (`why` says why).
+fn csv_rejection(
+    host: &PluginHost,
+    plugin: &std::sync::Arc<LoadedPlugin>,
+    csv: &[u8],
+    why: &str,
+) -> PluginFailure {
+    let mut session = host
+        .open(plugin, &options(DataFormat::Csv, DataFormat::Json))
+        .unwrap();
+    session
+        .push(csv)
+        .map(|_| ())
+        .and_then(|()| session.finish().map(|_| ()))
+        .expect_err(why)
 }
 
 #[test]
@@ -112,14 +124,7 @@ fn the_csv_json_plugin_finds_invalid_utf8_anywhere_in_a_long_field() {
 
             let mut native = CsvToJson::new();
             assert!(native.push(&csv).is_err(), "natively, 0xff at {position}");
-            let mut session = host
-                .open(&plugin, &options(DataFormat::Csv, DataFormat::Json))
-                .unwrap();
-            let failure = session
-                .push(&csv)
-                .map(|_| ())
-                .and_then(|()| session.finish().map(|_| ()))
-                .expect_err("invalid UTF-8 must be rejected");
+            let failure = csv_rejection(&host, &plugin, &csv, "invalid UTF-8 must be rejected");
             let PluginFailure::Rejected { violations, .. } = &failure else {
                 panic!("0xff at {position} (quoted: {quoted}): {failure}");
             };
