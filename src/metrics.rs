@@ -53,6 +53,17 @@ pub struct Metrics {
     /// `export_service_plugin_load_failures_total{plugin, version}`: bindings this replica could
     /// not apply (it kept the previous one).
     pub plugin_load_failures: IntCounterVec,
+    /// Requests refused because they reached a limit, by limit (`payload_size`,
+    /// `upload_slots`, `upload_duration`, `connections`, …).
+    pub refusals: IntCounterVec,
+    /// Upload slots in use on this replica, by application.
+    pub upload_slots_in_use: IntGaugeVec,
+    /// Packaging attempts that failed for a transient cause and were rescheduled.
+    pub packaging_retries: IntCounter,
+    /// Age of the oldest packaging job that is due or waiting for a retry.
+    pub packaging_oldest_waiting: Gauge,
+    /// Object store operations that failed and are retried, by operation.
+    pub store_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -200,8 +211,47 @@ impl Metrics {
             &plugin_labels,
         )
         .expect("valid metric");
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "export_service_refusals_total",
+                "Requests refused because they reached a limit, by limit",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
+        let upload_slots_in_use = IntGaugeVec::new(
+            Opts::new(
+                "export_service_upload_slots_in_use",
+                "Upload slots in use on this replica, by application",
+            ),
+            &["application"],
+        )
+        .expect("valid metric");
+        let packaging_retries = IntCounter::new(
+            "export_service_packaging_retries_total",
+            "Packaging attempts that failed for a transient cause and were rescheduled",
+        )
+        .expect("valid metric");
+        let packaging_oldest_waiting = Gauge::new(
+            "export_service_packaging_oldest_waiting_seconds",
+            "Age of the oldest packaging job that is due or waiting for a retry",
+        )
+        .expect("valid metric");
+        let store_retries = IntCounterVec::new(
+            Opts::new(
+                "export_service_store_retries_total",
+                "Object store operations that failed transiently and are retried, by operation",
+            ),
+            &["operation"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(refusals.clone()),
+            Box::new(upload_slots_in_use.clone()),
+            Box::new(packaging_retries.clone()),
+            Box::new(packaging_oldest_waiting.clone()),
+            Box::new(store_retries.clone()),
             Box::new(plugin_invocations.clone()),
             Box::new(plugin_failures.clone()),
             Box::new(plugin_seconds.clone()),
@@ -249,6 +299,11 @@ impl Metrics {
             plugin_seconds,
             plugin_binding_info,
             plugin_load_failures,
+            refusals,
+            upload_slots_in_use,
+            packaging_retries,
+            packaging_oldest_waiting,
+            store_retries,
         }
     }
 
