@@ -34,6 +34,12 @@ pub struct S3Config {
     pub path_style: bool,
     /// Create the bucket at start-up if missing (development).
     pub create_bucket: bool,
+    /// The longest one S3 call may take from start to response head, retries included; a
+    /// hung store frees the worker after it (`S3_OPERATION_TIMEOUT`).
+    pub operation_timeout: Duration,
+    /// The longest wait for the next bytes of a response body, or for the response head of
+    /// one attempt (`S3_READ_TIMEOUT`).
+    pub read_timeout: Duration,
 }
 
 /// How objects are laid out and written.
@@ -67,6 +73,11 @@ pub struct DataPathConfig {
     pub upload_lease: Duration,
     /// How long a packaging job is reserved for its worker before another re-drives it.
     pub package_lease: Duration,
+    /// The longest wait between two attempts at packaging an export that failed transiently.
+    pub package_retry_max_delay: Duration,
+    /// How long packaging may keep failing transiently before the export fails; `None` = for
+    /// as long as the export lives.
+    pub package_max_age: Option<Duration>,
     /// DEFLATE level of archive entries (0 = stored, 1 fastest … 9 smallest).
     pub compression_level: u32,
     /// Whether this replica runs a packaging worker (API-only replicas can opt out).
@@ -173,7 +184,22 @@ pub(super) fn store_config(reader: &Reader<'_>) -> Result<StoreConfig, ConfigErr
             .unwrap_or_else(|| "exports-bucket".into()),
         credentials,
         create_bucket: reader.boolean("S3_CREATE_BUCKET", false)?,
+        operation_timeout: positive(reader, "S3_OPERATION_TIMEOUT", 120)?,
+        read_timeout: positive(reader, "S3_READ_TIMEOUT", 30)?,
     }))
+}
+
+/// A duration setting that must not be zero.
+fn positive(
+    reader: &Reader<'_>,
+    name: &'static str,
+    default_secs: u64,
+) -> Result<Duration, ConfigError> {
+    let duration = reader.duration(name, default_secs)?;
+    if duration.is_zero() {
+        return Err(invalid(name, "must be greater than zero".into()));
+    }
+    Ok(duration)
 }
 
 pub(super) fn object_layout(reader: &Reader<'_>) -> Result<ObjectLayout, ConfigError> {
@@ -302,6 +328,8 @@ pub(super) fn data_path_config(
         max_payload_bytes: max_payload_mib * 1024 * 1024,
         upload_lease: reader.duration("UPLOAD_LEASE", 15 * 60)?,
         package_lease: reader.duration("PACKAGE_LEASE", 5 * 60)?,
+        package_retry_max_delay: positive(reader, "PACKAGE_RETRY_MAX_DELAY", 60)?,
+        package_max_age: optional(reader.duration("PACKAGE_MAX_AGE", 0)?),
         compression_level,
         packaging_worker: reader.boolean("PACKAGING_WORKER", true)?,
         max_concurrent_uploads: reader.parsed("MAX_CONCURRENT_UPLOADS", 16)?,
