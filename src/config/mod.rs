@@ -8,6 +8,7 @@ mod kafka;
 mod registry;
 mod secret;
 mod settings;
+mod sizing;
 mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
 pub use registry::RegistryConfig;
 pub use secret::Secret;
 pub use settings::Settings;
+pub use sizing::{MemoryBudget, MemoryTerm};
 pub use storage::{DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig};
 
 /// Every setting the service reads. Deployment manifests are checked against this list.
