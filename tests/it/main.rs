@@ -1,6 +1,7 @@
 //! Integration tests: the real server on random ports against a real PostgreSQL, a fresh
 //! database per test.
 
+mod admission;
 mod cli;
 mod conformance;
 mod create;
