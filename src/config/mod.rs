@@ -23,7 +23,9 @@ pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
 pub use registry::RegistryConfig;
 pub use secret::Secret;
 pub use settings::Settings;
-pub use storage::{DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig};
+pub use storage::{
+    DEFAULT_STORED_EXPANSION, DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig,
+};
 
 /// Every setting the service reads. Deployment manifests are checked against this list.
 pub const KNOWN_SETTINGS: &[&str] = &[
@@ -91,6 +93,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "EXPORTS_PSKS",
     "DISABLE_SERVICE_TO_SERVICE_PSK_AUTH",
     "MAX_PAYLOAD_SIZE",
+    "MAX_STORED_EXPANSION",
     "UPLOAD_LEASE",
     "PACKAGE_LEASE",
     "PACKAGE_COMPRESSION_LEVEL",

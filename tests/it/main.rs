@@ -10,6 +10,7 @@ mod deploy;
 mod fleet;
 mod helpers;
 mod identity;
+mod ingest_limits;
 mod isolation;
 mod kafka;
 mod lifecycle;
