@@ -109,17 +109,19 @@ impl<R> Converting<R> {
 /// every JSON record), so the step takes only as many record ends (`record_ends` bytes, which
 /// bound the records from above) as that budget allows — one, while the overhead is unknown.
 /// Always at least one byte.
-fn piece_end(input: &[u8], overhead: Option<usize>, record_ends: [u8; 2]) -> usize {
+pub(crate) fn piece_end(input: &[u8], overhead: Option<usize>, record_ends: [u8; 2]) -> usize {
     let per_record = overhead.map_or(usize::MAX, |overhead| overhead.saturating_add(16));
     let allowed = (STEP_OUTPUT / per_record).max(1);
     let input = &input[..input.len().min(STEP_OUTPUT / MAX_BYTE_EXPANSION)];
-    if allowed >= input.len() {
+    let is_end = |byte: &&u8| record_ends.contains(byte);
+    // Counting first is one vectorised pass; most chunks hold fewer record ends than allowed.
+    if allowed >= input.len() || input.iter().filter(is_end).count() <= allowed {
         return input.len();
     }
     input
         .iter()
         .enumerate()
-        .filter(|(_, byte)| record_ends.contains(byte))
+        .filter(|(_, byte)| is_end(byte))
         .nth(allowed - 1)
         .map_or(input.len(), |(position, _)| position + 1)
 }

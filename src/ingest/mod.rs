@@ -246,7 +246,7 @@ async fn ingest_through_plugin<R: AsyncRead + Send + Unpin + 'static>(
     };
     let schema = run.schema.map(|validator| {
         (
-            SchemaCheck::new(validator, stored_format),
+            SchemaCheck::new(validator, stored_format).limit_json(limits.max_stored_bytes),
             format!("{}'s JSON Schema", stamp.name),
         )
     });
