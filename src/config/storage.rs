@@ -298,6 +298,15 @@ pub(super) fn data_path_config(
             "must be at least 1".into(),
         ));
     }
+    let plugin_cache_mib =
+        reader.parsed::<usize>("PLUGIN_CACHE_SIZE", crate::plugin_host::DEFAULT_CACHE_MIB)?;
+    if plugin_cache_mib == 0 {
+        // Without a cache every registry resync would compile its plugins again.
+        return Err(invalid(
+            "PLUGIN_CACHE_SIZE",
+            "must be at least 1 (MiB of compiled plugins kept)".into(),
+        ));
+    }
     Ok(DataPathConfig {
         max_payload_bytes: max_payload_mib * 1024 * 1024,
         upload_lease: reader.duration("UPLOAD_LEASE", 15 * 60)?,
@@ -315,6 +324,7 @@ pub(super) fn data_path_config(
             output_bytes_per_call: reader
                 .parsed::<usize>("PLUGIN_OUTPUT_LIMIT", 16)?
                 .saturating_mul(1024 * 1024),
+            cache_bytes: plugin_cache_mib.saturating_mul(1024 * 1024),
         },
         cleaner_interval: optional(reader.duration("CLEANER_INTERVAL", 0)?),
         cleaner_grace: reader.duration("CLEANER_GRACE", u64::from(expiry_days) * 24 * 3600)?,
@@ -334,6 +344,20 @@ mod tests {
                 .map(|(name, value)| (name.to_string(), value.to_string())),
         ))
         .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn the_plugin_cache_is_sized_in_mib_and_cannot_be_zero() {
+        let default = config(&[]).unwrap();
+        assert_eq!(
+            default.data_path.plugin_limits.cache_bytes,
+            64 * 1024 * 1024
+        );
+        let set = config(&[("PLUGIN_CACHE_SIZE", "32")]).unwrap();
+        assert_eq!(set.data_path.plugin_limits.cache_bytes, 32 * 1024 * 1024);
+        let zero = config(&[("PLUGIN_CACHE_SIZE", "0")]).unwrap_err();
+        assert!(zero.contains("PLUGIN_CACHE_SIZE"), "{zero}");
+        assert!(zero.contains("at least 1"), "{zero}");
     }
 
     #[test]
