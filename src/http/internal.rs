@@ -173,6 +173,31 @@ async fn pending_target(
     Ok(target)
 }
 
+/// An upload bound to a plugin this replica could not load yet waits (503) rather than being
+/// stored without the checks its binding promises.
+fn refuse_without_its_plugin(state: &AppState, target: &SourceTarget) -> Result<(), ApiError> {
+    let Some(bindings) = &state.plugins else {
+        return Ok(());
+    };
+    if bindings.is_unloaded(&target.application, &target.resource)
+        && bindings
+            .binding_for(&target.application, &target.resource)
+            .is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the plugin bound to application '{}' is not loaded on this replica yet \
+                 (its component could not be fetched or compiled); the source stays pending, \
+                 upload again shortly",
+                target.application
+            ),
+        )
+        .retry_after(5));
+    }
+    Ok(())
+}
+
 fn already_processed() -> ApiError {
     ApiError::new(StatusCode::GONE, "this resource has already been processed")
 }
@@ -213,6 +238,7 @@ pub async fn upload(
             .inc();
         return Err(too_large());
     }
+    refuse_without_its_plugin(&state, &target)?;
     let lease = state.config.data_path.upload_lease;
     let token = match state.sources.begin_upload(&target, lease).await? {
         BeginUpload::Started(token) => token,

@@ -1,7 +1,7 @@
 //! Which plugin runs on whose uploads: a binding (plugin + configuration), the table of bindings
 //! by application and resource, and the live set a running service swaps atomically.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use super::{LoadedPlugin, PluginHost};
@@ -104,6 +104,9 @@ pub struct LiveBindings {
 struct Sources {
     directory: Arc<BindingTable>,
     registry: Arc<BindingTable>,
+    /// Registry bindings in force in the database that this replica could not load and had no
+    /// earlier version of: their uploads must wait, not bypass the plugin.
+    unloaded: Arc<HashSet<(String, String)>>,
 }
 
 impl LiveBindings {
@@ -123,12 +126,29 @@ impl LiveBindings {
             .directory = Arc::new(table);
     }
 
-    /// Replaces the registry's bindings.
-    pub fn set_registry(&self, table: BindingTable) {
-        self.sources
+    /// Replaces the registry's bindings, and the (application, resource) keys bound in the
+    /// registry whose plugin this replica could not load.
+    pub fn set_registry(&self, table: BindingTable, unloaded: HashSet<(String, String)>) {
+        let mut sources = self
+            .sources
             .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        sources.registry = Arc::new(table);
+        sources.unloaded = Arc::new(unloaded);
+    }
+
+    /// Whether uploads of `resource` of `application` are bound to a plugin this replica has
+    /// not loaded (its bytes could not be fetched yet, say): they must not run without it.
+    pub fn is_unloaded(&self, application: &str, resource: &str) -> bool {
+        let unloaded = self
+            .sources
+            .read()
             .unwrap_or_else(|poison| poison.into_inner())
-            .registry = Arc::new(table);
+            .unloaded
+            .clone();
+        [resource, ANY_RESOURCE]
+            .into_iter()
+            .any(|key| unloaded.contains(&(application.to_owned(), key.to_owned())))
     }
 
     /// The registry's bindings now in force.

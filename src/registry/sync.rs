@@ -4,6 +4,7 @@
 //! A binding whose plugin cannot be fetched or compiled here keeps the one in force before, and
 //! the failure is logged and counted.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
     let records = registry.repository().active_bindings().await?;
     let previous = registry.bindings().registry();
     let mut table = BindingTable::new();
+    let mut unloaded = HashSet::new();
     for record in records {
         let key = (record.application.clone(), record.resource.clone());
         let (Some(name), Some(version)) = (&record.plugin, &record.version) else {
@@ -71,14 +73,19 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
                     application = %key.0, resource = %key.1, plugin = %name, %version, %reason,
                     "cannot apply a plugin binding; keeping the previous one"
                 );
-                if let Some(current) = previous.get(&key) {
-                    table.insert(key, current.clone());
+                match previous.get(&key) {
+                    Some(current) => {
+                        table.insert(key, current.clone());
+                    }
+                    None => {
+                        unloaded.insert(key);
+                    }
                 }
             }
         }
     }
     let count = table.len();
-    registry.bindings().set_registry(table);
+    registry.bindings().set_registry(table, unloaded);
     publish_bindings(registry, metrics);
     Ok(count)
 }

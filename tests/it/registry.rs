@@ -532,6 +532,11 @@ async fn a_replica_that_cannot_load_a_version_keeps_its_previous_binding_and_say
     assert_eq!(upload_once(&second).await, (202, Some("1.0.0".to_owned())));
     let info = r#"export_service_plugin_binding_info{application="exampleApp",plugin="tagger",resource="*",version="1.0.0"}"#;
     assert_eq!(second.metric(info).await, Some(1.0));
+
+    // A replica started now has no earlier version to keep: its uploads wait (503) rather than
+    // being stored without the plugin their binding promises.
+    let third = TestApp::spawn_on(&database, &settings).await;
+    assert_eq!(upload_once(&third).await, (503, None));
 }
 
 #[tokio::test]
