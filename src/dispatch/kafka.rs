@@ -1,5 +1,6 @@
 //! Publishing outbox events to Kafka with an idempotent producer (`acks=all`).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -59,7 +60,10 @@ pub fn client_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
 
 /// Publishes events to one topic.
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    /// Replaced by a new one after a fatal error (an idempotent producer whose broker lost its
+    /// producer id cannot send again).
+    producer: Mutex<FutureProducer>,
+    producer_config: ClientConfig,
     admin_config: ClientConfig,
     topic: String,
     create_topic_partitions: Option<i32>,
@@ -88,7 +92,8 @@ impl KafkaPublisher {
         }
         let producer: FutureProducer = producer_config.create().map_err(KafkaSetupError::Client)?;
         Ok(Self {
-            producer,
+            producer: Mutex::new(producer),
+            producer_config,
             admin_config: base,
             topic: config.topic.clone(),
             create_topic_partitions: config.create_topic_partitions,
@@ -137,8 +142,14 @@ impl KafkaPublisher {
     /// Publishes `events` concurrently and waits for every delivery report. The result for each
     /// event (same order) is `Ok` only once the broker acknowledged it.
     pub async fn publish(&self, events: &[OutboxEvent]) -> Vec<Result<(), String>> {
-        let deliveries = events.iter().map(|event| self.publish_one(event));
+        let producer = self.producer().clone();
+        let deliveries = events
+            .iter()
+            .map(|event| self.publish_one(&producer, event));
         let results = join_all(deliveries).await;
+        if results.iter().any(Result::is_err) {
+            self.replace_if_failed_fatally();
+        }
         for result in &results {
             let counter = match result {
                 Ok(_) => &self.metrics.kafka_produced,
@@ -149,7 +160,32 @@ impl KafkaPublisher {
         results
     }
 
-    async fn publish_one(&self, event: &OutboxEvent) -> Result<(), String> {
+    fn producer(&self) -> std::sync::MutexGuard<'_, FutureProducer> {
+        self.producer
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// After a fatal producer error (a broker that restarted without its state answers
+    /// `UnknownProducerId`, and librdkafka then refuses every message) the events would wait
+    /// forever: a new producer, with a new producer id, sends them again.
+    fn replace_if_failed_fatally(&self) {
+        let mut producer = self.producer();
+        let Some((code, reason)) = producer.client().fatal_error() else {
+            return;
+        };
+        tracing::error!(%code, %reason, "the Kafka producer failed fatally; starting a new one");
+        match self.producer_config.create::<FutureProducer>() {
+            Ok(fresh) => *producer = fresh,
+            Err(error) => tracing::error!(%error, "cannot create a new Kafka producer"),
+        }
+    }
+
+    async fn publish_one(
+        &self,
+        producer: &FutureProducer,
+        event: &OutboxEvent,
+    ) -> Result<(), String> {
         let started = Instant::now();
         let key = event.export_id.to_string();
         let headers = OwnedHeaders::new()
@@ -165,8 +201,7 @@ impl KafkaPublisher {
             .key(&key)
             .payload(&event.payload)
             .headers(headers);
-        let delivery = self
-            .producer
+        let delivery = producer
             .send_result(record)
             .map_err(|(error, _)| format!("not queued: {error}"))?;
         match delivery.await {
@@ -184,7 +219,7 @@ impl KafkaPublisher {
 
     /// Waits up to `timeout` for queued messages to be delivered.
     pub fn flush(&self, timeout: Duration) {
-        if let Err(error) = self.producer.flush(timeout) {
+        if let Err(error) = self.producer().flush(timeout) {
             tracing::warn!(error = %error, "not every queued event was delivered before shutdown");
         }
     }
