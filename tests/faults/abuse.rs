@@ -126,12 +126,11 @@ async fn megabytes_of_whitespace_to_a_plugin_bound_application_cost_little_cpu()
         byte: b' ',
         pause: Duration::ZERO,
     };
-    let (outcome, took) = tokio::time::timeout(
-        Duration::from_secs(120),
+    let answered = tokio::time::timeout(
+        Duration::from_secs(60),
         raw_exchange(service.private, &head, Some(body)),
     )
-    .await
-    .expect("an answer within 120 s");
+    .await;
     let after = service.usage();
     let cpu = after.cpu - before.cpu;
     figure(
@@ -139,12 +138,13 @@ async fn megabytes_of_whitespace_to_a_plugin_bound_application_cost_little_cpu()
         "service CPU time for 20 MiB of spaces (ms)",
         cpu.as_millis(),
     );
-    figure("whitespace_upload", "answer after (ms)", took.as_millis());
     figure(
         "whitespace_upload",
         "peak RSS growth (MiB)",
         after.peak_rss_kib.saturating_sub(before.rss_kib) / 1024,
     );
+    let (outcome, took) = answered.expect("an answer within 60 s");
+    figure("whitespace_upload", "answer after (ms)", took.as_millis());
     assert_refused(&outcome, 422, "format");
     assert!(
         cpu < MAX_CPU,
@@ -279,21 +279,12 @@ async fn a_slowloris_connection_is_closed_after_the_header_read_timeout() {
     );
 }
 
-/// The built sleeper plugin's file in plugins/dist.
-fn sleeper_component() -> &'static str {
-    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist");
-    ["hostile_sleeper.wasm", "sleeper.wasm"]
-        .into_iter()
-        .find(|name| dist.join(name).exists())
-        .unwrap_or("hostile_sleeper.wasm")
-}
-
 #[tokio::test]
 #[ignore = "needs the sleeper hostile plugin"]
 async fn a_sleeping_plugin_is_stopped_within_its_deadline_and_the_next_upload_succeeds() {
     let database = Database::create().await;
     let s3 = S3Server::start().await;
-    let plugins = plugins_dir("csv_json.wasm", Some(sleeper_component()));
+    let plugins = plugins_dir("csv_json.wasm", Some("hostile_sleeper.wasm"));
     let service = Service::start(with(
         base_settings(&database, &s3),
         &[

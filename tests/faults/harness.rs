@@ -404,7 +404,11 @@ pub fn base_settings(database: &Database, s3: &S3Server) -> Vec<(String, String)
         ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
         ("DATABASE_URL", database.url.clone()),
         ("HOSTNAME", "faults".to_owned()),
-        ("LOG_LEVEL", "info".to_owned()),
+        // Packaging and worker events, not every request.
+        (
+            "LOG_LEVEL",
+            "info,export_service::http::observe=warn".to_owned(),
+        ),
         ("LOG_FORMAT", "text".to_owned()),
         (
             "EXPORT_ENABLE_APPS",
