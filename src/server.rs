@@ -247,6 +247,8 @@ fn spawn_workers(
             lease: config.data_path.package_lease,
             compression_level: config.data_path.compression_level,
             poll_interval: Duration::from_secs(1),
+            retry_max_delay: config.data_path.package_retry_max_delay,
+            max_age: config.data_path.package_max_age,
         },
         metrics.clone(),
     );

@@ -8,6 +8,7 @@ mod kafka;
 mod registry;
 mod secret;
 mod settings;
+mod sizing;
 mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
 pub use registry::RegistryConfig;
 pub use secret::Secret;
 pub use settings::Settings;
+pub use sizing::{MemoryBudget, MemoryTerm};
 pub use storage::{DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig};
 
 /// Every setting the service reads. Deployment manifests are checked against this list.
@@ -93,6 +95,10 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "MAX_PAYLOAD_SIZE",
     "UPLOAD_LEASE",
     "PACKAGE_LEASE",
+    "PACKAGE_RETRY_MAX_DELAY",
+    "PACKAGE_MAX_AGE",
+    "S3_OPERATION_TIMEOUT",
+    "S3_READ_TIMEOUT",
     "PACKAGE_COMPRESSION_LEVEL",
     "PACKAGING_WORKER",
     "MAX_CONCURRENT_UPLOADS",

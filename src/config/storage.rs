@@ -34,6 +34,12 @@ pub struct S3Config {
     pub path_style: bool,
     /// Create the bucket at start-up if missing (development).
     pub create_bucket: bool,
+    /// The longest one S3 call may take from start to response head, retries included; a
+    /// hung store frees the worker after it (`S3_OPERATION_TIMEOUT`).
+    pub operation_timeout: Duration,
+    /// The longest wait for the next bytes of a response body, or for the response head of
+    /// one attempt (`S3_READ_TIMEOUT`).
+    pub read_timeout: Duration,
 }
 
 /// How objects are laid out and written.
@@ -67,6 +73,11 @@ pub struct DataPathConfig {
     pub upload_lease: Duration,
     /// How long a packaging job is reserved for its worker before another re-drives it.
     pub package_lease: Duration,
+    /// The longest wait between two attempts at packaging an export that failed transiently.
+    pub package_retry_max_delay: Duration,
+    /// How long packaging may keep failing transiently before the export fails; `None` = for
+    /// as long as the export lives.
+    pub package_max_age: Option<Duration>,
     /// DEFLATE level of archive entries (0 = stored, 1 fastest … 9 smallest).
     pub compression_level: u32,
     /// Whether this replica runs a packaging worker (API-only replicas can opt out).
@@ -84,6 +95,16 @@ pub struct DataPathConfig {
     /// Sources that have not answered this long after creation are failed; `None` = never.
     pub source_timeout: Option<Duration>,
 }
+
+const MIB: usize = 1024 * 1024;
+
+/// Default multipart part size: the smallest S3 allows, so that the default upload slots fit a
+/// 512 MiB container (docs/OPERATIONS.md, "Sizing"). Objects are limited to 10 000 parts.
+const DEFAULT_PART_SIZE: usize = 5 * MIB;
+
+/// Default upload slots of one replica (each holds two parts and, if its application is bound
+/// to a plugin, a plugin session).
+const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 4;
 
 /// The placeholders a source key template may use.
 const PLACEHOLDERS: [&str; 4] = ["{org_id}", "{export_id}", "{source_id}", "{format}"];
@@ -173,7 +194,22 @@ pub(super) fn store_config(reader: &Reader<'_>) -> Result<StoreConfig, ConfigErr
             .unwrap_or_else(|| "exports-bucket".into()),
         credentials,
         create_bucket: reader.boolean("S3_CREATE_BUCKET", false)?,
+        operation_timeout: positive(reader, "S3_OPERATION_TIMEOUT", 120)?,
+        read_timeout: positive(reader, "S3_READ_TIMEOUT", 30)?,
     }))
+}
+
+/// A duration setting that must not be zero.
+fn positive(
+    reader: &Reader<'_>,
+    name: &'static str,
+    default_secs: u64,
+) -> Result<Duration, ConfigError> {
+    let duration = reader.duration(name, default_secs)?;
+    if duration.is_zero() {
+        return Err(invalid(name, "must be greater than zero".into()));
+    }
+    Ok(duration)
 }
 
 pub(super) fn object_layout(reader: &Reader<'_>) -> Result<ObjectLayout, ConfigError> {
@@ -183,7 +219,7 @@ pub(super) fn object_layout(reader: &Reader<'_>) -> Result<ObjectLayout, ConfigE
         .unwrap_or("{org_id}/{export_id}/{source_id}.{format}")
         .to_owned();
     validate_template(&template).map_err(|reason| invalid("OBJECT_KEY_TEMPLATE", reason))?;
-    let part_size: usize = reader.parsed("AWS_UPLOADER_BUFFER_SIZE", 10 * 1024 * 1024)?;
+    let part_size: usize = reader.parsed("AWS_UPLOADER_BUFFER_SIZE", DEFAULT_PART_SIZE)?;
     if !(5 * 1024 * 1024..=512 * 1024 * 1024).contains(&part_size) {
         return Err(invalid(
             "AWS_UPLOADER_BUFFER_SIZE",
@@ -292,29 +328,43 @@ pub(super) fn data_path_config(
             ));
         }
     }
-    if reader.parsed::<usize>("MAX_CONCURRENT_UPLOADS", 16)? == 0 {
+    let max_concurrent_uploads =
+        reader.parsed::<usize>("MAX_CONCURRENT_UPLOADS", DEFAULT_MAX_CONCURRENT_UPLOADS)?;
+    if max_concurrent_uploads == 0 {
         return Err(invalid(
             "MAX_CONCURRENT_UPLOADS",
             "must be at least 1".into(),
         ));
     }
+    let plugin_defaults = crate::plugin_host::PluginLimits::default();
     Ok(DataPathConfig {
         max_payload_bytes: max_payload_mib * 1024 * 1024,
         upload_lease: reader.duration("UPLOAD_LEASE", 15 * 60)?,
         package_lease: reader.duration("PACKAGE_LEASE", 5 * 60)?,
+        package_retry_max_delay: positive(reader, "PACKAGE_RETRY_MAX_DELAY", 60)?,
+        package_max_age: optional(reader.duration("PACKAGE_MAX_AGE", 0)?),
         compression_level,
         packaging_worker: reader.boolean("PACKAGING_WORKER", true)?,
-        max_concurrent_uploads: reader.parsed("MAX_CONCURRENT_UPLOADS", 16)?,
+        max_concurrent_uploads,
         plugins_dir: reader.0.get("PLUGINS_DIR").map(PathBuf::from),
         plugin_limits: crate::plugin_host::PluginLimits {
             memory_bytes: reader
-                .parsed::<usize>("PLUGIN_MEMORY_LIMIT", 64)?
-                .saturating_mul(1024 * 1024),
-            call_timeout: reader.duration("PLUGIN_CALL_TIMEOUT", 2)?,
-            session_timeout: reader.duration("PLUGIN_SESSION_TIMEOUT", 300)?,
+                .parsed::<usize>("PLUGIN_MEMORY_LIMIT", plugin_defaults.memory_bytes / MIB)?
+                .saturating_mul(MIB),
+            call_timeout: reader.duration(
+                "PLUGIN_CALL_TIMEOUT",
+                plugin_defaults.call_timeout.as_secs(),
+            )?,
+            session_timeout: reader.duration(
+                "PLUGIN_SESSION_TIMEOUT",
+                plugin_defaults.session_timeout.as_secs(),
+            )?,
             output_bytes_per_call: reader
-                .parsed::<usize>("PLUGIN_OUTPUT_LIMIT", 16)?
-                .saturating_mul(1024 * 1024),
+                .parsed::<usize>(
+                    "PLUGIN_OUTPUT_LIMIT",
+                    plugin_defaults.output_bytes_per_call / MIB,
+                )?
+                .saturating_mul(MIB),
         },
         cleaner_interval: optional(reader.duration("CLEANER_INTERVAL", 0)?),
         cleaner_grace: reader.duration("CLEANER_GRACE", u64::from(expiry_days) * 24 * 3600)?,

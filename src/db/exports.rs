@@ -15,7 +15,9 @@ use crate::domain::{
 
 const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.username, e.name, e.format, \
      e.status, e.request_id, e.created_at, e.completed_at, e.expires_at, \
-     e.archive_key, e.archive_bytes, e.archive_sha256";
+     e.archive_key, e.archive_bytes, e.archive_sha256, \
+     (SELECT j.last_error FROM package_jobs j \
+       WHERE j.export_id = e.id AND j.finished_at IS NOT NULL) AS packaging_error";
 
 /// Exports and sources in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -311,6 +313,7 @@ fn export_from_row(row: &PgRow, sources: Vec<Source>) -> Result<Export, DbError>
         expires_at: summary.expires_at,
         sources,
         archive: archive_from_row(row)?,
+        failure: row.try_get("packaging_error")?,
     })
 }
 

@@ -16,6 +16,8 @@ pub struct ClaimedJob {
     pub export_id: Uuid,
     /// Attempts so far, this one included.
     pub attempts: i32,
+    /// How long ago the job was created (when the export's last source answered).
+    pub age: Duration,
 }
 
 /// Packaging job operations.
@@ -32,21 +34,34 @@ impl JobRepository {
 
     /// Claims the oldest due job for `lease`.
     pub async fn claim(&self, lease: Duration) -> Result<Option<ClaimedJob>, DbError> {
-        let claimed: Option<(Uuid, i32)> = sqlx::query_as(
+        let claimed: Option<(Uuid, i32, f64)> = sqlx::query_as(
             "UPDATE package_jobs SET available_at = now() + make_interval(secs => $1), attempts = attempts + 1 \
              WHERE export_id = ( \
                  SELECT export_id FROM package_jobs \
                  WHERE finished_at IS NULL AND available_at <= now() \
                  ORDER BY available_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING export_id, attempts",
+             RETURNING export_id, attempts, \
+                 extract(epoch FROM now() - created_at)::float8",
         )
         .bind(lease.as_secs_f64())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(claimed.map(|(export_id, attempts)| ClaimedJob {
+        Ok(claimed.map(|(export_id, attempts, age)| ClaimedJob {
             export_id,
             attempts,
+            age: Duration::try_from_secs_f64(age).unwrap_or_default(),
         }))
+    }
+
+    /// The age of the oldest unfinished job (due, claimed or waiting for a retry).
+    pub async fn oldest_waiting_age(&self) -> Result<Option<Duration>, DbError> {
+        let age: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM now() - min(created_at))::float8 \
+             FROM package_jobs WHERE finished_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(age.map(|age| Duration::try_from_secs_f64(age).unwrap_or_default()))
     }
 
     /// Extends the lease of a job this worker still holds; `false` when another worker has

@@ -43,6 +43,8 @@ pub struct Export {
     pub sources: Vec<Source>,
     /// The packaged archive, once there is one.
     pub archive: Option<Archive>,
+    /// Why packaging failed for good, when it did (shown with a failed export's status).
+    pub failure: Option<String>,
 }
 
 /// A packaged archive.
@@ -165,6 +167,7 @@ impl NewExport {
                 })
                 .collect(),
             archive: None,
+            failure: None,
         }
     }
 }

@@ -3,15 +3,19 @@
 //! request carries `Authorization: Bearer <ADMIN_TOKEN>`; without a configured token the API is
 //! closed.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
@@ -30,8 +34,11 @@ pub const OPERATOR_HEADER: &str = "x-admin-user";
 pub fn routes(state: &AppState) -> Router<AppState> {
     // Base64 in JSON is 4/3 of the component, plus room for a sample.
     let push_limit = state.config.registry.max_component_bytes / 3 * 4 + 16 * 1024 * 1024;
+    let gate = Gate {
+        state: state.clone(),
+        pushes: Arc::new(Semaphore::new(1)),
+    };
     Router::new()
-        .route("/openapi.json", get(openapi_json))
         .route(
             "/plugins",
             post(push_plugin)
@@ -50,6 +57,37 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/bindings/{application}/rollback", post(rollback))
         .route("/bindings/{application}/history", get(history))
+        .route_layer(from_fn_with_state(gate, authenticate_first))
+        .route("/openapi.json", get(openapi_json))
+}
+
+/// What the admin API checks before a handler runs.
+#[derive(Clone)]
+struct Gate {
+    state: AppState,
+    /// One push at a time reads its body (up to the push limit) on a replica.
+    pushes: Arc<Semaphore>,
+}
+
+/// Checks the operator's token before anything reads the request's body, so an
+/// unauthenticated request costs no more than its headers; then lets one push at a time read
+/// its large body (others wait, holding only their connection).
+async fn authenticate_first(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    if let Err(refusal) = operator(&gate.state, request.headers()) {
+        gate.state
+            .metrics
+            .refusals
+            .with_label_values(&["admin_token"])
+            .inc();
+        return refusal.into_response();
+    }
+    if request.method() == Method::POST && request.uri().path().ends_with("/plugins") {
+        let Ok(_permit) = gate.pushes.clone().acquire_owned().await else {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+        };
+        return next.run(request).await;
+    }
+    next.run(request).await
 }
 
 /// The operator behind a request: checks the bearer token; returns who is asking.

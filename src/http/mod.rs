@@ -147,12 +147,18 @@ async fn ping() -> impl IntoResponse {
     )
 }
 
-/// Bounds the time to produce a response head (a streamed body is not cut short).
+/// Bounds the time to produce a response head (a streamed body is not cut short). A create is
+/// exempt: answering 503 after its transaction committed would make the client retry and
+/// create a second export; its body read has its own deadline, and its statements the
+/// database's (`DB_STATEMENT_TIMEOUT`) and the pool's acquire timeout, all before the commit.
 async fn response_deadline(
     State(deadline): State<Duration>,
     request: Request,
     next: Next,
 ) -> Response {
+    if request.method() == axum::http::Method::POST {
+        return next.run(request).await;
+    }
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {

@@ -37,6 +37,9 @@ pub struct ExportDetail {
     pub status: ExportStatus,
     /// The requested resources, in request order.
     pub sources: Vec<SourceView>,
+    /// Why a failed export could not be packaged (its sources' own failures are on each source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One requested resource and its state.
@@ -131,6 +134,9 @@ impl From<Export> for ExportDetail {
             format: export.format,
             status: export.status,
             sources: export.sources.into_iter().map(SourceView::from).collect(),
+            message: export
+                .failure
+                .filter(|_| export.status == ExportStatus::Failed),
         }
     }
 }

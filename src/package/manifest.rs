@@ -223,6 +223,7 @@ mod tests {
                 source(2, SourceStatus::Failed, None),
             ],
             archive: None,
+            failure: None,
         }
     }
 

@@ -6,6 +6,8 @@ pub mod manifest;
 pub mod zip;
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::io::StreamReader;
+use tracing::Instrument;
 
 use crate::db::packaging::{ClaimedJob, JobRepository};
 use crate::db::sources::PACKAGING_CHANNEL;
@@ -25,12 +28,11 @@ use crate::metrics::Metrics;
 use crate::storage::{KeyLayout, ObjectStore, PutError, StoreError};
 use zip::{ArchiveSummary, Sink, ZipStreamWriter};
 
-/// Attempts after which a job that keeps failing fails its export instead of retrying.
-pub const MAX_ATTEMPTS: i32 = 8;
 /// Archive bytes are handed to the store in chunks of this size.
 const CHUNK: usize = 1024 * 1024;
 
-/// Why packaging failed.
+/// Why packaging failed. Only [`PackageError::SourceMissing`] and
+/// [`PackageError::SourceAltered`] are permanent: anything else may pass, so it is retried.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
     /// The database failed.
@@ -39,9 +41,33 @@ pub enum PackageError {
     /// Reading a source or writing the archive failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Building the archive failed.
+    /// Building the archive failed (reading a source or handing bytes on broke off).
     #[error("building the archive failed: {0}")]
     Archive(String),
+    /// A source's object is gone although its upload was recorded.
+    #[error("the stored data of source {source_id} is missing from the object store")]
+    SourceMissing {
+        /// The source whose object is missing.
+        source_id: uuid::Uuid,
+    },
+    /// A source's object is not what was uploaded (size or SHA-256 differ).
+    #[error("the stored data of source {source_id} is not what was uploaded: {detail}")]
+    SourceAltered {
+        /// The source whose object differs.
+        source_id: uuid::Uuid,
+        /// What differs.
+        detail: String,
+    },
+}
+
+impl PackageError {
+    /// Whether retrying cannot help: the export fails at once.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            PackageError::SourceMissing { .. } | PackageError::SourceAltered { .. }
+        )
+    }
 }
 
 /// Packaging settings.
@@ -53,6 +79,11 @@ pub struct PackagerSettings {
     pub compression_level: u32,
     /// Idle check interval.
     pub poll_interval: Duration,
+    /// The longest wait between two attempts after transient failures.
+    pub retry_max_delay: Duration,
+    /// How long transient failures may go on before the export fails; `None` = until the
+    /// export expires (the cleaner then removes it and its job).
+    pub max_age: Option<Duration>,
 }
 
 /// The packaging worker of one replica.
@@ -89,6 +120,7 @@ impl Packager {
     pub async fn run(self, pool: PgPool, mut stop: watch::Receiver<bool>) {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let listener = tokio::spawn(listen(pool, wake.clone()));
+        let monitor = tokio::spawn(monitor_waiting(self.jobs.clone(), self.metrics.clone()));
         let mut setbacks = 0;
         while !*stop.borrow() {
             match self.jobs.claim(self.settings.lease).await {
@@ -114,12 +146,16 @@ impl Packager {
             }
         }
         listener.abort();
+        monitor.abort();
     }
 
     async fn handle(&self, job: ClaimedJob) {
         let span =
             tracing::info_span!("packaging", export_id = %job.export_id, attempt = job.attempts);
-        let _entered = span.enter();
+        self.handle_in_span(job).instrument(span).await;
+    }
+
+    async fn handle_in_span(&self, job: ClaimedJob) {
         let started = Instant::now();
         match self.package(job).await {
             Ok(Some(summary)) => {
@@ -136,22 +172,29 @@ impl Packager {
             Ok(None) => {}
             Err(error) => {
                 self.metrics.packaging_failures.inc();
-                if job.attempts >= MAX_ATTEMPTS {
-                    tracing::error!(error = %error, "packaging failed for good; failing the export");
-                    if let Err(db_error) =
-                        self.jobs.give_up(job.export_id, &error.to_string()).await
-                    {
-                        tracing::error!(error = %db_error, "cannot record the packaging failure");
+                match next_step(&error, job, self.settings) {
+                    NextStep::Fail(reason) => {
+                        tracing::error!(error = %error, %reason, "packaging failed for good; failing the export");
+                        if let Err(db_error) = self.jobs.give_up(job.export_id, &reason).await {
+                            tracing::error!(error = %db_error, "cannot record the packaging failure; the job will be retried");
+                        }
                     }
-                } else {
-                    let delay = retry_delay(job.attempts, Duration::from_secs(300));
-                    tracing::warn!(error = %error, retry_in_ms = delay.as_millis(), "packaging failed; will retry");
-                    if let Err(db_error) = self
-                        .jobs
-                        .retry_later(job.export_id, delay, &error.to_string())
-                        .await
-                    {
-                        tracing::warn!(error = %db_error, "cannot reschedule; the lease will");
+                    NextStep::Retry(delay) => {
+                        self.metrics.packaging_retries.inc();
+                        if matches!(error, PackageError::Store(_) | PackageError::Archive(_)) {
+                            self.metrics
+                                .store_retries
+                                .with_label_values(&["package"])
+                                .inc();
+                        }
+                        tracing::warn!(error = %error, retry_in_ms = delay.as_millis(), "packaging failed; will retry");
+                        if let Err(db_error) = self
+                            .jobs
+                            .retry_later(job.export_id, delay, &error.to_string())
+                            .await
+                        {
+                            tracing::warn!(error = %db_error, "cannot reschedule; the lease will");
+                        }
                     }
                 }
             }
@@ -167,10 +210,23 @@ impl Packager {
         let key = self
             .keys
             .archive_key(&export.owner.org_id, export.id, job.attempts);
-        // Keep the claim alive while building, so no other worker takes the job over.
-        let heartbeat = tokio::spawn(keep_claimed(self.jobs.clone(), job, self.settings.lease));
-        let built =
-            build_archive(&self.store, &export, &key, self.settings.compression_level).await;
+        // Keep the claim alive while building makes progress, so no other worker takes a
+        // live job over, and a stalled one is re-driven after its lease.
+        let progress = Arc::new(AtomicU64::new(0));
+        let heartbeat = tokio::spawn(keep_claimed(
+            self.jobs.clone(),
+            job,
+            self.settings.lease,
+            progress.clone(),
+        ));
+        let built = build_archive(
+            &self.store,
+            &export,
+            &key,
+            self.settings.compression_level,
+            &progress,
+        )
+        .await;
         heartbeat.abort();
         let summary = built?;
         let status = packaged_status(export.sources.iter().map(|source| source.status));
@@ -213,10 +269,65 @@ impl Packager {
     }
 }
 
-/// Extends a job's lease every third of it until aborted.
-async fn keep_claimed(jobs: JobRepository, job: ClaimedJob, lease: Duration) {
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NextStep {
+    /// Try again after this delay.
+    Retry(Duration),
+    /// Fail the export with this reason (shown with its status).
+    Fail(String),
+}
+
+/// Transient failures are retried with capped exponential backoff for as long as the export
+/// lives, or until `max_age` when one is set; permanent ones fail the export at once.
+fn next_step(error: &PackageError, job: ClaimedJob, settings: PackagerSettings) -> NextStep {
+    if error.is_permanent() {
+        return NextStep::Fail(error.to_string());
+    }
+    if let Some(max_age) = settings.max_age
+        && job.age >= max_age
+    {
+        return NextStep::Fail(format!(
+            "packaging kept failing for longer than PACKAGE_MAX_AGE ({} s); last error: {error}",
+            max_age.as_secs()
+        ));
+    }
+    NextStep::Retry(retry_delay(job.attempts, settings.retry_max_delay))
+}
+
+/// Keeps the oldest waiting job's age current for the metrics.
+async fn monitor_waiting(jobs: JobRepository, metrics: Metrics) {
+    loop {
+        match jobs.oldest_waiting_age().await {
+            Ok(age) => metrics
+                .packaging_oldest_waiting
+                .set(age.map_or(0.0, |age| age.as_secs_f64())),
+            Err(error) => tracing::debug!(error = %error, "cannot read the packaging backlog"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Extends a job's lease every third of it, as long as the archive grew since the last
+/// extension, until aborted. A build that hangs stops renewing, so another worker re-drives
+/// the job when the lease ends (this worker's late result is then discarded by `finish`).
+async fn keep_claimed(
+    jobs: JobRepository,
+    job: ClaimedJob,
+    lease: Duration,
+    progress: Arc<AtomicU64>,
+) {
+    let mut seen = 0;
     loop {
         tokio::time::sleep(lease / 3).await;
+        let now = progress.load(Ordering::Relaxed);
+        if now == seen {
+            tracing::warn!(
+                "packaging made no progress for a third of its lease; letting the claim lapse"
+            );
+            continue;
+        }
+        seen = now;
         match jobs.heartbeat(job, lease).await {
             Ok(true) => {}
             Ok(false) => {
@@ -234,6 +345,7 @@ pub async fn build_archive(
     export: &Export,
     key: &str,
     compression_level: u32,
+    progress: &AtomicU64,
 ) -> Result<ArchiveSummary, PackageError> {
     let (sender, receiver) = mpsc::channel::<Message>(4);
     let producer = async {
@@ -246,10 +358,19 @@ pub async fn build_archive(
             let (SourceStatus::Complete, Some(delivery)) = (source.status, &source.delivery) else {
                 continue;
             };
-            let object = store.get(&delivery.object_key, None).await?;
+            let object = match store.get(&delivery.object_key, None).await {
+                Ok(object) => object,
+                Err(StoreError::NotFound(_)) => {
+                    return Err(PackageError::SourceMissing {
+                        source_id: source.id,
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            };
             let mut verified = Verifying {
                 inner: object.body,
                 hasher: Sha256::new(),
+                progress,
             };
             let written = writer
                 .add_entry(
@@ -261,11 +382,13 @@ pub async fn build_archive(
                 .map_err(|error| PackageError::Archive(error.to_string()))?;
             let sha256 = hex::encode(verified.hasher.finalize());
             if written.uncompressed != delivery.bytes || sha256 != delivery.sha256 {
-                return Err(PackageError::Archive(format!(
-                    "the stored object of source {} is not what was uploaded \
-                     ({} bytes, sha256 {sha256}; expected {} bytes, sha256 {})",
-                    source.id, written.uncompressed, delivery.bytes, delivery.sha256
-                )));
+                return Err(PackageError::SourceAltered {
+                    source_id: source.id,
+                    detail: format!(
+                        "{} bytes, sha256 {sha256}; expected {} bytes, sha256 {}",
+                        written.uncompressed, delivery.bytes, delivery.sha256
+                    ),
+                });
             }
         }
         for (name, text) in [
@@ -311,13 +434,15 @@ pub async fn build_archive(
     }
 }
 
-/// Hashes what passes through, to check a source object against what was recorded.
-struct Verifying<R> {
+/// Hashes what passes through, to check a source object against what was recorded, and
+/// counts it as progress.
+struct Verifying<'a, R> {
     inner: R,
     hasher: Sha256,
+    progress: &'a AtomicU64,
 }
 
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Verifying<R> {
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Verifying<'_, R> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         context: &mut std::task::Context<'_>,
@@ -327,7 +452,10 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Verifying<R> {
         let this = &mut *self;
         let polled = std::pin::Pin::new(&mut this.inner).poll_read(context, buffer);
         if let std::task::Poll::Ready(Ok(())) = polled {
-            this.hasher.update(&buffer.filled()[before..]);
+            let read = &buffer.filled()[before..];
+            this.hasher.update(read);
+            this.progress
+                .fetch_add(read.len() as u64, Ordering::Relaxed);
         }
         polled
     }
@@ -400,5 +528,84 @@ async fn listen(pool: PgPool, wake: std::sync::Arc<tokio::sync::Notify>) {
                 tokio::time::sleep(retry_delay(attempts, Duration::from_secs(10))).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(attempts: i32, age_secs: u64) -> ClaimedJob {
+        ClaimedJob {
+            export_id: uuid::Uuid::nil(),
+            attempts,
+            age: Duration::from_secs(age_secs),
+        }
+    }
+
+    fn settings(max_age: Option<Duration>) -> PackagerSettings {
+        PackagerSettings {
+            lease: Duration::from_secs(60),
+            compression_level: 6,
+            poll_interval: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(30),
+            max_age,
+        }
+    }
+
+    fn unavailable() -> PackageError {
+        PackageError::Store(StoreError::Unavailable("connection refused".into()))
+    }
+
+    #[test]
+    fn transient_failures_are_retried_however_many_attempts_with_a_capped_delay() {
+        for attempts in [1, 8, 9, 100, 10_000] {
+            match next_step(&unavailable(), job(attempts, 86_400), settings(None)) {
+                NextStep::Retry(delay) => assert!(delay <= Duration::from_secs(30)),
+                other => panic!("attempt {attempts}: {other:?}"),
+            }
+        }
+        let broken_read = PackageError::Archive("connection reset".into());
+        assert!(matches!(
+            next_step(&broken_read, job(50, 10), settings(None)),
+            NextStep::Retry(_)
+        ));
+        let database = PackageError::Db(DbError::Unavailable(sqlx::Error::PoolTimedOut));
+        assert!(matches!(
+            next_step(&database, job(50, 10), settings(None)),
+            NextStep::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn a_missing_or_altered_source_fails_the_export_at_once_with_its_reason() {
+        let source_id = uuid::Uuid::from_u128(7);
+        let missing = PackageError::SourceMissing { source_id };
+        let NextStep::Fail(reason) = next_step(&missing, job(1, 0), settings(None)) else {
+            panic!("a missing object is permanent");
+        };
+        assert!(reason.contains(&source_id.to_string()) && reason.contains("missing"));
+        let altered = PackageError::SourceAltered {
+            source_id,
+            detail: "3 bytes".into(),
+        };
+        assert!(matches!(
+            next_step(&altered, job(1, 0), settings(None)),
+            NextStep::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn package_max_age_ends_the_retries() {
+        let max_age = Some(Duration::from_secs(3600));
+        assert!(matches!(
+            next_step(&unavailable(), job(20, 3599), settings(max_age)),
+            NextStep::Retry(_)
+        ));
+        let NextStep::Fail(reason) = next_step(&unavailable(), job(20, 3600), settings(max_age))
+        else {
+            panic!("past PACKAGE_MAX_AGE the export fails");
+        };
+        assert!(reason.contains("PACKAGE_MAX_AGE") && reason.contains("connection refused"));
     }
 }

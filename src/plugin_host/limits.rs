@@ -15,13 +15,17 @@ pub struct PluginLimits {
     pub output_bytes_per_call: usize,
 }
 
+/// The service's defaults (`PLUGIN_MEMORY_LIMIT`, `PLUGIN_CALL_TIMEOUT`,
+/// `PLUGIN_SESSION_TIMEOUT`, `PLUGIN_OUTPUT_LIMIT`), which the author's tool applies too. Memory
+/// and output are chosen so that a session on every upload slot fits a 512 MiB container
+/// (docs/OPERATIONS.md, "Sizing").
 impl Default for PluginLimits {
     fn default() -> Self {
         Self {
-            memory_bytes: 64 * 1024 * 1024,
+            memory_bytes: 32 * 1024 * 1024,
             call_timeout: Duration::from_secs(2),
             session_timeout: Duration::from_secs(300),
-            output_bytes_per_call: 16 * 1024 * 1024,
+            output_bytes_per_call: 4 * 1024 * 1024,
         }
     }
 }

@@ -380,9 +380,10 @@ impl Registry {
         }
         let mut bytes = Vec::with_capacity(object.length as usize);
         let mut body = object.body;
+        // A body that breaks off is the store's passing trouble: the next resync retries.
         body.read_to_end(&mut bytes)
             .await
-            .map_err(|error| StoreError::Other(error.to_string()))?;
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
         Ok(bytes)
     }
 

@@ -38,11 +38,20 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
             continue;
         }
         let loaded = match (&record.digest, &record.object_key) {
-            (Some(digest), Some(object_key)) => registry
-                .load(digest, object_key)
-                .await
-                .map_err(|error| error.to_string())
-                .and_then(|plugin| Binding::new(plugin, config)),
+            (Some(digest), Some(object_key)) => match registry.load(digest, object_key).await {
+                Ok(plugin) => Binding::new(plugin, config),
+                Err(error) => {
+                    // The store's passing trouble: the next reload (a notification or the
+                    // periodic resync) fetches it again.
+                    if matches!(error, super::RegistryError::Store(_)) {
+                        metrics
+                            .store_retries
+                            .with_label_values(&["registry_fetch"])
+                            .inc();
+                    }
+                    Err(error.to_string())
+                }
+            },
             _ => Err("the bound version no longer exists".to_owned()),
         };
         match loaded {

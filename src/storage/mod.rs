@@ -1,6 +1,7 @@
 //! Object storage for uploads and archives: S3 (or an S3-compatible server) or a local
 //! directory, behind one small interface. Every operation streams.
 
+mod idle;
 pub mod keys;
 mod local;
 mod s3;

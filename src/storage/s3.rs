@@ -16,6 +16,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::idle::IdleTimeout;
 use super::{ByteRange, ObjectRead, PutError, StoreError};
 use crate::config::S3Config;
 
@@ -25,6 +26,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     part_size: usize,
+    read_timeout: Duration,
 }
 
 impl S3Store {
@@ -33,8 +35,13 @@ impl S3Store {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .timeout_config(
+                // Without these a hung store would hold a worker (and its renewed claim)
+                // forever: every call ends, and a transient failure is retried by the caller.
                 aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(3))
+                    .read_timeout(config.read_timeout)
+                    .operation_attempt_timeout(config.operation_timeout)
+                    .operation_timeout(config.operation_timeout)
                     .build(),
             );
         if let Some((key, secret)) = &config.credentials {
@@ -59,6 +66,7 @@ impl S3Store {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
             part_size,
+            read_timeout: config.read_timeout,
         };
         if config.create_bucket {
             store.create_bucket().await?;
@@ -219,7 +227,10 @@ impl S3Store {
             .and_then(|length| u64::try_from(length).ok())
             .ok_or_else(|| StoreError::Other("GetObject returned no length".into()))?;
         Ok(ObjectRead {
-            body: Box::pin(output.body.into_async_read()),
+            body: Box::pin(IdleTimeout::new(
+                output.body.into_async_read(),
+                self.read_timeout,
+            )),
             length,
         })
     }

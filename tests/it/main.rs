@@ -14,6 +14,7 @@ mod isolation;
 mod kafka;
 mod lifecycle;
 mod list;
+mod packaging;
 mod plugins;
 mod probes;
 mod rate_limit;

@@ -214,11 +214,11 @@ fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works()
         ("hostile_spin.wasm", "exceeded its time limit of 1500 ms"),
         (
             "hostile_memory_bomb.wasm",
-            "exceeded its memory limit of 64 MiB",
+            "exceeded its memory limit of 32 MiB",
         ),
         (
             "hostile_huge_output.wasm",
-            "produced more than 16 MiB from one chunk",
+            "produced more than 4 MiB from one chunk",
         ),
         (
             "hostile_emit_flood.wasm",

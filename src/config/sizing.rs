@@ -1,0 +1,182 @@
+//! The most memory one replica can hold under its settings: the sum of every buffer the settings
+//! bound, with all upload slots busy at once and every upload bound to a plugin. Operators size
+//! the container's memory limit from it (docs/OPERATIONS.md, "Sizing"), and CI checks the
+//! manifests in `deploy/` against it, so raising a default that does not fit fails there.
+//!
+//! Each term mirrors the code that holds the memory; change it when that code changes.
+
+use super::Config;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Resident memory of an idle replica (binary, runtime, connection pools, Kafka client), rounded
+/// up.
+const BASE_BYTES: u64 = 50 * MIB;
+
+/// Buffers of one upload besides its parts: the request body's chunks, the conversion scratch,
+/// the plugin stage's input chunks (`CHUNK_BYTES`, a channel of two), a plugin instance's tables
+/// and stack.
+const UPLOAD_OVERHEAD_BYTES: u64 = 2 * MIB;
+
+/// Copies of one call's plugin output that can be alive at once (`ingest/plugin_stage.rs`): the
+/// output returned into the host, the copy being sent, two queued in the channel and one being
+/// read into a part.
+const PLUGIN_OUTPUT_COPIES: u64 = 5;
+
+/// Buffers of one archive job besides its parts: the DEFLATE state, the 128 KiB read and output
+/// buffers, the 1 MiB chunk being filled, four queued towards the store and one being read.
+const PACKAGING_OVERHEAD_BYTES: u64 = 8 * MIB;
+
+/// One term of the sum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryTerm {
+    /// What holds the memory.
+    pub what: &'static str,
+    /// How the term is computed, in the settings' names.
+    pub formula: String,
+    /// The bytes it comes to.
+    pub bytes: u64,
+}
+
+/// The worst case of one replica, term by term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// The terms, in the order docs/OPERATIONS.md lists them.
+    pub terms: Vec<MemoryTerm>,
+}
+
+impl MemoryBudget {
+    /// The worst case under `config`, with the compiled-plugin cache bounded at
+    /// `plugin_cache_bytes`.
+    pub fn worst_case(config: &Config, plugin_cache_bytes: u64) -> Self {
+        let data_path = &config.data_path;
+        let slots = data_path.max_concurrent_uploads as u64;
+        let part = config.layout.part_size as u64;
+        let plugin_memory = data_path.plugin_limits.memory_bytes as u64;
+        let plugin_output = data_path.plugin_limits.output_bytes_per_call as u64;
+        let mib = |bytes: u64| bytes / MIB;
+        let mut terms = vec![
+            MemoryTerm {
+                what: "base (idle replica)",
+                formula: format!("{} MiB", mib(BASE_BYTES)),
+                bytes: BASE_BYTES,
+            },
+            MemoryTerm {
+                what: "upload parts (one being sent, one being read)",
+                formula: format!(
+                    "MAX_CONCURRENT_UPLOADS {slots} × 2 × AWS_UPLOADER_BUFFER_SIZE {} MiB",
+                    mib(part)
+                ),
+                bytes: slots * 2 * part,
+            },
+            MemoryTerm {
+                what: "upload buffers besides parts",
+                formula: format!(
+                    "MAX_CONCURRENT_UPLOADS {slots} × {} MiB",
+                    mib(UPLOAD_OVERHEAD_BYTES)
+                ),
+                bytes: slots * UPLOAD_OVERHEAD_BYTES,
+            },
+            MemoryTerm {
+                what: "plugin linear memory (one session per plugin-bound upload)",
+                formula: format!(
+                    "MAX_CONCURRENT_UPLOADS {slots} × PLUGIN_MEMORY_LIMIT {} MiB",
+                    mib(plugin_memory)
+                ),
+                bytes: slots * plugin_memory,
+            },
+            MemoryTerm {
+                what: "plugin output in flight",
+                formula: format!(
+                    "MAX_CONCURRENT_UPLOADS {slots} × {PLUGIN_OUTPUT_COPIES} × PLUGIN_OUTPUT_LIMIT {} MiB",
+                    mib(plugin_output)
+                ),
+                bytes: slots * PLUGIN_OUTPUT_COPIES * plugin_output,
+            },
+            MemoryTerm {
+                what: "compiled-plugin cache",
+                formula: format!("PLUGIN_CACHE_SIZE {} MiB", mib(plugin_cache_bytes)),
+                bytes: plugin_cache_bytes,
+            },
+        ];
+        if data_path.packaging_worker {
+            terms.push(MemoryTerm {
+                what: "packaging (one archive job)",
+                formula: format!(
+                    "2 × AWS_UPLOADER_BUFFER_SIZE {} MiB + {} MiB",
+                    mib(part),
+                    mib(PACKAGING_OVERHEAD_BYTES)
+                ),
+                bytes: 2 * part + PACKAGING_OVERHEAD_BYTES,
+            });
+        }
+        Self { terms }
+    }
+
+    /// The sum of the terms, in bytes.
+    pub fn total(&self) -> u64 {
+        self.terms.iter().map(|term| term.bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Settings;
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let settings = Settings::from_pairs(
+            pairs
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+        Config::from_settings(&settings).unwrap()
+    }
+
+    fn total(pairs: &[(&str, &str)]) -> u64 {
+        MemoryBudget::worst_case(&config(pairs), 128 * MIB).total()
+    }
+
+    #[test]
+    fn every_setting_of_the_sum_moves_it_by_its_multiple() {
+        let defaults = config(&[]);
+        let uploads = defaults.data_path.max_concurrent_uploads as u64;
+        let part = defaults.layout.part_size as u64;
+        let limits = &defaults.data_path.plugin_limits;
+        let base = total(&[]);
+        // One more upload slot adds two parts, its buffers, a plugin session and its output.
+        let slots = (uploads + 1).to_string();
+        assert_eq!(
+            total(&[("MAX_CONCURRENT_UPLOADS", &slots)]) - base,
+            2 * part
+                + UPLOAD_OVERHEAD_BYTES
+                + limits.memory_bytes as u64
+                + PLUGIN_OUTPUT_COPIES * limits.output_bytes_per_call as u64
+        );
+        // A part one MiB larger costs two MiB per upload and two for the archive job.
+        let larger_part = (part + MIB).to_string();
+        assert_eq!(
+            total(&[("AWS_UPLOADER_BUFFER_SIZE", &larger_part)]) - base,
+            (uploads + 1) * 2 * MIB
+        );
+        let more_memory = (limits.memory_bytes as u64 / MIB + 1).to_string();
+        assert_eq!(
+            total(&[("PLUGIN_MEMORY_LIMIT", &more_memory)]) - base,
+            uploads * MIB
+        );
+        let more_output = (limits.output_bytes_per_call as u64 / MIB + 1).to_string();
+        assert_eq!(
+            total(&[("PLUGIN_OUTPUT_LIMIT", &more_output)]) - base,
+            uploads * PLUGIN_OUTPUT_COPIES * MIB
+        );
+        assert_eq!(
+            MemoryBudget::worst_case(&defaults, 256 * MIB).total() - base,
+            128 * MIB
+        );
+        // A replica that does not package holds no archive job.
+        assert_eq!(
+            base - total(&[("PACKAGING_WORKER", "false")]),
+            2 * part + PACKAGING_OVERHEAD_BYTES
+        );
+    }
+}
