@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::ServiceExt;
-use axum::extract::Request;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,7 +15,7 @@ use crate::config::Config;
 use crate::db::plugins::PluginRepository;
 use crate::dispatch::kafka::KafkaPublisher;
 use crate::dispatch::relay::{self, Relay};
-use crate::http::{self, AppState, request_id::RequestIdGenerator};
+use crate::http::{self, AppState, listener, request_id::RequestIdGenerator};
 use crate::metrics::Metrics;
 use crate::package::{Packager, PackagerSettings};
 use crate::plugin_host::binding::LiveBindings;
@@ -49,14 +47,6 @@ pub enum ServeError {
     /// The Kafka client could not be created.
     #[error(transparent)]
     Kafka(crate::dispatch::kafka::KafkaSetupError),
-    /// A listener failed while serving.
-    #[error("{listener} listener failed: {source}")]
-    Serve {
-        /// Which listener.
-        listener: &'static str,
-        /// The error.
-        source: std::io::Error,
-    },
 }
 
 /// The service with its listeners bound, ready to serve.
@@ -175,58 +165,61 @@ impl BoundService {
             metrics = %self.metrics_addr(),
             "export-service listening"
         );
-        let public = axum::serve(
+        let limits = config.listener_limits;
+        let metrics = &self.state.metrics;
+        let public = listener::serve(
+            "public",
             self.public,
-            ServiceExt::<Request>::into_make_service(public_app),
-        )
-        .with_graceful_shutdown(stopped(stop_receiver.clone()));
-        let metrics = axum::serve(self.metrics_listener, metrics_app)
-            .with_graceful_shutdown(stopped(stop_receiver.clone()));
-        let private = axum::serve(self.private, private_app)
-            .with_graceful_shutdown(stopped(stop_receiver.clone()));
+            public_app,
+            limits,
+            metrics.clone(),
+            stop_receiver.clone(),
+        );
+        let private = listener::serve(
+            "internal",
+            self.private,
+            private_app,
+            limits,
+            metrics.clone(),
+            stop_receiver.clone(),
+        );
+        let metrics = listener::serve(
+            "metrics",
+            self.metrics_listener,
+            metrics_app,
+            limits,
+            metrics.clone(),
+            stop_receiver.clone(),
+        );
         let workers = spawn_workers(&config, &self.pool, &self.state, &stop_receiver)?;
         let servers = async {
-            let (public, private, metrics) = tokio::join!(
-                public.into_future(),
-                private.into_future(),
-                metrics.into_future()
-            );
-            private.map_err(|source| ServeError::Serve {
-                listener: "internal",
-                source,
-            })?;
-            public.map_err(|source| ServeError::Serve {
-                listener: "public",
-                source,
-            })?;
-            metrics.map_err(|source| ServeError::Serve {
-                listener: "metrics",
-                source,
-            })
+            tokio::join!(public, private, metrics);
         };
         let drained = async {
-            let served = servers.await;
+            servers.await;
             for worker in workers {
                 let _ = worker.await;
             }
-            served
         };
         tokio::pin!(drained);
-        let mut stop_receiver = stop_receiver;
         tokio::select! {
-            result = &mut drained => return result,
-            _ = stop_receiver.wait_for(|stopped| *stopped) => {}
-        }
-        match tokio::time::timeout(config.shutdown_timeout, drained).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(
-                    timeout_ms = config.shutdown_timeout.as_millis(),
-                    "shutdown timeout reached; abandoning in-flight work"
-                );
-                Ok(())
+            () = &mut drained => {}
+            () = stopped(stop_receiver.clone()) => {
+                if tokio::time::timeout(config.shutdown_timeout, drained).await.is_err() {
+                    tracing::warn!(
+                        timeout_ms = config.shutdown_timeout.as_millis(),
+                        "shutdown timeout reached; abandoning in-flight work"
+                    );
+                }
             }
         }
+        // Uploads abandoned by the timeout (or whose release is still being retried) would
+        // otherwise keep their sources for a whole UPLOAD_LEASE once the process is gone.
+        self.state
+            .upload_holds
+            .release_all(&self.state.sources)
+            .await;
+        Ok(())
     }
 }
 

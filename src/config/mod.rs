@@ -114,6 +114,10 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "CLEANER_INTERVAL",
     "CLEANER_GRACE",
     "SOURCE_TIMEOUT",
+    "UPLOAD_MAX_DURATION",
+    "MAX_UPLOADS_PER_APPLICATION",
+    "HTTP_HEADER_READ_TIMEOUT",
+    "MAX_CONNECTIONS",
 ];
 
 /// The upstream's default allow-list of exportable application resources.
@@ -242,6 +246,16 @@ pub struct HttpTimeouts {
     pub write: Duration,
 }
 
+/// Limits every listener (public, internal, metrics) applies to its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Time a client has to send a request's head (request line and headers), counted from
+    /// when the connection starts waiting for one (so idle keep-alive connections close too).
+    pub header_read_timeout: Duration,
+    /// Connections one listener serves at once; more are closed on accept.
+    pub max_connections: usize,
+}
+
 /// The public API's per-organisation rate limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimitConfig {
@@ -268,6 +282,8 @@ pub struct Config {
     pub private_timeouts: HttpTimeouts,
     /// How long a graceful shutdown may take before in-flight work is abandoned.
     pub shutdown_timeout: Duration,
+    /// Header-read timeout and connection cap of every listener.
+    pub listener_limits: ListenerLimits,
     /// Tracing filter directive, e.g. `info` or `export_service=debug,info`.
     pub log_filter: String,
     /// Log output format.
@@ -354,6 +370,7 @@ impl Config {
                 write: reader.duration("PRIVATE_HTTP_SERVER_WRITE_TIMEOUT", 10)?,
             },
             shutdown_timeout: reader.duration("SHUTDOWN_TIMEOUT", 30)?,
+            listener_limits: listener_limits(&reader)?,
             log_filter: log_filter(settings.get("LOG_LEVEL"))?,
             log_format,
             hostname: settings
@@ -432,6 +449,25 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `HTTP_HEADER_READ_TIMEOUT` (default 10 s) and `MAX_CONNECTIONS` (default 1024 per listener).
+fn listener_limits(reader: &Reader<'_>) -> Result<ListenerLimits, ConfigError> {
+    let header_read_timeout = reader.duration("HTTP_HEADER_READ_TIMEOUT", 10)?;
+    if header_read_timeout.is_zero() {
+        return Err(invalid(
+            "HTTP_HEADER_READ_TIMEOUT",
+            "must be more than 0 (a client that never finishes its headers would hold its connection forever)".into(),
+        ));
+    }
+    let max_connections: usize = reader.parsed("MAX_CONNECTIONS", 1024)?;
+    if max_connections == 0 {
+        return Err(invalid("MAX_CONNECTIONS", "must be at least 1".into()));
+    }
+    Ok(ListenerLimits {
+        header_read_timeout,
+        max_connections,
+    })
 }
 
 fn invalid(name: &'static str, reason: String) -> ConfigError {
@@ -597,6 +633,13 @@ mod tests {
         assert_eq!(config.rate_limit.burst, 60);
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(config.database.migrate_on_start);
+        assert_eq!(
+            config.listener_limits,
+            ListenerLimits {
+                header_read_timeout: Duration::from_secs(10),
+                max_connections: 1024,
+            }
+        );
     }
 
     #[test]
@@ -614,6 +657,10 @@ mod tests {
         );
         assert!(error_of(&[("METRICS_PORT", "8000")]).contains("METRICS_PORT"));
         assert!(error_of(&[("LOG_LEVEL", "loud")]).contains("LOG_LEVEL"));
+        assert!(
+            error_of(&[("HTTP_HEADER_READ_TIMEOUT", "0s")]).contains("HTTP_HEADER_READ_TIMEOUT")
+        );
+        assert!(error_of(&[("MAX_CONNECTIONS", "0")]).contains("MAX_CONNECTIONS"));
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub struct DataPathConfig {
     pub packaging_worker: bool,
     /// Uploads one replica accepts at once; more get 503 with `Retry-After`.
     pub max_concurrent_uploads: usize,
+    /// Of those, the uploads one application may hold at once (so it cannot starve others).
+    pub max_uploads_per_application: usize,
+    /// The longest one upload may take from its first byte to its last, however steadily it
+    /// trickles in.
+    pub upload_max_duration: Duration,
     /// Directory of `<application>.wasm` plugins (and `<application>.json` configs).
     pub plugins_dir: Option<PathBuf>,
     /// Limits of plugin sessions.
@@ -336,6 +341,25 @@ pub(super) fn data_path_config(
             "must be at least 1".into(),
         ));
     }
+    // Half the slots by default: one application can never take them all, and two busy ones
+    // still share the replica.
+    let max_uploads_per_application: usize = reader.parsed(
+        "MAX_UPLOADS_PER_APPLICATION",
+        max_concurrent_uploads.div_ceil(2),
+    )?;
+    if !(1..=max_concurrent_uploads).contains(&max_uploads_per_application) {
+        return Err(invalid(
+            "MAX_UPLOADS_PER_APPLICATION",
+            format!("must be between 1 and MAX_CONCURRENT_UPLOADS ({max_concurrent_uploads})"),
+        ));
+    }
+    // 30 minutes carries the default 500 MiB MAX_PAYLOAD_SIZE at about 285 KiB/s (2.3 Mbit/s),
+    // slower than any link a source application uploads over, while a trickle still frees its
+    // slot within the half hour.
+    let upload_max_duration = reader.duration("UPLOAD_MAX_DURATION", 30 * 60)?;
+    if upload_max_duration < Duration::from_secs(1) {
+        return Err(invalid("UPLOAD_MAX_DURATION", "must be at least 1s".into()));
+    }
     let plugin_defaults = crate::plugin_host::PluginLimits::default();
     Ok(DataPathConfig {
         max_payload_bytes: max_payload_mib * 1024 * 1024,
@@ -346,6 +370,8 @@ pub(super) fn data_path_config(
         compression_level,
         packaging_worker: reader.boolean("PACKAGING_WORKER", true)?,
         max_concurrent_uploads,
+        max_uploads_per_application,
+        upload_max_duration,
         plugins_dir: reader.0.get("PLUGINS_DIR").map(PathBuf::from),
         plugin_limits: crate::plugin_host::PluginLimits {
             memory_bytes: reader
@@ -484,5 +510,46 @@ mod tests {
         );
         assert!(config(&[("PACKAGE_COMPRESSION_LEVEL", "12")]).is_err());
         assert!(config(&[("AWS_UPLOADER_BUFFER_SIZE", "1024")]).is_err());
+    }
+
+    #[test]
+    fn upload_fairness_limits() {
+        let defaults = config(&[]).unwrap().data_path;
+        assert_eq!(defaults.max_uploads_per_application, 8);
+        assert_eq!(defaults.upload_max_duration, Duration::from_secs(30 * 60));
+        // Half, rounded up, and never 0.
+        let share = |total: &str| {
+            config(&[("MAX_CONCURRENT_UPLOADS", total)])
+                .unwrap()
+                .data_path
+                .max_uploads_per_application
+        };
+        assert_eq!((share("1"), share("5")), (1, 3));
+        let error = config(&[
+            ("MAX_CONCURRENT_UPLOADS", "4"),
+            ("MAX_UPLOADS_PER_APPLICATION", "5"),
+        ])
+        .unwrap_err();
+        assert!(
+            error.contains("MAX_UPLOADS_PER_APPLICATION") && error.contains("(4)"),
+            "{error}"
+        );
+        assert!(
+            config(&[("MAX_UPLOADS_PER_APPLICATION", "0")])
+                .unwrap_err()
+                .contains("MAX_UPLOADS_PER_APPLICATION")
+        );
+        assert!(
+            config(&[("UPLOAD_MAX_DURATION", "500ms")])
+                .unwrap_err()
+                .contains("UPLOAD_MAX_DURATION")
+        );
+        assert_eq!(
+            config(&[("UPLOAD_MAX_DURATION", "2s")])
+                .unwrap()
+                .data_path
+                .upload_max_duration,
+            Duration::from_secs(2)
+        );
     }
 }

@@ -13,7 +13,8 @@ use crate::domain::{
     Archive, Delivery, Export, ExportSummary, NewExport, Owner, PluginStamp, Source,
 };
 
-const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.username, e.name, e.format, \
+const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.identity_type, e.username, \
+     e.name, e.format, \
      e.status, e.request_id, e.created_at, e.completed_at, e.expires_at, \
      e.archive_key, e.archive_bytes, e.archive_sha256, \
      (SELECT j.last_error FROM package_jobs j \
@@ -45,13 +46,14 @@ impl ExportRepository {
     pub async fn insert(&self, export: &NewExport, events: &[OutboxEvent]) -> Result<(), DbError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO exports (id, org_id, account_id, username, name, format, status, \
-             request_id, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $8, $9)",
+            "INSERT INTO exports (id, org_id, account_id, identity_type, username, name, format, \
+             status, request_id, created_at, updated_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $9, $10)",
         )
         .bind(export.id)
         .bind(&export.owner.org_id)
         .bind(&export.owner.account_id)
+        .bind(export.owner.kind.as_str())
         .bind(&export.owner.username)
         .bind(&export.name)
         .bind(export.format.as_str())
@@ -102,12 +104,13 @@ impl ExportRepository {
     pub async fn find_owned(&self, owner: &Owner, id: Uuid) -> Result<Option<Export>, DbError> {
         let row = sqlx::query(&format!(
             "SELECT {EXPORT_COLUMNS} FROM exports e \
-             WHERE e.id = $1 AND e.org_id = $2 AND e.username = $3 \
-               AND ($4 = '' OR e.account_id = $4)"
+             WHERE e.id = $1 AND e.org_id = $2 AND e.username = $3 AND e.identity_type = $4 \
+               AND ($5 = '' OR e.account_id = $5)"
         ))
         .bind(id)
         .bind(&owner.org_id)
         .bind(&owner.username)
+        .bind(owner.kind.as_str())
         .bind(&owner.account_id)
         .fetch_optional(&self.pool)
         .await?;
@@ -210,11 +213,12 @@ impl ExportRepository {
         let mut transaction = self.pool.begin().await?;
         let deleted = sqlx::query(
             "DELETE FROM exports WHERE id = $1 AND org_id = $2 AND username = $3 \
-             AND ($4 = '' OR account_id = $4)",
+             AND identity_type = $4 AND ($5 = '' OR account_id = $5)",
         )
         .bind(id)
         .bind(&owner.org_id)
         .bind(&owner.username)
+        .bind(owner.kind.as_str())
         .bind(&owner.account_id)
         .execute(&mut *transaction)
         .await?
@@ -234,6 +238,8 @@ fn push_owner(builder: &mut QueryBuilder<'_, Postgres>, owner: &Owner) {
     builder.push_bind(owner.org_id.clone());
     builder.push(" AND e.username = ");
     builder.push_bind(owner.username.clone());
+    builder.push(" AND e.identity_type = ");
+    builder.push_bind(owner.kind.as_str());
     if !owner.account_id.is_empty() {
         builder.push(" AND e.account_id = ");
         builder.push_bind(owner.account_id.clone());
@@ -302,6 +308,7 @@ fn export_from_row(row: &PgRow, sources: Vec<Source>) -> Result<Export, DbError>
         owner: Owner {
             org_id: row.try_get("org_id")?,
             account_id: row.try_get("account_id")?,
+            kind: parse_column(row, "identity_type")?,
             username: row.try_get("username")?,
         },
         name: summary.name,

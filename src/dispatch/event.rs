@@ -111,7 +111,7 @@ fn whole_seconds(time: &DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Owner;
+    use crate::domain::{IdentityKind, Owner};
     use chrono::TimeZone;
     use serde_json::{Value, json};
 
@@ -121,6 +121,8 @@ mod tests {
             owner: Owner {
                 org_id: "org-7".into(),
                 account_id: String::new(),
+                // A System owner: the key lists asserted below show the kind adds no field.
+                kind: IdentityKind::System,
                 username: "alice".into(),
             },
             name: "n".into(),

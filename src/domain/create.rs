@@ -209,12 +209,14 @@ fn to_raw(value: Value) -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::IdentityKind;
     use chrono::TimeZone;
 
     fn owner() -> Owner {
         Owner {
             org_id: "o".into(),
             account_id: String::new(),
+            kind: IdentityKind::User,
             username: "u".into(),
         }
     }

@@ -6,14 +6,53 @@ use uuid::Uuid;
 
 use super::{ExportStatus, Format, SourceStatus};
 
-/// Who owns an export. Exports are private to one user of one organisation; the account is
-/// compared only when the caller has one (the upstream's rule).
+/// The kinds of identity that can own exports. Part of the owner: a `System` whose CN equals a
+/// user's username is a different owner from that user (the upstream does not tell them apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentityKind {
+    /// A person; named by `identity.user.username`.
+    User,
+    /// A service account; named by `identity.service_account.username`.
+    ServiceAccount,
+    /// A system (certificate); named by `identity.system.cn`.
+    System,
+}
+
+impl IdentityKind {
+    /// The stored form (the `exports.identity_type` column): the type as the upstream spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::ServiceAccount => "ServiceAccount",
+            Self::System => "System",
+        }
+    }
+}
+
+impl std::str::FromStr for IdentityKind {
+    type Err = ();
+
+    /// Parses the stored form (exact spelling, as written by [`IdentityKind::as_str`]).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "User" => Ok(Self::User),
+            "ServiceAccount" => Ok(Self::ServiceAccount),
+            "System" => Ok(Self::System),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Who owns an export. Exports are private to one identity (kind and name) of one
+/// organisation; the account is compared only when the caller has one (the upstream's rule).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     /// The organisation (`identity.org_id`).
     pub org_id: String,
     /// The legacy account number; empty when the identity has none.
     pub account_id: String,
+    /// What kind of identity `username` names.
+    pub kind: IdentityKind,
     /// The user name, service-account name or system CN.
     pub username: String,
 }

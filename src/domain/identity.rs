@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::Owner;
+use super::{IdentityKind, Owner};
 use crate::config::Secret;
 
 /// Why an identity header was refused. The `Display` text is the message the client receives.
@@ -39,23 +39,11 @@ pub enum IdentityError {
     MissingName(&'static str),
 }
 
-/// The kinds of identity that can own exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentityKind {
-    /// A person; named by `identity.user.username`.
-    User,
-    /// A service account; named by `identity.service_account.username`.
-    ServiceAccount,
-    /// A system (certificate); named by `identity.system.cn`.
-    System,
-}
-
 /// A caller authenticated by the platform gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// What kind of principal this is.
-    pub kind: IdentityKind,
-    /// The owner triple that scopes every export the caller can see.
+    /// The owner (org, account, identity kind and name) that scopes every export the caller
+    /// can see.
     pub owner: Owner,
     /// The header exactly as received; forwarded to source applications, never logged.
     pub header: Secret<String>,
@@ -157,6 +145,7 @@ impl Identity {
         let owner = Owner {
             org_id,
             account_id: body.account_number.unwrap_or_default(),
+            kind,
             username,
         };
         if [&owner.org_id, &owner.account_id, &owner.username]
@@ -166,7 +155,6 @@ impl Identity {
             return Err(IdentityError::NulCharacter);
         }
         Ok(Self {
-            kind,
             header: Secret::new(header.to_owned()),
             owner,
         })
@@ -193,18 +181,18 @@ mod tests {
     #[test]
     fn user_service_account_and_system() {
         let user = parse(json!({"identity": {"account_number": "a1", "org_id": "o1", "type": "User", "user": {"username": "alice"}}})).unwrap();
-        assert_eq!(user.kind, IdentityKind::User);
         assert_eq!(
             user.owner,
             Owner {
                 org_id: "o1".into(),
                 account_id: "a1".into(),
+                kind: IdentityKind::User,
                 username: "alice".into()
             }
         );
 
         let account = parse(json!({"identity": {"org_id": "o1", "type": "ServiceAccount", "service_account": {"client_id": "c", "username": "svc"}}})).unwrap();
-        assert_eq!(account.kind, IdentityKind::ServiceAccount);
+        assert_eq!(account.owner.kind, IdentityKind::ServiceAccount);
         assert_eq!(account.owner.username, "svc");
         assert_eq!(account.owner.account_id, "");
 
@@ -212,8 +200,38 @@ mod tests {
             json!({"identity": {"org_id": "o1", "type": "system", "system": {"cn": "host-1"}}}),
         )
         .unwrap();
-        assert_eq!(system.kind, IdentityKind::System);
+        assert_eq!(system.owner.kind, IdentityKind::System);
         assert_eq!(system.owner.username, "host-1");
+    }
+
+    #[test]
+    fn a_system_cn_and_a_username_are_different_owners() {
+        let user = parse(
+            json!({"identity": {"org_id": "o1", "type": "User", "user": {"username": "alice"}}}),
+        )
+        .unwrap();
+        let system = parse(
+            json!({"identity": {"org_id": "o1", "type": "System", "system": {"cn": "alice"}}}),
+        )
+        .unwrap();
+        let account = parse(json!({"identity": {"org_id": "o1", "type": "ServiceAccount", "service_account": {"username": "alice"}}})).unwrap();
+        assert_ne!(user.owner, system.owner);
+        assert_ne!(user.owner, account.owner);
+        assert_ne!(system.owner, account.owner);
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_stored_form() {
+        for kind in [
+            IdentityKind::User,
+            IdentityKind::ServiceAccount,
+            IdentityKind::System,
+        ] {
+            assert_eq!(kind.as_str().parse(), Ok(kind));
+        }
+        // The stored form is exact; the header's case-insensitive type never reaches it.
+        assert_eq!("system".parse::<IdentityKind>(), Err(()));
+        assert_eq!("Associate".parse::<IdentityKind>(), Err(()));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod status;
 pub mod timestamp;
 
 pub use export::{
-    Archive, Delivery, Export, ExportSummary, NewExport, NewSource, Owner, PluginStamp, Source,
+    Archive, Delivery, Export, ExportSummary, IdentityKind, NewExport, NewSource, Owner,
+    PluginStamp, Source,
 };
 pub use status::{ExportStatus, Format, SourceStatus};

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::AppState;
 use super::body::read_limited;
 use super::error::{ApiError, Violation};
-use crate::db::SourceRepository;
+use super::upload_hold::UploadHold;
+use super::upload_slots::UploadSlot;
 use crate::db::sources::{BeginUpload, Lookup, Settled, SourceTarget, StoredUpload};
 use crate::domain::SourceStatus;
 use crate::domain::psk::{Grant, PskError, authorize};
@@ -117,12 +118,30 @@ async fn authorised_target(
     headers: &HeaderMap,
     path: &SourcePath,
 ) -> Result<SourceTarget, ApiError> {
+    let grant = authorize_caller(state, headers, path)?;
+    pending_target(state, path, grant).await
+}
+
+/// Checks the caller's key against the application in the path (no database work).
+fn authorize_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &SourcePath,
+) -> Result<Grant, ApiError> {
     let keys: Vec<&[u8]> = headers
         .get_all(PSK_HEADER)
         .iter()
         .map(|value| value.as_bytes())
         .collect();
-    let grant = authorize(&state.config.psks, &keys, &path.application)?;
+    Ok(authorize(&state.config.psks, &keys, &path.application)?)
+}
+
+/// Finds the pending source of `path` that an authorised caller with `grant` may write to.
+async fn pending_target(
+    state: &AppState,
+    path: &SourcePath,
+    grant: Grant,
+) -> Result<SourceTarget, ApiError> {
     let target = match state.sources.lookup(path.export_id, path.source_id).await? {
         Lookup::NoExport => return Err(ApiError::export_not_found(path.export_id)),
         Lookup::NoSource => {
@@ -165,7 +184,12 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let target = authorised_target(&state, &headers, &path).await?;
+    let grant = authorize_caller(&state, &headers, &path)?;
+    // A slot before any database work or byte of the body: refusing costs nothing. (The path's
+    // application is the one the key was checked against; the lookup below confirms it owns
+    // the source.)
+    let _slot = take_upload_slot(&state, &path.application)?;
+    let target = pending_target(&state, &path, grant).await?;
     let limit = state.config.data_path.max_payload_bytes;
     let too_large = || {
         ApiError::new(
@@ -184,13 +208,6 @@ pub async fn upload(
         state.metrics.failed_uploads.inc();
         return Err(too_large());
     }
-    let Ok(_permit) = state.upload_slots.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many uploads in progress on this replica; retry shortly",
-        )
-        .retry_after(2));
-    };
     let lease = state.config.data_path.upload_lease;
     let token = match state.sources.begin_upload(&target, lease).await? {
         BeginUpload::Started(token) => token,
@@ -200,18 +217,13 @@ pub async fn upload(
     // If the client goes away mid-upload the handler is dropped: the guard still frees the
     // source at once, so the application's retry is not refused for the whole lease. While the
     // upload runs, its hold on the source is renewed.
-    let mut hold = UploadHold {
-        sources: state.sources.clone(),
-        source_id: target.source_id,
+    let mut hold = UploadHold::start(
+        state.sources.clone(),
+        state.upload_holds.clone(),
+        target.source_id,
         token,
-        armed: true,
-        renewal: tokio::spawn(keep_holding(
-            state.sources.clone(),
-            target.source_id,
-            token,
-            lease,
-        )),
-    };
+        lease,
+    );
     let started = Instant::now();
     let key = state.keys.source_key(
         &target.org_id,
@@ -253,16 +265,25 @@ pub async fn upload(
             .with_label_values(labels)
             .inc();
     }
-    let ingested = ingest(
-        &state.store,
-        &key,
-        body,
-        uploaded_format,
-        target.format,
-        limits,
-        plugin,
+    // However steadily the body trickles in (each pause under the idle timeout), the upload
+    // ends at UPLOAD_MAX_DURATION and frees its slot.
+    let max_duration = state.config.data_path.upload_max_duration;
+    let Ok(ingested) = tokio::time::timeout(
+        max_duration,
+        ingest(
+            &state.store,
+            &key,
+            body,
+            uploaded_format,
+            target.format,
+            limits,
+            plugin,
+        ),
     )
-    .await;
+    .await
+    else {
+        return Err(upload_too_slow(&state, &target, &mut hold, max_duration).await);
+    };
     hold.renewal.abort();
     if let Some(labels) = &plugin_labels {
         state
@@ -442,47 +463,48 @@ fn upload_in_progress() -> ApiError {
     )
 }
 
-/// Renews an upload's hold every third of the lease until aborted.
-async fn keep_holding(
-    sources: SourceRepository,
-    source_id: Uuid,
-    token: Uuid,
-    lease: std::time::Duration,
-) {
-    loop {
-        tokio::time::sleep(lease / 3).await;
-        match sources.extend_upload(source_id, token, lease).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(error) => tracing::warn!(error = %error, "cannot renew the upload's hold"),
-        }
-    }
+/// Takes an upload slot for `application`, or refuses with 503 naming the limit reached.
+fn take_upload_slot(state: &AppState, application: &str) -> Result<UploadSlot, ApiError> {
+    state.upload_slots.try_take(application).map_err(|refusal| {
+        state
+            .metrics
+            .refusals
+            .with_label_values(&[refusal.metric_label()])
+            .inc();
+        tracing::info!(application, reason = %refusal, "upload refused: no slot");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(2)
+    })
 }
 
-/// Frees a held source when an upload ends without settling it (e.g. the request was dropped).
-struct UploadHold {
-    sources: SourceRepository,
-    source_id: Uuid,
-    token: Uuid,
-    armed: bool,
-    renewal: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for UploadHold {
-    fn drop(&mut self) {
-        self.renewal.abort();
-        if !self.armed {
-            return;
-        }
-        let (sources, source_id, token) = (self.sources.clone(), self.source_id, self.token);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = sources.release_upload(source_id, token).await {
-                    tracing::warn!(error = %error, "cannot release an abandoned upload; its lease will");
-                }
-            });
-        }
+/// Ends an upload that ran past `UPLOAD_MAX_DURATION`: nothing is recorded, the source is freed
+/// for the application's next attempt at once, and the client is told which limit it hit.
+async fn upload_too_slow(
+    state: &AppState,
+    target: &SourceTarget,
+    hold: &mut UploadHold,
+    max_duration: std::time::Duration,
+) -> ApiError {
+    state.metrics.failed_uploads.inc();
+    state
+        .metrics
+        .refusals
+        .with_label_values(&["upload_duration"])
+        .inc();
+    tracing::info!(
+        source_id = %target.source_id,
+        limit_ms = max_duration.as_millis(),
+        "upload stopped at UPLOAD_MAX_DURATION"
+    );
+    if let Err(error) = hold.release().await {
+        // The guard keeps trying when it is dropped.
+        tracing::warn!(error = %error, "cannot release the hold of an upload that took too long");
     }
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the upload did not finish within UPLOAD_MAX_DURATION ({max_duration:?}); nothing was stored and the source is still pending: upload again, faster"
+        ),
+    )
 }
 
 /// `POST …/error`: the application reports that it cannot deliver the source.

@@ -7,11 +7,14 @@ pub mod error;
 pub mod exports;
 pub mod identity;
 pub mod internal;
+pub mod listener;
 pub mod observe;
 pub mod openapi;
 pub mod probes;
 pub mod rate_limit;
 pub mod request_id;
+pub mod upload_hold;
+pub mod upload_slots;
 pub mod views;
 
 use std::sync::Arc;
@@ -50,8 +53,11 @@ pub struct AppState {
     pub store: ObjectStore,
     /// Object keys.
     pub keys: KeyLayout,
-    /// Uploads this replica accepts at once (each holds up to two parts in memory).
-    pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Uploads this replica accepts at once (each holds up to two parts in memory), in total
+    /// and per application.
+    pub upload_slots: Arc<upload_slots::UploadSlots>,
+    /// The holds running uploads have on their sources (released when a shutdown abandons them).
+    pub upload_holds: Arc<upload_hold::HeldUploads>,
     /// The plugins bound to applications (from the registry and the plugin directory).
     pub plugins: Option<Arc<crate::plugin_host::binding::LiveBindings>>,
     /// The plugin registry (the admin API's backend).
@@ -65,9 +71,12 @@ impl AppState {
     pub fn new(config: Arc<Config>, pool: PgPool, store: ObjectStore, metrics: Metrics) -> Self {
         Self {
             keys: KeyLayout::new(&config.layout.source_key_template),
-            upload_slots: Arc::new(tokio::sync::Semaphore::new(
+            upload_slots: Arc::new(upload_slots::UploadSlots::new(
                 config.data_path.max_concurrent_uploads,
+                config.data_path.max_uploads_per_application,
+                metrics.upload_slots_in_use.clone(),
             )),
+            upload_holds: Arc::default(),
             plugins: None,
             registry: None,
             config,

@@ -183,7 +183,7 @@ fn push_source(text: &mut String, source: &Source) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Delivery, ExportStatus, Format, Owner};
+    use crate::domain::{Delivery, ExportStatus, Format, IdentityKind, Owner};
     use chrono::{TimeZone, Utc};
     use uuid::Uuid;
 
@@ -209,6 +209,8 @@ mod tests {
             owner: Owner {
                 org_id: "org1".into(),
                 account_id: String::new(),
+                // A System owner: the key lists asserted below show the kind adds no field.
+                kind: IdentityKind::System,
                 username: "alice".into(),
             },
             name: "n".into(),
@@ -247,6 +249,7 @@ mod tests {
                 "failed_files"
             ]
         );
+        assert_eq!(meta["exported_by"], "alice");
         assert_eq!(meta["export_date"], "2026-01-02T03:04:05Z");
         assert_eq!(
             meta["file_meta"][0]["filename"],

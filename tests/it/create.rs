@@ -247,3 +247,27 @@ fn tokio_stream_from(
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures::stream::poll_fn(move |context| receiver.poll_recv(context))
 }
+
+#[tokio::test]
+async fn a_create_is_never_answered_503_once_it_may_have_committed() {
+    // A response deadline far shorter than any create: reads answer 503, a create still
+    // answers for what it stored, so a client never retries into a second export.
+    let app = TestApp::spawn_with(&[("PUBLIC_HTTP_SERVER_WRITE_TIMEOUT", "1ms")]).await;
+    let caller = Caller::user("org-1", "alice");
+    for _ in 0..5 {
+        let reply = app
+            .post_raw(
+                EXPORTS,
+                &caller,
+                export_request("deadline", "json", &[("exampleApp", "exampleResource")])
+                    .to_string(),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{:?}", reply.json());
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM exports")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 5, "one export per accepted create");
+}

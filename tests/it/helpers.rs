@@ -571,6 +571,24 @@ impl Caller {
         caller
     }
 
+    /// A `System` identity (certificate) named by `cn`.
+    pub fn system(org: &str, cn: &str) -> Self {
+        Self::from_json(json!({"identity": {
+            "account_number": "", "org_id": org, "type": "System",
+            "internal": {"org_id": org},
+            "system": {"cn": cn, "cert_type": "system"}
+        }}))
+    }
+
+    /// A `ServiceAccount` identity named by `username`.
+    pub fn service_account(org: &str, username: &str) -> Self {
+        Self::from_json(json!({"identity": {
+            "account_number": "", "org_id": org, "type": "ServiceAccount",
+            "internal": {"org_id": org},
+            "service_account": {"client_id": "client-1", "username": username}
+        }}))
+    }
+
     pub fn from_json(identity: Value) -> Self {
         Self { identity }
     }

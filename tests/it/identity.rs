@@ -193,3 +193,32 @@ async fn identity_guards_every_path_under_the_api_prefix() {
     assert_eq!(docs.status, 200);
     assert!(docs.text.contains("/api/export/v1/openapi.json"));
 }
+
+#[tokio::test]
+async fn the_type_is_part_of_the_owner_whatever_its_case() {
+    let app = TestApp::spawn().await;
+    let system = |kind: &str| {
+        Caller::from_json(
+            json!({"identity": {"org_id": "o", "type": kind, "system": {"cn": "alice"}}}),
+        )
+    };
+    let created = app
+        .create(
+            &system("SYSTEM"),
+            export_request("x", "json", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap();
+    // The same System, its type spelled differently: the same owner.
+    let status = app
+        .get(&format!("{EXPORTS}/{id}/status"), &system("system"))
+        .await;
+    assert_eq!(status.status, 200, "{}", status.text);
+    // A User of the same name in the same org: a different owner.
+    app.get(
+        &format!("{EXPORTS}/{id}/status"),
+        &Caller::user("o", "alice"),
+    )
+    .await
+    .assert_error(404, &format!("record '{id}' not found"));
+}

@@ -1,12 +1,14 @@
 //! Integration tests: the real server on random ports against a real PostgreSQL, a fresh
 //! database per test.
 
+mod admission;
 mod cli;
 mod conformance;
 mod create;
 mod data_path;
 mod demo;
 mod deploy;
+mod fairness;
 mod fleet;
 mod helpers;
 mod identity;
