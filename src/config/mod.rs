@@ -25,7 +25,9 @@ pub use registry::RegistryConfig;
 pub use secret::Secret;
 pub use settings::Settings;
 pub use sizing::{MemoryBudget, MemoryTerm};
-pub use storage::{DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig};
+pub use storage::{
+    DEFAULT_STORED_EXPANSION, DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig,
+};
 
 /// Every setting the service reads. Deployment manifests are checked against this list.
 pub const KNOWN_SETTINGS: &[&str] = &[
@@ -93,6 +95,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "EXPORTS_PSKS",
     "DISABLE_SERVICE_TO_SERVICE_PSK_AUTH",
     "MAX_PAYLOAD_SIZE",
+    "MAX_STORED_EXPANSION",
     "UPLOAD_LEASE",
     "PACKAGE_LEASE",
     "PACKAGE_RETRY_MAX_DELAY",

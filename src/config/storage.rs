@@ -69,6 +69,9 @@ pub enum PskConfig {
 pub struct DataPathConfig {
     /// The largest upload, in bytes (`MAX_PAYLOAD_SIZE` is in MiB).
     pub max_payload_bytes: u64,
+    /// The most bytes stored for one source once converted (or given by its plugin):
+    /// `MAX_PAYLOAD_SIZE` × `MAX_STORED_EXPANSION`.
+    pub max_stored_bytes: u64,
     /// How long one upload may hold its source before another attempt may take over.
     pub upload_lease: Duration,
     /// How long a packaging job is reserved for its worker before another re-drives it.
@@ -110,6 +113,15 @@ const DEFAULT_PART_SIZE: usize = 5 * MIB;
 /// Default upload slots of one replica (each holds two parts and, if its application is bound
 /// to a plugin, a plugin session).
 const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 4;
+
+/// The default of `MAX_STORED_EXPANSION`. CSV→JSON repeats every field name in every record:
+/// records of ordinary width (the demo's hosts and events, the benchmark samples, inventory-like
+/// hosts with UUIDs and timestamps) store about 1.8 times the uploaded bytes, JSON→CSV about 0.56.
+/// Only narrow columns under long names go further (one-digit flags under 20-character names:
+/// about 7.5) and those still pass up to an upload of about half `MAX_PAYLOAD_SIZE`; a long name over
+/// one-byte rows (hundreds of times) is what the limit stops. 4 keeps twice the ordinary need
+/// while a 500 MiB upload stores at most 2 GiB.
+pub const DEFAULT_STORED_EXPANSION: f64 = 4.0;
 
 /// The placeholders a source key template may use.
 const PLACEHOLDERS: [&str; 4] = ["{org_id}", "{export_id}", "{source_id}", "{format}"];
@@ -317,6 +329,14 @@ pub(super) fn data_path_config(
             "must be between 1 and 1048576 (MiB)".into(),
         ));
     }
+    let expansion: f64 = reader.parsed("MAX_STORED_EXPANSION", DEFAULT_STORED_EXPANSION)?;
+    if !(1.0..=1000.0).contains(&expansion) {
+        return Err(invalid(
+            "MAX_STORED_EXPANSION",
+            "must be a number from 1 to 1000 (stored bytes per uploaded byte)".into(),
+        ));
+    }
+    let max_payload_bytes = max_payload_mib * 1024 * 1024;
     let compression_level: u32 = reader.parsed("PACKAGE_COMPRESSION_LEVEL", 1)?;
     if compression_level > 9 {
         return Err(invalid(
@@ -362,7 +382,9 @@ pub(super) fn data_path_config(
     }
     let plugin_defaults = crate::plugin_host::PluginLimits::default();
     Ok(DataPathConfig {
-        max_payload_bytes: max_payload_mib * 1024 * 1024,
+        max_payload_bytes,
+        // At most 2^40 × 1000: exact enough in an f64, and within a u64.
+        max_stored_bytes: (max_payload_bytes as f64 * expansion) as u64,
         upload_lease: reader.duration("UPLOAD_LEASE", 15 * 60)?,
         package_lease: reader.duration("PACKAGE_LEASE", 5 * 60)?,
         package_retry_max_delay: positive(reader, "PACKAGE_RETRY_MAX_DELAY", 60)?,
@@ -501,6 +523,19 @@ mod tests {
     fn data_path_limits() {
         let defaults = config(&[]).unwrap().data_path;
         assert_eq!(defaults.max_payload_bytes, 500 * 1024 * 1024);
+        assert_eq!(defaults.max_stored_bytes, 4 * 500 * 1024 * 1024);
+        let expanded = config(&[("MAX_PAYLOAD_SIZE", "2"), ("MAX_STORED_EXPANSION", "1.5")])
+            .unwrap()
+            .data_path;
+        assert_eq!(expanded.max_stored_bytes, 3 * 1024 * 1024);
+        for bad in ["0.5", "0", "-2", "NaN", "inf", "1001", "four"] {
+            assert!(
+                config(&[("MAX_STORED_EXPANSION", bad)])
+                    .unwrap_err()
+                    .contains("MAX_STORED_EXPANSION"),
+                "{bad}"
+            );
+        }
         assert_eq!(defaults.cleaner_interval, None);
         assert_eq!(defaults.cleaner_grace, Duration::from_secs(7 * 24 * 3600));
         assert!(

@@ -206,6 +206,11 @@ pub async fn upload(
         .and_then(|value| value.parse().ok());
     if declared.is_some_and(|length| length > limit) {
         state.metrics.failed_uploads.inc();
+        state
+            .metrics
+            .refusals
+            .with_label_values(&["payload_size"])
+            .inc();
         return Err(too_large());
     }
     let lease = state.config.data_path.upload_lease;
@@ -233,6 +238,7 @@ pub async fn upload(
     );
     let limits = Limits {
         max_bytes: limit,
+        max_stored_bytes: state.config.data_path.max_stored_bytes,
         idle_timeout: state.config.private_timeouts.read,
     };
     let uploaded_format = headers
@@ -361,9 +367,40 @@ pub async fn upload(
                 ]),
             );
         }
+        Err(IngestError::StoredTooLarge { limit }) => {
+            // Like data that does not convert: the same bytes would be refused again, so the
+            // source fails with the reason the tenant sees.
+            state.metrics.failed_uploads.inc();
+            state
+                .metrics
+                .refusals
+                .with_label_values(&["stored_size"])
+                .inc();
+            let message = format!(
+                "upload rejected: the data as stored would exceed {limit} bytes \
+                 (MAX_PAYLOAD_SIZE × MAX_STORED_EXPANSION); upload it in the export's format \
+                 ({}) or split it",
+                target.format.as_str()
+            );
+            tracing::info!(source_id = %target.source_id, limit, "upload over the stored size limit");
+            state
+                .sources
+                .release_upload(target.source_id, token)
+                .await?;
+            hold.armed = false;
+            state.sources.fail(&target, 413, &message).await?;
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message));
+        }
         Err(error) => {
             state.metrics.failed_uploads.inc();
             tracing::warn!(error = %error, "upload not stored");
+            if let IngestError::TooLarge { .. } = error {
+                state
+                    .metrics
+                    .refusals
+                    .with_label_values(&["payload_size"])
+                    .inc();
+            }
             if state
                 .sources
                 .release_upload(target.source_id, token)
@@ -390,7 +427,9 @@ pub async fn upload(
                 )
                 .retry_after(5),
                 IngestError::Store(other) => ApiError::internal(&other),
-                IngestError::Rejected(_) | IngestError::Plugin(_) => unreachable!("handled above"),
+                IngestError::Rejected(_)
+                | IngestError::Plugin(_)
+                | IngestError::StoredTooLarge { .. } => unreachable!("handled above"),
             });
         }
     };

@@ -6,6 +6,7 @@ pub mod convert;
 pub mod plugin_stage;
 pub mod rows;
 pub mod schema;
+pub mod sniff;
 
 use std::io;
 use std::pin::Pin;
@@ -21,8 +22,10 @@ use tokio_util::io::StreamReader;
 use crate::domain::Format;
 use crate::storage::{ObjectStore, PutError, StoreError};
 use convert::{Converting, Rejected};
+use export_convert::JsonDepth;
 use schema::SchemaCheck;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncReadExt;
 
 use crate::domain::PluginStamp;
@@ -81,6 +84,12 @@ pub enum IngestError {
     /// The data is not in a shape that converts to the export's format.
     #[error("the payload was rejected: {0}")]
     Rejected(export_convert::ConvertError),
+    /// The data, as stored (converted, or as the plugin gave it), would exceed the limit.
+    #[error("the stored data would exceed {limit} bytes")]
+    StoredTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The application's plugin failed or rejected the data.
     #[error(transparent)]
     Plugin(PluginFailure),
@@ -94,6 +103,8 @@ pub enum IngestError {
 pub struct Limits {
     /// The largest body.
     pub max_bytes: u64,
+    /// The most bytes stored for the upload (after conversion or the plugin).
+    pub max_stored_bytes: u64,
     /// The longest pause between two chunks of the body.
     pub idle_timeout: Duration,
 }
@@ -109,6 +120,18 @@ impl std::fmt::Display for LimitExceeded {
 }
 
 impl std::error::Error for LimitExceeded {}
+
+/// Marker carried inside `io::Error` when the stored bytes would pass their limit.
+#[derive(Debug)]
+struct StoredLimitExceeded;
+
+impl std::fmt::Display for StoredLimitExceeded {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("stored size limit exceeded")
+    }
+}
+
+impl std::error::Error for StoredLimitExceeded {}
 
 /// Streams `body` into `key`. `uploaded_format` is what the `Content-Type` said (sniffed when
 /// `None`), used to count rows; `stored_format` is the export's format, the object's type.
@@ -132,75 +155,76 @@ pub async fn ingest(
             )),
         }
     });
-    let limited = Limited {
+    let seen = Arc::new(AtomicU64::new(0));
+    let mut limited = Limited {
         inner: StreamReader::new(Box::pin(chunks)),
-        seen: 0,
+        seen: seen.clone(),
         limit: limits.max_bytes,
     };
+    let fail = |error| classify_body_error(error, limits);
+    let (uploaded, mut prefix) = match uploaded_format {
+        Some(format) => (format, Vec::new()),
+        None => {
+            let sniffed = sniff::sniff_format(&mut limited, stored_format)
+                .await
+                .map_err(fail)?;
+            (sniffed.format, sniffed.prefix)
+        }
+    };
+    let checked = |prefix: Vec<u8>| JsonDepthChecked {
+        inner: std::io::Cursor::new(prefix).chain(limited),
+        depth: (uploaded == Format::Json).then(JsonDepth::default),
+    };
     if let Some(run) = plugin {
-        return ingest_through_plugin(
-            store,
-            key,
-            limited,
-            uploaded_format,
-            stored_format,
-            limits,
-            run,
-        )
-        .await;
+        let input = checked(prefix);
+        return ingest_through_plugin(store, key, input, uploaded, stored_format, limits, run)
+            .await;
     }
+    if uploaded_format.is_none() && uploaded != stored_format {
+        // The blanks before a sniffed upload's first character mean nothing to the converter
+        // (spaces would join the first CSV name).
+        let blanks = prefix
+            .iter()
+            .take_while(|byte| byte.is_ascii_whitespace())
+            .count();
+        prefix.drain(..blanks);
+    }
+    let input = checked(prefix);
     let mut reader = Inspector {
-        inner: Converting::new(limited, uploaded_format, stored_format),
+        inner: Converting::new(input, uploaded, stored_format),
         hasher: Sha256::new(),
         rows: RowCounter::new(Some(stored_format)),
         bytes: 0,
+        max_bytes: limits.max_stored_bytes,
         schema: None,
     };
-    let content_type = match stored_format {
-        Format::Csv => "text/csv",
-        Format::Json => "application/json",
-    };
-    match store.put(key, &mut reader, content_type).await {
+    match store
+        .put(key, &mut reader, content_type(stored_format))
+        .await
+    {
         Ok(_) => Ok(Ingested {
             sha256: hex::encode(reader.hasher.finalize()),
             bytes: reader.bytes,
             rows: reader.rows.finish(),
-            uploaded_bytes: reader.inner.inner_ref().seen,
-            uploaded_format: reader.inner.uploaded,
+            uploaded_bytes: seen.load(Ordering::Relaxed),
+            uploaded_format: Some(uploaded),
             plugin: None,
         }),
         Err(PutError::Store(error)) => Err(IngestError::Store(error)),
-        Err(PutError::Body(error)) => Err(classify_body_error(error, limits)),
+        Err(PutError::Body(error)) => Err(fail(error)),
     }
 }
 
-/// The upload with a plugin: sniff the format if undeclared, then stream through the plugin.
+/// The upload with a plugin: stream `input` (in `uploaded` format) through the plugin.
 async fn ingest_through_plugin<R: AsyncRead + Send + Unpin + 'static>(
     store: &ObjectStore,
     key: &str,
-    mut input: R,
-    declared: Option<Format>,
+    input: R,
+    uploaded: Format,
     stored_format: Format,
     limits: Limits,
     run: PluginRun,
 ) -> Result<Ingested, IngestError> {
-    let mut peeked = Vec::new();
-    let uploaded = match declared {
-        Some(format) => format,
-        None => loop {
-            let mut buffer = [0u8; 4096];
-            let read = input
-                .read(&mut buffer)
-                .await
-                .map_err(|error| classify_body_error(error, limits))?;
-            peeked.extend_from_slice(&buffer[..read]);
-            match peeked.iter().find(|byte| !byte.is_ascii_whitespace()) {
-                Some(first) => break rows::sniff(*first),
-                None if read == 0 => break stored_format,
-                None => {}
-            }
-        },
-    };
     let stamp = PluginStamp {
         name: run.plugin.info.name.clone(),
         version: run.plugin.info.version.clone(),
@@ -220,19 +244,19 @@ async fn ingest_through_plugin<R: AsyncRead + Send + Unpin + 'static>(
         output_format: DataFormat::from(produced),
         config: run.config,
     };
-    let chained = std::io::Cursor::new(peeked).chain(input);
     let schema = run.schema.map(|validator| {
         (
-            SchemaCheck::new(validator, stored_format),
+            SchemaCheck::new(validator, stored_format).limit_json(limits.max_stored_bytes),
             format!("{}'s JSON Schema", stamp.name),
         )
     });
-    let (output, read_bytes) = plugin_stage::through_plugin(run.host, run.plugin, options, chained);
+    let (output, read_bytes) = plugin_stage::through_plugin(run.host, run.plugin, options, input);
     let mut reader = Inspector {
-        inner: Converting::new(output, Some(produced), stored_format),
+        inner: Converting::new(output, produced, stored_format),
         hasher: Sha256::new(),
         rows: RowCounter::new(Some(stored_format)),
         bytes: 0,
+        max_bytes: limits.max_stored_bytes,
         schema,
     };
     match store
@@ -243,7 +267,7 @@ async fn ingest_through_plugin<R: AsyncRead + Send + Unpin + 'static>(
             sha256: hex::encode(reader.hasher.finalize()),
             bytes: reader.bytes,
             rows: reader.rows.finish(),
-            uploaded_bytes: read_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            uploaded_bytes: read_bytes.load(Ordering::Relaxed),
             uploaded_format: Some(uploaded),
             plugin: Some(stamp),
         }),
@@ -271,6 +295,11 @@ fn classify_body_error(error: io::Error, limits: Limits) -> IngestError {
                 limit_mib: limits.max_bytes / (1024 * 1024),
             };
         }
+        if inner.is::<StoredLimitExceeded>() {
+            return IngestError::StoredTooLarge {
+                limit: limits.max_stored_bytes,
+            };
+        }
         if let Some(Rejected(reason)) = inner.downcast_ref::<Rejected>() {
             return IngestError::Rejected(reason.clone());
         }
@@ -285,7 +314,8 @@ fn classify_body_error(error: io::Error, limits: Limits) -> IngestError {
 /// Fails the read once more than `limit` bytes arrived.
 struct Limited<R> {
     inner: R,
-    seen: u64,
+    /// Bytes received so far (shared: the reader itself moves down the pipeline).
+    seen: Arc<AtomicU64>,
     limit: u64,
 }
 
@@ -299,8 +329,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_read(context, buffer);
         if let Poll::Ready(Ok(())) = polled {
-            this.seen += (buffer.filled().len() - before) as u64;
-            if this.seen > this.limit {
+            let fresh = (buffer.filled().len() - before) as u64;
+            if this.seen.fetch_add(fresh, Ordering::Relaxed) + fresh > this.limit {
                 return Poll::Ready(Err(io::Error::other(LimitExceeded)));
             }
         }
@@ -308,12 +338,42 @@ impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
     }
 }
 
-/// Passes the stored bytes through, hashing and counting them.
+/// Fails the read once JSON nests deeper than [`MAX_JSON_DEPTH`](export_convert::MAX_JSON_DEPTH)
+/// (`depth` is `None` for CSV): before any parser sees it.
+struct JsonDepthChecked<R> {
+    inner: R,
+    depth: Option<JsonDepth>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for JsonDepthChecked<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buffer.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(context, buffer);
+        if let (Poll::Ready(Ok(())), Some(depth)) = (&polled, &mut this.depth)
+            && let Err(error) = depth.feed(&buffer.filled()[before..])
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                Rejected(error),
+            )));
+        }
+        polled
+    }
+}
+
+/// Passes the stored bytes through, hashing and counting them; fails the read (so the store
+/// keeps nothing) before the count passes `max_bytes`.
 struct Inspector<R> {
     inner: R,
     hasher: Sha256,
     rows: RowCounter,
     bytes: u64,
+    max_bytes: u64,
     /// The binding's JSON Schema check, and whose schema it is.
     schema: Option<(SchemaCheck, String)>,
 }
@@ -330,6 +390,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Inspector<R> {
             Poll::Ready(Ok(())) => {
                 let fresh = &buffer.filled()[before..];
                 this.bytes += fresh.len() as u64;
+                if this.bytes > this.max_bytes {
+                    return Poll::Ready(Err(io::Error::other(StoredLimitExceeded)));
+                }
                 this.hasher.update(fresh);
                 this.rows.feed(fresh);
                 if let Some((check, owner)) = &mut this.schema {

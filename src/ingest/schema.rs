@@ -5,6 +5,7 @@
 
 use export_convert::{ConvertError, Converter, CsvToJson, JsonRecords};
 
+use super::convert::piece_end;
 use crate::domain::Format;
 use crate::plugin_host::Violation;
 
@@ -15,6 +16,10 @@ pub const MAX_VIOLATIONS: usize = 100;
 pub struct SchemaCheck {
     /// CSV is read as JSON records (objects of strings).
     csv: Option<CsvToJson>,
+    /// JSON made from the CSV so far, and the most there may be (the work of the check grows
+    /// with it, not with the stored CSV: a long header is repeated in every record).
+    json_bytes: u64,
+    max_json_bytes: u64,
     records: RecordCheck,
 }
 
@@ -33,6 +38,8 @@ impl SchemaCheck {
     pub fn new(validator: std::sync::Arc<jsonschema::Validator>, format: Format) -> Self {
         Self {
             csv: (format == Format::Csv).then(CsvToJson::new),
+            json_bytes: 0,
+            max_json_bytes: u64::MAX,
             records: RecordCheck {
                 validator,
                 records: JsonRecords::new(),
@@ -41,6 +48,12 @@ impl SchemaCheck {
                 stopped: false,
             },
         }
+    }
+
+    /// Bounds the JSON the check makes of CSV records (the records are refused beyond).
+    pub fn limit_json(mut self, max_bytes: u64) -> Self {
+        self.max_json_bytes = max_bytes;
+        self
     }
 
     /// Feeds stored bytes.
@@ -52,11 +65,30 @@ impl SchemaCheck {
             self.records.stopped = true;
             return;
         }
-        let json = match &mut self.csv {
-            None => Ok(bytes),
-            Some(converter) => converter.push(bytes),
+        let Some(converter) = &mut self.csv else {
+            self.records.check(Ok(bytes));
+            return;
         };
-        self.records.check(json);
+        // In steps, as the upload's own conversion: a long header repeated in every record
+        // must not make one chunk's JSON huge.
+        let mut rest = bytes;
+        while !rest.is_empty() && self.records.failure.is_none() {
+            let end = piece_end(rest, converter.record_overhead(), [b'\n', b'\r']);
+            let json = converter.push(&rest[..end]);
+            if let Ok(json) = json {
+                self.json_bytes += json.len() as u64;
+                if self.json_bytes > self.max_json_bytes {
+                    self.records.failure = Some(format!(
+                        "as JSON they would exceed {} bytes (MAX_PAYLOAD_SIZE × \
+                         MAX_STORED_EXPANSION)",
+                        self.max_json_bytes
+                    ));
+                    return;
+                }
+            }
+            self.records.check(json);
+            rest = &rest[end..];
+        }
     }
 
     /// Ends the data; returns the violations found (empty = valid).
@@ -167,6 +199,28 @@ mod tests {
         assert!(check(Format::Csv, "id,name\n1,a\n2,b\n").is_empty());
         let csv = check(Format::Csv, "id,name\n1,a\nx,b\n");
         assert_eq!((csv.len(), csv[0].row), (1, Some(2)));
+    }
+
+    #[test]
+    fn csv_records_are_checked_as_json_within_a_bound() {
+        // A long name over short rows: the JSON the check would parse grows with the name
+        // times the rows, so it stops at its limit instead of parsing it all.
+        let name = "n".repeat(100_000);
+        let mut csv = format!("{name}\n").into_bytes();
+        csv.extend(std::iter::repeat_n(*b"1\n", 50_000).flatten());
+        let schema = json!({"type": "object"});
+        let validator = std::sync::Arc::new(compile(&schema).unwrap());
+        let mut check = SchemaCheck::new(validator.clone(), Format::Csv).limit_json(1_000_000);
+        check.feed(&csv);
+        let violations = check.finish();
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(
+            violations[0].message.contains("would exceed 1000000 bytes"),
+            "{violations:?}"
+        );
+        let mut within = SchemaCheck::new(validator, Format::Csv).limit_json(1_000_000);
+        within.feed(&csv[..name.len() + 1 + 2 * 8]);
+        assert!(within.finish().is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod fairness;
 mod fleet;
 mod helpers;
 mod identity;
+mod ingest_limits;
 mod isolation;
 mod kafka;
 mod lifecycle;

@@ -9,6 +9,8 @@
 //! ([`CsvToJson::whole_fields`]); the byte-level state machine takes the rest — fields cut by a
 //! chunk boundary, and anything it must report as an error.
 
+use std::collections::HashSet;
+
 use crate::out::{Cursor, Out, Sink, to_words};
 use crate::scan::{Delimiters, copy_plain, next_special};
 use crate::{ConvertError, Converter, MAX_RECORD_BYTES};
@@ -69,8 +71,10 @@ pub struct CsvToJson {
     /// without the comma for the first) in words for [`Out::words`]; `None` while reading the
     /// header.
     keys: Option<Vec<Key>>,
-    /// The header's names read so far, and the raw bytes of the one being read.
+    /// The header's names read so far, the same as a set (the duplicate check stays linear in
+    /// the number of columns), and the raw bytes of the one being read.
     names: Vec<String>,
+    seen: HashSet<String>,
     name: Vec<u8>,
     /// Fields started in the current record.
     fields: usize,
@@ -112,6 +116,7 @@ impl CsvToJson {
             state: State::RecordStart,
             keys: None,
             names: Vec::new(),
+            seen: HashSet::new(),
             name: Vec::new(),
             fields: 0,
             record_bytes: 0,
@@ -191,7 +196,7 @@ impl CsvToJson {
         if self.keys.is_none() {
             let name = String::from_utf8(std::mem::take(&mut self.name))
                 .map_err(|_| ConvertError::at(0, "is not valid UTF-8"))?;
-            if self.names.contains(&name) {
+            if !self.seen.insert(name.clone()) {
                 return Err(ConvertError::at(
                     0,
                     format!("the header has a duplicate column '{name}'"),
@@ -206,6 +211,7 @@ impl CsvToJson {
 
     fn end_record(&mut self, output: &mut Out) -> Result<(), ConvertError> {
         let Some(keys) = &self.keys else {
+            self.seen = HashSet::new();
             // Each key is escaped once and copied into every record.
             self.keys = Some(
                 self.names
@@ -526,6 +532,12 @@ impl Converter for CsvToJson {
 
     fn records(&self) -> u64 {
         self.records
+    }
+
+    fn record_overhead(&self) -> Option<usize> {
+        // Each record repeats every key, and adds its braces and a comma.
+        let keys = self.keys.as_ref()?;
+        Some(keys.iter().map(|key| key.len).sum::<usize>() + 3)
     }
 }
 

@@ -1,5 +1,7 @@
 //! JSON records → CSV.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::{ConvertError, Converter, JsonRecords};
@@ -8,7 +10,8 @@ use crate::{ConvertError, Converter, JsonRecords};
 #[derive(Debug, Default)]
 pub struct JsonToCsv {
     splitter: JsonRecords,
-    header: Option<Vec<String>>,
+    /// The columns in order, and as a set (the key check stays linear in the record's keys).
+    header: Option<(Vec<String>, HashSet<String>)>,
     /// The output of the last call, in a buffer every call reuses.
     output: Vec<u8>,
 }
@@ -35,12 +38,13 @@ impl Converter for JsonToCsv {
                     format!("is not a valid JSON object: {error}"),
                 )
             })?;
-            let columns = header.get_or_insert_with(|| {
+            let (columns, known) = header.get_or_insert_with(|| {
                 let columns: Vec<String> = record.keys().cloned().collect();
                 write_row(output, columns.iter().map(String::as_str));
-                columns
+                let known = columns.iter().cloned().collect();
+                (columns, known)
             });
-            if let Some(extra) = record.keys().find(|key| !columns.contains(key)) {
+            if let Some(extra) = record.keys().find(|key| !known.contains(*key)) {
                 return Err(ConvertError::at(
                     record_number,
                     format!("has the key '{extra}', which the first record (the CSV header) lacks"),
@@ -64,6 +68,11 @@ impl Converter for JsonToCsv {
 
     fn records(&self) -> u64 {
         self.splitter.records()
+    }
+
+    fn record_overhead(&self) -> Option<usize> {
+        // A record may leave every column empty: a comma per column and the line end.
+        self.header.as_ref().map(|(columns, _)| columns.len() + 1)
     }
 }
 

@@ -15,18 +15,24 @@
 //!   booleans as their JSON text; `null` as an empty field; nested arrays and objects as compact
 //!   JSON text in the cell.
 //!
+//! - **Bounds**: a record is at most [`MAX_RECORD_BYTES`]. The service refuses uploaded JSON that
+//!   nests deeper than [`MAX_JSON_DEPTH`] levels, checked by [`JsonDepth`] as the bytes stream
+//!   in, before anything parses them.
+//!
 //! So CSV → JSON → CSV gives back the same records exactly, and JSON → CSV → JSON gives back the
 //! same records with every value as a string.
 
 use std::borrow::Cow;
 
 mod csv_to_json;
+mod depth;
 mod json_records;
 mod json_to_csv;
 mod out;
 mod scan;
 
 pub use csv_to_json::CsvToJson;
+pub use depth::{JsonDepth, MAX_JSON_DEPTH};
 pub use json_records::JsonRecords;
 pub use json_to_csv::JsonToCsv;
 
@@ -90,7 +96,16 @@ pub trait Converter {
     }
     /// Data records converted so far.
     fn records(&self) -> u64;
+    /// The most output one record may add beyond six bytes per input byte (the keys a CSV
+    /// record repeats in JSON, the empty cells a JSON record leaves in CSV), once it is known
+    /// (after the header, or the first record); `None` before. A caller that must bound its
+    /// memory feeds few records per call when this is large.
+    fn record_overhead(&self) -> Option<usize>;
 }
+
+/// The most output an input byte gives besides its record's overhead (a control character in a
+/// CSV field becomes `\u00XX` in JSON).
+pub const MAX_BYTE_EXPANSION: usize = 6;
 
 /// Converts a whole input at once (tests and small payloads).
 pub fn convert_all(converter: &mut dyn Converter, input: &[u8]) -> Result<Vec<u8>, ConvertError> {
@@ -179,6 +194,61 @@ mod round_trip_tests {
                 .contains("duplicate")
         );
         assert!(csv_to_json("a\n\"open\n").is_err(), "unterminated quote");
+    }
+
+    /// The header and key checks are linear: 50 000 columns (or keys) take one pass, not
+    /// 50 000 × 50 000 comparisons, and still find what is wrong.
+    #[test]
+    fn fifty_thousand_columns_convert_and_duplicates_are_still_found() {
+        let columns = 50_000;
+        let names: Vec<String> = (0..columns).map(|index| format!("c{index}")).collect();
+        let csv = format!("{}\n{}\n", names.join(","), vec!["1"; columns].join(","));
+        let json = csv_to_json(&csv).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value[0].as_object().unwrap().len(), columns);
+        assert_eq!(json_to_csv(&json).unwrap(), csv);
+        // Many records over the wide header: the per-record key check is linear too.
+        let records = format!(
+            "[{}]",
+            vec![json[1..json.len() - 1].to_owned(); 20].join(",")
+        );
+        assert_eq!(json_to_csv(&records).unwrap().lines().count(), 21);
+
+        let mut duplicated = names.clone();
+        duplicated[columns - 1] = "c7".into();
+        let error = csv_to_json(&format!("{}\n", duplicated.join(","))).unwrap_err();
+        assert_eq!(error.record, Some(0));
+        assert_eq!(error.message, "the header has a duplicate column 'c7'");
+        // The first duplicate in header order is the one named.
+        let error = csv_to_json("a,b,c,b,a\n").unwrap_err();
+        assert_eq!(error.message, "the header has a duplicate column 'b'");
+
+        let extra = format!(
+            "[{{{}}}, {{\"c49999\": 1, \"new\": 2}}]",
+            names
+                .iter()
+                .map(|name| format!("\"{name}\": 0"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let error = json_to_csv(&extra).unwrap_err();
+        assert_eq!(error.record, Some(2));
+        assert!(error.message.contains("has the key 'new'"), "{error}");
+    }
+
+    #[test]
+    fn record_overhead_is_known_once_the_header_is() {
+        let mut csv = CsvToJson::new();
+        assert_eq!(csv.record_overhead(), None);
+        csv.push(b"id,na").unwrap();
+        assert_eq!(csv.record_overhead(), None);
+        csv.push(b"me\n").unwrap();
+        // `"id":"` and `,"name":"`, then `{`, `}` and `,`.
+        assert_eq!(csv.record_overhead(), Some(6 + 9 + 3));
+        let mut json = JsonToCsv::new();
+        assert_eq!(json.record_overhead(), None);
+        json.push(br#"[{"a": 1, "b": 2, "c": 3}"#).unwrap();
+        assert_eq!(json.record_overhead(), Some(4));
     }
 
     #[test]
