@@ -165,7 +165,7 @@ async fn megabytes_of_whitespace_to_a_plugin_bound_application_cost_little_cpu()
     );
     let (outcome, took) = answered.expect("an answer within 60 s");
     figure("whitespace_upload", "answer after (ms)", took.as_millis());
-    assert_refused(&outcome, 422, "format");
+    assert_refused(&outcome, 422, "Content-Type");
     assert!(
         cpu < MAX_CPU,
         "the upload cost {cpu:?} of CPU (bound {MAX_CPU:?})"

@@ -195,6 +195,21 @@ impl S3Server {
         wait_listening(self.port, "s3s-fs", &self.log, Duration::from_secs(20)).await;
     }
 
+    /// Parts of multipart uploads in progress: s3s-fs keeps each as a file
+    /// `.upload_id-<id>.part-<n>` in its root until the upload completes.
+    pub fn parts_in_progress(&self) -> usize {
+        std::fs::read_dir(&self.data)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(".upload_id-") && name.contains(".part-")
+            })
+            .count()
+    }
+
     /// Keys of the objects under `prefix` in [`BUCKET`], listed through the S3 API (uploads in
     /// progress are not objects).
     pub async fn list(&self, prefix: &str) -> Vec<String> {

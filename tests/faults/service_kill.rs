@@ -13,8 +13,7 @@ use crate::harness::{
     csv_rows, figure, with,
 };
 
-/// Rows of the generated source: about 50 MiB of CSV, whose archive takes the debug build
-/// seconds to write (about 12 s here), so the kill lands in the middle.
+/// Rows of the generated source: about 50 MiB of CSV, whose archive is several 5 MiB parts.
 const ROWS: u64 = 2_000_000;
 /// Rows per generated chunk of the upload.
 const ROWS_PER_CHUNK: u64 = 50_000;
@@ -32,8 +31,15 @@ fn chunks() -> impl Iterator<Item = Bytes> {
 async fn a_service_killed_mid_archive_leaves_exactly_one_valid_archive_after_its_restart() {
     let database = Database::create().await;
     let s3 = S3Server::start().await;
-    // The shortest claim: the restarted process re-drives the job within 10 s.
-    let settings = with(base_settings(&database, &s3), &[("PACKAGE_LEASE", "10s")]);
+    let settings = with(
+        base_settings(&database, &s3),
+        &[
+            // The shortest claim: the restarted process re-drives the job within 10 s.
+            ("PACKAGE_LEASE", "10s"),
+            // The smallest parts, so the archive is stored in several.
+            ("AWS_UPLOADER_BUFFER_SIZE", "5242880"),
+        ],
+    );
     let mut service = Service::start(settings).await;
     let pool = database.pool().await;
     let caller = Caller::user("org-faults", "alice");
@@ -87,10 +93,25 @@ async fn a_service_killed_mid_archive_leaves_exactly_one_valid_archive_after_its
         assert!(Instant::now() < deadline, "packaging never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Mid-archive: the archive's first part is stored (the source's upload completed, so its
+    // parts are gone), and the archive is not finished (checked after the kill).
     let packaging = Instant::now();
-    // Let it write part of the archive, then kill it.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    while s3.parts_in_progress() == 0 {
+        if let Some((_, true)) = job().await {
+            panic!("packaging finished before its first part was seen: make the source bigger");
+        }
+        assert!(
+            packaging.elapsed() < Duration::from_secs(60),
+            "the archive's first part was not stored within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     service.sigkill();
+    figure(
+        "service_kill",
+        "archive parts stored before the kill",
+        s3.parts_in_progress(),
+    );
     let (attempts, finished) = job().await.unwrap();
     assert!(
         !finished,
@@ -131,6 +152,12 @@ async fn a_service_killed_mid_archive_leaves_exactly_one_valid_archive_after_its
         .filter(|key| key.ends_with(".zip"))
         .collect();
     assert_eq!(archives.len(), 1, "exactly one archive: {archives:?}");
+    // Not an object, but storage all the same (an S3 lifecycle rule aborts such uploads).
+    figure(
+        "service_kill",
+        "parts of the killed attempt's upload left in the store",
+        s3.parts_in_progress(),
+    );
 
     let archive = service.download(&caller, &export).await;
     check_archive(
