@@ -114,6 +114,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "PLUGIN_RESYNC_INTERVAL",
     "PLUGINS_DIR_POLL_INTERVAL",
     "PLUGIN_MAX_COMPONENT_SIZE",
+    "PLUGIN_CACHE_SIZE",
     "CLEANER_INTERVAL",
     "CLEANER_GRACE",
     "SOURCE_TIMEOUT",
@@ -248,6 +249,15 @@ pub struct HttpTimeouts {
     /// Time allowed to produce a (non-streaming) response.
     pub write: Duration,
 }
+
+/// The largest request head (request line and headers) a listener reads; larger heads get
+/// 431. It bounds what an open connection can hold (docs/OPERATIONS.md, "Sizing"): the
+/// identity header, the largest a caller sends, is a few KiB.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
+
+/// Connections one listener serves at once by default: three full listeners hold at most
+/// 3 × 512 × [`MAX_REQUEST_HEAD_BYTES`] = 48 MiB of request heads.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// Limits every listener (public, internal, metrics) applies to its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,7 +464,7 @@ impl Config {
     }
 }
 
-/// `HTTP_HEADER_READ_TIMEOUT` (default 10 s) and `MAX_CONNECTIONS` (default 1024 per listener).
+/// `HTTP_HEADER_READ_TIMEOUT` (default 10 s) and `MAX_CONNECTIONS` (per listener).
 fn listener_limits(reader: &Reader<'_>) -> Result<ListenerLimits, ConfigError> {
     let header_read_timeout = reader.duration("HTTP_HEADER_READ_TIMEOUT", 10)?;
     if header_read_timeout.is_zero() {
@@ -463,7 +473,7 @@ fn listener_limits(reader: &Reader<'_>) -> Result<ListenerLimits, ConfigError> {
             "must be more than 0 (a client that never finishes its headers would hold its connection forever)".into(),
         ));
     }
-    let max_connections: usize = reader.parsed("MAX_CONNECTIONS", 1024)?;
+    let max_connections: usize = reader.parsed("MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?;
     if max_connections == 0 {
         return Err(invalid("MAX_CONNECTIONS", "must be at least 1".into()));
     }
@@ -640,7 +650,7 @@ mod tests {
             config.listener_limits,
             ListenerLimits {
                 header_read_timeout: Duration::from_secs(10),
-                max_connections: 1024,
+                max_connections: 512,
             }
         );
     }

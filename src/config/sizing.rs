@@ -5,7 +5,7 @@
 //!
 //! Each term mirrors the code that holds the memory; change it when that code changes.
 
-use super::Config;
+use super::{Config, MAX_REQUEST_HEAD_BYTES};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -46,10 +46,12 @@ pub struct MemoryBudget {
 }
 
 impl MemoryBudget {
-    /// The worst case under `config`, with the compiled-plugin cache bounded at
-    /// `plugin_cache_bytes`.
-    pub fn worst_case(config: &Config, plugin_cache_bytes: u64) -> Self {
+    /// The worst case under `config`.
+    pub fn worst_case(config: &Config) -> Self {
         let data_path = &config.data_path;
+        let plugin_cache_bytes = data_path.plugin_limits.cache_bytes as u64;
+        let connections = config.listener_limits.max_connections as u64;
+        let head = MAX_REQUEST_HEAD_BYTES as u64;
         let slots = data_path.max_concurrent_uploads as u64;
         let part = config.layout.part_size as u64;
         let plugin_memory = data_path.plugin_limits.memory_bytes as u64;
@@ -98,6 +100,11 @@ impl MemoryBudget {
                 formula: format!("PLUGIN_CACHE_SIZE {} MiB", mib(plugin_cache_bytes)),
                 bytes: plugin_cache_bytes,
             },
+            MemoryTerm {
+                what: "request heads (every connection of the three listeners)",
+                formula: format!("3 × MAX_CONNECTIONS {connections} × {} KiB", head / 1024),
+                bytes: 3 * connections * head,
+            },
         ];
         if data_path.packaging_worker {
             terms.push(MemoryTerm {
@@ -134,7 +141,7 @@ mod tests {
     }
 
     fn total(pairs: &[(&str, &str)]) -> u64 {
-        MemoryBudget::worst_case(&config(pairs), 128 * MIB).total()
+        MemoryBudget::worst_case(&config(pairs)).total()
     }
 
     #[test]
@@ -169,9 +176,12 @@ mod tests {
             total(&[("PLUGIN_OUTPUT_LIMIT", &more_output)]) - base,
             uploads * PLUGIN_OUTPUT_COPIES * MIB
         );
+        let cache = (limits.cache_bytes as u64 / MIB + 1).to_string();
+        assert_eq!(total(&[("PLUGIN_CACHE_SIZE", &cache)]) - base, MIB);
+        let connections = (defaults.listener_limits.max_connections + 1).to_string();
         assert_eq!(
-            MemoryBudget::worst_case(&defaults, 256 * MIB).total() - base,
-            128 * MIB
+            total(&[("MAX_CONNECTIONS", &connections)]) - base,
+            3 * MAX_REQUEST_HEAD_BYTES as u64
         );
         // A replica that does not package holds no archive job.
         assert_eq!(

@@ -381,6 +381,15 @@ pub(super) fn data_path_config(
         return Err(invalid("UPLOAD_MAX_DURATION", "must be at least 1s".into()));
     }
     let plugin_defaults = crate::plugin_host::PluginLimits::default();
+    let plugin_cache_mib =
+        reader.parsed::<usize>("PLUGIN_CACHE_SIZE", crate::plugin_host::DEFAULT_CACHE_MIB)?;
+    if plugin_cache_mib == 0 {
+        // Without a cache every registry resync would compile its plugins again.
+        return Err(invalid(
+            "PLUGIN_CACHE_SIZE",
+            "must be at least 1 (MiB of compiled plugins kept)".into(),
+        ));
+    }
     Ok(DataPathConfig {
         max_payload_bytes,
         // At most 2^40 × 1000: exact enough in an f64, and within a u64.
@@ -413,6 +422,7 @@ pub(super) fn data_path_config(
                     plugin_defaults.output_bytes_per_call / MIB,
                 )?
                 .saturating_mul(MIB),
+            cache_bytes: plugin_cache_mib.saturating_mul(MIB),
         },
         cleaner_interval: optional(reader.duration("CLEANER_INTERVAL", 0)?),
         cleaner_grace: reader.duration("CLEANER_GRACE", u64::from(expiry_days) * 24 * 3600)?,
@@ -432,6 +442,20 @@ mod tests {
                 .map(|(name, value)| (name.to_string(), value.to_string())),
         ))
         .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn the_plugin_cache_is_sized_in_mib_and_cannot_be_zero() {
+        let default = config(&[]).unwrap();
+        assert_eq!(
+            default.data_path.plugin_limits.cache_bytes,
+            64 * 1024 * 1024
+        );
+        let set = config(&[("PLUGIN_CACHE_SIZE", "32")]).unwrap();
+        assert_eq!(set.data_path.plugin_limits.cache_bytes, 32 * 1024 * 1024);
+        let zero = config(&[("PLUGIN_CACHE_SIZE", "0")]).unwrap_err();
+        assert!(zero.contains("PLUGIN_CACHE_SIZE"), "{zero}");
+        assert!(zero.contains("at least 1"), "{zero}");
     }
 
     #[test]
@@ -550,7 +574,7 @@ mod tests {
     #[test]
     fn upload_fairness_limits() {
         let defaults = config(&[]).unwrap().data_path;
-        assert_eq!(defaults.max_uploads_per_application, 8);
+        assert_eq!(defaults.max_uploads_per_application, 2);
         assert_eq!(defaults.upload_max_duration, Duration::from_secs(30 * 60));
         // Half, rounded up, and never 0.
         let share = |total: &str| {

@@ -20,14 +20,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::ListenerLimits;
+use crate::config::{ListenerLimits, MAX_REQUEST_HEAD_BYTES};
 use crate::metrics::Metrics;
-
-/// The largest request head (request line and headers). Bounds a connection's read buffer
-/// while it waits for headers (hyper's default is about 400 KiB), so `MAX_CONNECTIONS`
-/// connections cannot hold more than a known amount of memory; larger heads get 431. The
-/// identity header, the largest a caller sends, is a few KiB.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Serves `service` on `listener` until `stop` turns true, then stops accepting, lets open
 /// connections finish their requests (idle ones close at once) and returns when all are
@@ -56,7 +50,7 @@ pub async fn serve<S>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(MAX_HEADER_BYTES);
+        .max_header_size(MAX_REQUEST_HEAD_BYTES);
     let stopping = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };

@@ -2,7 +2,14 @@
 
 use std::time::Duration;
 
-/// Limits of every session.
+/// The default size of the compiled-component cache, in MiB (`PLUGIN_CACHE_SIZE`): an eighth of
+/// the 512 MiB pod of `deploy/`, leaving the rest to upload buffers and plugin memory. It holds
+/// every reference plugin of `plugins/` several times over (about 17 MiB estimated for all of
+/// them; the largest, `schema-validator`, about 13 MiB), so a fleet's bound plugins and their
+/// previous versions (for a rollback) stay compiled.
+pub const DEFAULT_CACHE_MIB: usize = 64;
+
+/// Limits of every session, and of what the host keeps between sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginLimits {
     /// Linear memory, summed over all of the instance's memories.
@@ -13,6 +20,8 @@ pub struct PluginLimits {
     pub session_timeout: Duration,
     /// Output one call may return.
     pub output_bytes_per_call: usize,
+    /// Estimated bytes of compiled components the host caches (least recently used evicted).
+    pub cache_bytes: usize,
 }
 
 /// The service's defaults (`PLUGIN_MEMORY_LIMIT`, `PLUGIN_CALL_TIMEOUT`,
@@ -26,6 +35,7 @@ impl Default for PluginLimits {
             call_timeout: Duration::from_secs(2),
             session_timeout: Duration::from_secs(300),
             output_bytes_per_call: 4 * 1024 * 1024,
+            cache_bytes: DEFAULT_CACHE_MIB * 1024 * 1024,
         }
     }
 }

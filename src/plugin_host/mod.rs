@@ -3,18 +3,21 @@
 //! One [`Engine`] for the process; components compiled once and cached by the SHA-256 of their
 //! bytes, with an [`InstancePre`](wasmtime::component::InstancePre) so each upload only pays for
 //! a fresh store and an instantiation. Every call is bounded: epoch interruption (a deadline per
-//! call and per session), a memory cap summed over all of the instance's memories, and a cap on
-//! the output of one call. Plugins get a log import and an empty WASI context — no files,
+//! call and per session) while the plugin's code runs, the same deadline on every WASI wait
+//! (see [`waits`]), a memory cap summed over all of the instance's memories, and a cap on the
+//! output of one call. The cache of compiled components is bounded by bytes (least recently
+//! used evicted; see [`cache`]). Plugins get a log import and an empty WASI context — no files,
 //! network, environment, arguments or real clock. A trap, a deadline, a limit or a malformed
 //! component fails that session with a message naming the plugin and the reason; the process
 //! and other sessions are not affected.
 
 pub mod binding;
+pub mod cache;
 pub mod directory;
 mod limits;
 pub mod tool;
+pub mod waits;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,8 +27,10 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable
 use wasmtime::{Config, Engine, ProfilingStrategy, Store, StoreContextMut, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use cache::ComponentCache;
 use limits::MemoryCap;
-pub use limits::PluginLimits;
+pub use limits::{DEFAULT_CACHE_MIB, PluginLimits};
+use waits::{WaitCut, WaitDeadline};
 
 #[expect(
     missing_docs,
@@ -160,6 +165,7 @@ pub struct HostState {
     plugin: String,
     log_lines: u32,
     emitted: Emitted,
+    wait_deadline: WaitDeadline,
 }
 
 /// The most pieces of output one call may `emit` (each costs the host a record, whatever its
@@ -333,6 +339,8 @@ pub struct LoadedPlugin {
     pub info: PluginInfo,
     /// The contract version it was built against (e.g. `1.1.0`).
     pub contract: String,
+    /// What it is estimated to hold in memory once compiled (its weight in the host's cache).
+    pub size_bytes: usize,
     pre: bindings::PluginPre<HostState>,
 }
 
@@ -351,7 +359,7 @@ impl std::fmt::Debug for LoadedPlugin {
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
-    cache: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    cache: Mutex<ComponentCache<LoadedPlugin>>,
     limits: PluginLimits,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -413,6 +421,7 @@ impl PluginHost {
             Engine::new(&config).map_err(|error| PluginFailure::Invalid(error.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| waits::shadow_poll(&mut linker))
             .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
         bindings::export_service::plugin::types::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut linker,
@@ -435,7 +444,7 @@ impl PluginHost {
         Ok(Self {
             engine,
             linker,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ComponentCache::new(limits.cache_bytes)),
             limits,
             ticker_stop,
         })
@@ -446,26 +455,28 @@ impl PluginHost {
         &self.limits
     }
 
-    /// The compiled plugin with this digest, if the host has it.
+    /// The compiled plugin with this digest, if the host's cache has it.
     pub fn cached(&self, digest: &str) -> Option<Arc<LoadedPlugin>> {
         self.cache
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
-            .get(digest)
-            .cloned()
+            .get(digest, |plugin| plugin.size_bytes)
+    }
+
+    /// How many compiled plugins the cache's byte budget holds, and their estimated bytes.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .usage()
     }
 
     /// Compiles (or finds in the cache) a component, checks that it implements our world and
     /// that `describe` works.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginFailure> {
         let digest = hex::encode(Sha256::digest(bytes));
-        if let Some(loaded) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .get(&digest)
-        {
-            return Ok(loaded.clone());
+        if let Some(loaded) = self.cached(&digest) {
+            return Ok(loaded);
         }
         let component = Component::new(&self.engine, bytes).map_err(|error| {
             PluginFailure::Invalid(format!("not a valid WebAssembly component: {error:#}"))
@@ -498,12 +509,17 @@ impl PluginHost {
             digest: digest.clone(),
             info,
             contract: contract.unwrap_or_else(|| CONTRACT_VERSION.to_owned()),
+            size_bytes: compiled_size(&component, bytes.len()),
             pre,
         });
-        self.cache
+        let evicted = self
+            .cache
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
-            .insert(digest, loaded.clone());
+            .insert(digest, loaded.clone(), loaded.size_bytes);
+        for digest in evicted {
+            tracing::info!(%digest, "compiled plugin evicted from the cache");
+        }
         Ok(loaded)
     }
 
@@ -527,12 +543,13 @@ impl PluginHost {
                     limit: self.limits.output_bytes_per_call,
                     ..Emitted::default()
                 },
+                wait_deadline: WaitDeadline::at(Instant::now()),
             },
         );
         store.limiter(|state| &mut state.memory);
         // Fails (harmlessly) unless the engine meters fuel.
         let _ = store.set_fuel(u64::MAX);
-        store.set_epoch_deadline(ticks(self.limits.call_timeout));
+        arm(&mut store, self.limits.call_timeout);
         store
     }
 
@@ -545,6 +562,10 @@ impl PluginHost {
         let name = plugin.info.name.clone();
         let mut store = self.store(&name);
         let started = Instant::now();
+        arm(
+            &mut store,
+            self.limits.call_timeout.min(self.limits.session_timeout),
+        );
         let instance = plugin
             .pre
             .instantiate(&mut store)
@@ -665,8 +686,7 @@ impl PluginSession {
                 limit_ms: self.limits.session_timeout.as_millis(),
             });
         }
-        self.store
-            .set_epoch_deadline(ticks(self.limits.call_timeout.min(remaining)));
+        arm(&mut self.store, self.limits.call_timeout.min(remaining));
         let state = self.store.data_mut();
         state.emitted.start_call();
         state.memory.start_call();
@@ -718,6 +738,21 @@ fn output_too_large(plugin: &str, limits: &PluginLimits) -> PluginFailure {
     }
 }
 
+/// Gives the store's next call `budget`: the epoch deadline for the plugin's code and the same
+/// deadline for its WASI waits.
+fn arm(store: &mut Store<HostState>, budget: Duration) {
+    store.set_epoch_deadline(ticks(budget));
+    store.data_mut().wait_deadline = WaitDeadline::at(Instant::now() + budget);
+}
+
+/// How much memory a compiled component is estimated to hold: its compiled image (code and
+/// data, as mapped) plus the wasm size again for what compilation keeps on the heap (types,
+/// the pre-instantiation's lookups).
+fn compiled_size(component: &Component, wasm_bytes: usize) -> usize {
+    let image = component.image_range();
+    (image.end as usize - image.start as usize).saturating_add(wasm_bytes)
+}
+
 fn ticks(duration: Duration) -> u64 {
     (duration.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
 }
@@ -746,6 +781,13 @@ fn failure(
             };
         }
         None => {}
+    }
+    // A wait cut at the deadline: the same timeout as a plugin whose code ran past it.
+    if store.data().wait_deadline.cut || error.downcast_ref::<WaitCut>().is_some() {
+        return PluginFailure::Timeout {
+            plugin: plugin.to_owned(),
+            limit_ms: limits.call_timeout.as_millis(),
+        };
     }
     if store.data().memory.exceeded() {
         return PluginFailure::OutOfMemory {

@@ -366,6 +366,37 @@ fn plugin_check_and_run_work_offline() {
     let _ = std::fs::remove_dir_all(directory);
 }
 
+#[test]
+fn plugin_run_stops_a_plugin_that_sleeps() {
+    let component =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/hostile_sleeper.wasm");
+    let input = std::env::temp_dir().join(format!(
+        "exsvc-plugin-sleep-{}.csv",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&input, "id\n1\n").unwrap();
+    let started = std::time::Instant::now();
+    let run = Command::new(BINARY)
+        .args(["plugin", "run"])
+        .arg(&component)
+        .arg("--input")
+        .arg(&input)
+        .args(["--from", "csv", "--to", "csv"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("plugin run on the sleeper ended after {took:?} (call deadline 2s)");
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("plugin hostile-sleeper exceeded its time limit of 2000 ms"),
+        "{stderr}"
+    );
+    // Generous: it ends at its 2 s deadline instead of sleeping for an hour.
+    assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+    let _ = std::fs::remove_file(input);
+}
+
 #[tokio::test]
 async fn clowder_app_config_overrides_the_environment() {
     let url = empty_database().await;

@@ -199,9 +199,6 @@ fn the_clowdapp_template_declares_every_parameter_it_uses() {
 
 const MIB: u64 = 1024 * 1024;
 
-/// Bound of the compiled-plugin cache the sums assume (`PLUGIN_CACHE_SIZE`'s default).
-const PLUGIN_CACHE_BYTES: u64 = 128 * MIB;
-
 fn repository_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
@@ -459,7 +456,7 @@ fn container_settings(container: &Value, config_maps: &[&Value]) -> Vec<(String,
 fn assert_fits(what: &str, settings: Vec<(String, String)>, limit: u64) {
     let config = Config::from_settings(&Settings::from_pairs(settings))
         .unwrap_or_else(|error| panic!("{what}: {error}"));
-    let budget = MemoryBudget::worst_case(&config, PLUGIN_CACHE_BYTES);
+    let budget = MemoryBudget::worst_case(&config);
     let rows: Vec<String> = budget
         .terms
         .iter()
@@ -535,7 +532,7 @@ fn raising_a_default_sizing_setting_past_the_limit_is_caught() {
 #[test]
 fn the_operations_guide_shows_the_default_sum() {
     let config = Config::from_settings(&Settings::default()).unwrap();
-    let budget = MemoryBudget::worst_case(&config, PLUGIN_CACHE_BYTES);
+    let budget = MemoryBudget::worst_case(&config);
     let guide = std::fs::read_to_string(repository_path("docs/OPERATIONS.md")).unwrap();
     for term in &budget.terms {
         let row = format!(

@@ -210,8 +210,9 @@ fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works()
         ..PluginLimits::default()
     };
     let host = PluginHost::new(limits.clone()).unwrap();
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 7] = [
         ("hostile_spin.wasm", "exceeded its time limit of 1500 ms"),
+        ("hostile_sleeper.wasm", "exceeded its time limit of 1500 ms"),
         (
             "hostile_memory_bomb.wasm",
             "exceeded its memory limit of 32 MiB",
@@ -247,6 +248,128 @@ fn every_hostile_plugin_is_stopped_within_its_limit_and_the_next_session_works()
         );
         still_converts(&host);
     }
+}
+
+/// The sleeper's session with `config` (`None`: `std::thread::sleep` in `push`).
+fn sleeper_options(config: Option<&str>) -> SessionOptions {
+    SessionOptions {
+        config: config.map(|config| format!("\"{config}\"")),
+        ..options(DataFormat::Csv, DataFormat::Csv)
+    }
+}
+
+#[test]
+fn a_plugin_blocked_in_a_wasi_wait_is_stopped_at_the_call_deadline() {
+    let deadline = std::time::Duration::from_millis(500);
+    let host = PluginHost::new(PluginLimits {
+        call_timeout: deadline,
+        ..PluginLimits::default()
+    })
+    .unwrap();
+    let plugin = host
+        .load(&plugin_component("hostile_sleeper.wasm"))
+        .unwrap();
+    // An hour's `std::thread::sleep`, or a `poll` on the farthest instant, in `push`; the same
+    // sleep in `open`.
+    for config in [None, Some("poll"), Some("open")] {
+        let started = std::time::Instant::now();
+        let failure = host
+            .open(&plugin, &sleeper_options(config))
+            .and_then(|mut session| session.push(b"id\n1\n").map(|_| ()))
+            .expect_err("the wait must be cut");
+        let took = started.elapsed();
+        eprintln!("sleeper {config:?}: stopped after {took:?} (deadline {deadline:?})");
+        assert!(
+            matches!(failure, PluginFailure::Timeout { limit_ms: 500, .. }),
+            "{config:?}: {failure}"
+        );
+        assert_eq!(
+            failure.to_string(),
+            "plugin hostile-sleeper exceeded its time limit of 500 ms"
+        );
+        assert!(
+            took >= deadline,
+            "{config:?} stopped before its deadline: {took:?}"
+        );
+        // Generous: the point is that it ends, not how fast (it would otherwise take an hour).
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{config:?} took {took:?}"
+        );
+        still_converts(&host);
+    }
+    // A short wait within the deadline is allowed and counts against the call's time.
+    let mut session = host.open(&plugin, &sleeper_options(Some("short"))).unwrap();
+    let step = session.push(b"id\n1\n").unwrap();
+    let mut output = Vec::new();
+    step.append_output_to(&mut output);
+    assert_eq!(output, b"id\n1\n");
+    assert!(session.guest_time() >= std::time::Duration::from_millis(20));
+}
+
+#[test]
+fn a_wait_past_the_session_deadline_reports_the_session_limit() {
+    let host = PluginHost::new(PluginLimits {
+        call_timeout: std::time::Duration::from_secs(30),
+        session_timeout: std::time::Duration::from_millis(400),
+        ..PluginLimits::default()
+    })
+    .unwrap();
+    let plugin = host
+        .load(&plugin_component("hostile_sleeper.wasm"))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut session = host.open(&plugin, &sleeper_options(Some("poll"))).unwrap();
+    let failure = session.push(b"id\n1\n").unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        "plugin hostile-sleeper exceeded its time limit of 400 ms"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn a_bound_plugin_evicted_from_the_cache_keeps_working_and_is_not_compiled_again() {
+    let sizes = PluginHost::new(PluginLimits::default()).unwrap();
+    let converter = sizes.load(&plugin_component("csv_json.wasm")).unwrap();
+    let other = sizes.load(&plugin_component("hostile_panic.wasm")).unwrap();
+    eprintln!(
+        "estimated compiled sizes: csv-json {} bytes (wasm {}), hostile-panic {} bytes (wasm {})",
+        converter.size_bytes,
+        plugin_component("csv_json.wasm").len(),
+        other.size_bytes,
+        plugin_component("hostile_panic.wasm").len()
+    );
+    assert!(converter.size_bytes > plugin_component("csv_json.wasm").len());
+    // Room for either plugin, not both.
+    let host = PluginHost::new(PluginLimits {
+        cache_bytes: converter.size_bytes.max(other.size_bytes),
+        ..PluginLimits::default()
+    })
+    .unwrap();
+    let bound = host.load(&plugin_component("csv_json.wasm")).unwrap();
+    assert_eq!(host.cache_usage(), (1, bound.size_bytes));
+    let panic = host.load(&plugin_component("hostile_panic.wasm")).unwrap();
+    assert_eq!(
+        host.cache_usage(),
+        (1, panic.size_bytes),
+        "loading the second evicted the first"
+    );
+    // The evicted plugin still runs sessions for whoever holds it.
+    let mut session = host
+        .open(&bound, &options(DataFormat::Csv, DataFormat::Json))
+        .unwrap();
+    let mut output = Vec::new();
+    session
+        .push(b"a\n1\n")
+        .unwrap()
+        .append_output_to(&mut output);
+    session.finish().unwrap().append_output_to(&mut output);
+    assert_eq!(output, br#"[{"a":"1"}]"#);
+    // Loading it again finds the same compiled plugin (it is still in use), and keeps it again.
+    let again = host.load(&plugin_component("csv_json.wasm")).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&again, &bound));
+    assert_eq!(host.cache_usage(), (1, bound.size_bytes));
 }
 
 #[test]
@@ -421,6 +544,89 @@ async fn bound_plugins_run_on_the_upload_path() {
             .unwrap()
             .len(),
         64
+    );
+    let _ = std::fs::remove_dir_all(directory);
+}
+
+#[tokio::test]
+async fn a_plugin_sleeping_on_the_upload_path_is_stopped_and_frees_its_source() {
+    use crate::helpers::{Caller, TestApp, export_request};
+    let directory = plugins_directory("hostile_sleeper.wasm");
+    let app = TestApp::spawn_with(&[
+        ("PLUGINS_DIR", directory.to_str().unwrap()),
+        ("PLUGIN_CALL_TIMEOUT", "300ms"),
+    ])
+    .await;
+    let caller = Caller::user("org-1", "alice");
+    let (export, sources) = create_export(
+        &app,
+        &caller,
+        export_request(
+            "p",
+            "json",
+            &[("exampleApp", "exampleResource"), ("otherApp", "events")],
+        ),
+    )
+    .await;
+
+    // The sleeper would block its call for an hour; the call's deadline stops it.
+    let started = std::time::Instant::now();
+    let stopped = app
+        .upload(
+            &export,
+            "otherApp",
+            &sources[1],
+            Some("psk-other"),
+            "id\n1\n",
+        )
+        .await;
+    let took = started.elapsed();
+    eprintln!("the sleeping upload was answered after {took:?} (call deadline 300ms)");
+    stopped.assert_error_containing(
+        422,
+        "plugin hostile-sleeper exceeded its time limit of 300 ms",
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "answered after {took:?}"
+    );
+    let failures = app
+        .metric(
+            r#"export_service_plugin_failures_total{plugin="hostile-sleeper",reason="timeout",version="0.1.0"}"#,
+        )
+        .await;
+    assert_eq!(failures, Some(1.0), "{}", app.metrics_text().await);
+    // The source's hold is released (not renewed by a stuck upload) and the source failed.
+    let held: bool = sqlx::query_scalar(
+        "SELECT upload_lease_until IS NOT NULL FROM sources WHERE id = $1::uuid",
+    )
+    .bind(&sources[1])
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        !held,
+        "the sleeping upload's hold on its source was released"
+    );
+
+    // The next upload, to a source bound to a working plugin, goes through.
+    let reply = app
+        .upload(
+            &export,
+            "exampleApp",
+            &sources[0],
+            Some("psk-example"),
+            "id,name\n1,x\n",
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let status = app.wait_for_status(&caller, &export, "partial").await;
+    assert!(
+        status["sources"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hostile-sleeper exceeded its time limit"),
+        "{status}"
     );
     let _ = std::fs::remove_dir_all(directory);
 }
