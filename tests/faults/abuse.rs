@@ -298,7 +298,6 @@ async fn a_slowloris_connection_is_closed_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sleeper hostile plugin"]
 async fn a_sleeping_plugin_is_stopped_within_its_deadline_and_the_next_upload_succeeds() {
     let database = Database::create().await;
     let s3 = S3Server::start().await;
@@ -343,7 +342,12 @@ async fn a_sleeping_plugin_is_stopped_within_its_deadline_and_the_next_upload_su
         "CPU time (ms)",
         (after.cpu - before.cpu).as_millis(),
     );
-    assert_json_error(stopped.status, &stopped.text, 422, "time limit");
+    assert_json_error(stopped.status, &stopped.text, 422, "time limit of 2000 ms");
+    assert!(
+        stopped.text.contains("hostile-sleeper"),
+        "the message names the plugin: {}",
+        stopped.text
+    );
     assert!(
         took < Duration::from_secs(10),
         "stopped at about its 2 s deadline, not after {took:?}"
