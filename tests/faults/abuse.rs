@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::harness::{
-    ADMIN_TOKEN, Caller, Database, EXAMPLE_PSK, OTHER_PSK, RawBody, RawOutcome, S3Server, Service,
-    assert_json_error, base_settings, figure, plugins_dir, raw_exchange, with,
+    ADMIN_TOKEN, Caller, Database, EXAMPLE_PSK, OTHER_PSK, S3Server, Service, assert_json_error,
+    base_settings, figure, plugins_dir, with,
 };
+use crate::raw_http::{RawBody, RawOutcome, raw_exchange};
 
 const MIB: u64 = 1024 * 1024;
 

@@ -14,7 +14,7 @@
 //! goes to a log file; when a test fails, the last lines of each log are printed.
 
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::Seek;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// The service binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_export-service");
@@ -842,84 +841,6 @@ impl Caller {
     }
 }
 
-/// What an archive must hold for one delivered source.
-pub struct Expected<'a> {
-    /// The source's id (the entry is `<source>.<format>`).
-    pub source: &'a str,
-    /// The export's format extension.
-    pub format: &'a str,
-    /// SHA-256 (hex) of the entry's expected content.
-    pub sha256: String,
-}
-
-/// SHA-256 of `bytes`, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Checks a downloaded archive: a readable ZIP whose `meta.json` lists exactly the `delivered`
-/// sources with each entry's real SHA-256 and size, entries with the expected content, and the
-/// `failed` sources under `failed_files`. Returns `meta.json`.
-pub fn check_archive(
-    archive: impl Read + Seek,
-    delivered: &[Expected<'_>],
-    failed: &[&str],
-) -> Value {
-    let mut zip = zip::ZipArchive::new(archive).expect("the archive is a valid ZIP");
-    let meta: Value = {
-        let mut text = String::new();
-        zip.by_name("meta.json")
-            .expect("meta.json in the archive")
-            .read_to_string(&mut text)
-            .unwrap();
-        serde_json::from_str(&text).expect("meta.json is JSON")
-    };
-    assert!(zip.by_name("README.md").is_ok(), "README.md in the archive");
-    let files = meta["file_meta"].as_array().expect("file_meta");
-    assert_eq!(
-        files.len(),
-        delivered.len(),
-        "delivered files in meta.json: {meta}"
-    );
-    for expected in delivered {
-        let name = format!("{}.{}", expected.source, expected.format);
-        let listed = files
-            .iter()
-            .find(|file| file["filename"] == name.as_str())
-            .unwrap_or_else(|| panic!("{name} missing from meta.json: {meta}"));
-        let mut entry = zip
-            .by_name(&name)
-            .unwrap_or_else(|_| panic!("{name} missing from the archive"));
-        let mut hasher = Sha256::new();
-        let bytes =
-            std::io::copy(&mut entry, &mut hasher).expect("the entry decompresses (CRC checked)");
-        let actual = hex::encode(hasher.finalize());
-        assert_eq!(
-            listed["sha256"],
-            actual.as_str(),
-            "meta.json's sha256 of {name}"
-        );
-        assert_eq!(listed["bytes"], bytes, "meta.json's size of {name}");
-        assert_eq!(actual, expected.sha256, "content of {name}");
-    }
-    let failed_files: Vec<&str> = meta["failed_files"]
-        .as_array()
-        .map(|files| {
-            files
-                .iter()
-                .filter_map(|file| file["filename"].as_str())
-                .collect()
-        })
-        .unwrap_or_default();
-    for source in failed {
-        assert!(
-            failed_files.iter().any(|name| name.starts_with(source)),
-            "{source} missing from failed_files: {meta}"
-        );
-    }
-    meta
-}
-
 /// A plugins directory binding `exampleApp` to `plugins/dist/<exampleapp_wasm>` and, if given,
 /// `otherApp` to another component.
 pub fn plugins_dir(example_app_wasm: &str, other_app_wasm: Option<&str>) -> PathBuf {
@@ -944,111 +865,6 @@ pub fn plugins_dir(example_app_wasm: &str, other_app_wasm: Option<&str>) -> Path
         std::fs::write(directory.join("otherApp.wasm"), component(other)).unwrap();
     }
     directory
-}
-
-/// Rows of a generated CSV: `id,name,value` then `rows` deterministic rows.
-pub fn csv_rows(rows: std::ops::Range<u64>) -> String {
-    let mut text = String::new();
-    for row in rows {
-        text.push_str(&format!(
-            "{row},name-{row},{}\n",
-            row.wrapping_mul(7919) % 100_003
-        ));
-    }
-    text
-}
-
-/// How a raw HTTP exchange ended.
-#[derive(Debug)]
-pub enum RawOutcome {
-    /// A whole response arrived.
-    Response {
-        /// HTTP status.
-        status: u16,
-        /// Its body.
-        body: String,
-    },
-    /// The server closed (or reset) the connection without a whole response.
-    Closed,
-}
-
-/// The body a raw request sends: `total` bytes of `byte`, in chunks of `chunk` with `pause`
-/// after each.
-#[derive(Debug, Clone, Copy)]
-pub struct RawBody {
-    /// Bytes in all.
-    pub total: u64,
-    /// Bytes per write.
-    pub chunk: usize,
-    /// The byte repeated.
-    pub byte: u8,
-    /// Pause after each write.
-    pub pause: Duration,
-}
-
-/// Sends `head` (a request line and headers, without the blank line) and then `body` on a new
-/// connection to `port`, reading at the same time; returns as soon as a whole response has
-/// arrived or the connection is closed — so a server that answers before reading the body is
-/// seen answering, whatever happens to the rest of the body — and how long that took.
-pub async fn raw_exchange(port: u16, head: &str, body: Option<RawBody>) -> (RawOutcome, Duration) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let started = Instant::now();
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to the service");
-    let (mut reader, mut writer) = stream.into_split();
-    let head = format!("{head}\r\n\r\n");
-    let sending = tokio::spawn(async move {
-        writer.write_all(head.as_bytes()).await?;
-        if let Some(body) = body {
-            let chunk = vec![body.byte; body.chunk];
-            let mut left = body.total;
-            while left > 0 {
-                let now = usize::try_from(left.min(chunk.len() as u64)).unwrap();
-                writer.write_all(&chunk[..now]).await?;
-                left -= now as u64;
-                if !body.pause.is_zero() {
-                    tokio::time::sleep(body.pause).await;
-                }
-            }
-        }
-        // Keep the write half open: closing it could look like a client giving up.
-        std::future::pending::<()>().await;
-        Ok::<(), std::io::Error>(())
-    });
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 16 * 1024];
-    let outcome = loop {
-        if let Some(response) = parse_response(&received) {
-            break response;
-        }
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => break parse_response(&received).unwrap_or(RawOutcome::Closed),
-            Ok(read) => received.extend_from_slice(&buffer[..read]),
-        }
-    };
-    sending.abort();
-    (outcome, started.elapsed())
-}
-
-/// A whole HTTP/1.1 response with a `Content-Length` body, if `bytes` holds one.
-fn parse_response(bytes: &[u8]) -> Option<RawOutcome> {
-    let end = bytes.windows(4).position(|window| window == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let body = bytes.get(end + 4..end + 4 + length)?;
-    Some(RawOutcome::Response {
-        status,
-        body: String::from_utf8_lossy(body).into_owned(),
-    })
 }
 
 /// The status of source `id` in an export's `/status` detail.

@@ -13,7 +13,9 @@
 //!   bounds of RSS and CPU time.
 
 mod abuse;
+mod archive;
 mod broker_restart;
 mod harness;
+mod raw_http;
 mod s3_outage;
 mod service_kill;

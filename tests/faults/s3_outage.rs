@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::archive::{Expected, check_archive, csv_rows, sha256_hex};
 use crate::harness::{
-    Caller, Database, EXAMPLE_PSK, Expected, OTHER_PSK, S3Server, Service, base_settings,
-    check_archive, csv_rows, figure, sha256_hex, source_status, with,
+    Caller, Database, EXAMPLE_PSK, OTHER_PSK, S3Server, Service, base_settings, figure,
+    source_status, with,
 };
 
 /// How long S3 stays down at least: longer than the old retry window.

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::archive::{Expected, check_archive, csv_rows};
 use crate::harness::{
-    Caller, Database, EXAMPLE_PSK, Expected, S3Server, Service, base_settings, check_archive,
-    csv_rows, figure, with,
+    Caller, Database, EXAMPLE_PSK, S3Server, Service, base_settings, figure, with,
 };
 
 /// Rows of the generated source: about 50 MiB of CSV, whose archive is several 5 MiB parts.
