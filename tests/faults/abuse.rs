@@ -125,7 +125,7 @@ async fn megabytes_of_whitespace_to_a_plugin_bound_application_cost_little_cpu()
     let plugins = plugins_dir("csv_json.wasm", None);
     let service = Service::start(with(
         base_settings(&database, &s3),
-        &[("PLUGINS_DIR", plugins.to_str().unwrap())],
+        &[("PLUGINS_DIR", plugins.path().to_str().unwrap())],
     ))
     .await;
     let caller = Caller::user("org-faults", "alice");
@@ -171,7 +171,6 @@ async fn megabytes_of_whitespace_to_a_plugin_bound_application_cost_little_cpu()
         cpu < MAX_CPU,
         "the upload cost {cpu:?} of CPU (bound {MAX_CPU:?})"
     );
-    let _ = std::fs::remove_dir_all(plugins);
 }
 
 #[tokio::test]
@@ -306,7 +305,7 @@ async fn a_sleeping_plugin_is_stopped_within_its_deadline_and_the_next_upload_su
     let service = Service::start(with(
         base_settings(&database, &s3),
         &[
-            ("PLUGINS_DIR", plugins.to_str().unwrap()),
+            ("PLUGINS_DIR", plugins.path().to_str().unwrap()),
             ("PLUGIN_CALL_TIMEOUT", "2s"),
             ("PLUGIN_SESSION_TIMEOUT", "5s"),
         ],
@@ -373,5 +372,4 @@ async fn a_sleeping_plugin_is_stopped_within_its_deadline_and_the_next_upload_su
         "failed",
         "{detail}"
     );
-    let _ = std::fs::remove_dir_all(plugins);
 }

@@ -64,6 +64,30 @@ pub fn scratch_dir(what: &str) -> PathBuf {
     directory
 }
 
+/// A fresh path for a log file under the system's temporary directory (not created).
+fn log_path(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "exsvc-faults-{what}-{}.log",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// A scratch directory, removed when dropped.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Whether something accepts TCP connections on `port`.
 fn listening(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
@@ -272,7 +296,7 @@ impl Broker {
         let mut broker = Self {
             child: None,
             port: free_port(),
-            log: scratch_dir("kafka").with_extension("log"),
+            log: log_path("kafka"),
         };
         broker.restart().await;
         broker
@@ -528,7 +552,7 @@ impl Service {
             public: free_port(),
             private: free_port(),
             metrics: free_port(),
-            log: scratch_dir("service").with_extension("log"),
+            log: log_path("service"),
             client: reqwest::Client::new(),
         };
         service.restart().await;
@@ -843,7 +867,7 @@ impl Caller {
 
 /// A plugins directory binding `exampleApp` to `plugins/dist/<exampleapp_wasm>` and, if given,
 /// `otherApp` to another component.
-pub fn plugins_dir(example_app_wasm: &str, other_app_wasm: Option<&str>) -> PathBuf {
+pub fn plugins_dir(example_app_wasm: &str, other_app_wasm: Option<&str>) -> ScratchDir {
     let directory = scratch_dir("plugins");
     let component = |name: &str| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -864,7 +888,7 @@ pub fn plugins_dir(example_app_wasm: &str, other_app_wasm: Option<&str>) -> Path
     if let Some(other) = other_app_wasm {
         std::fs::write(directory.join("otherApp.wasm"), component(other)).unwrap();
     }
-    directory
+    ScratchDir(directory)
 }
 
 /// The status of source `id` in an export's `/status` detail.
