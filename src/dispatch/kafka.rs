@@ -1,6 +1,7 @@
 //! Publishing outbox events to Kafka with an idempotent producer (`acks=all`).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -14,6 +15,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use crate::config::KafkaConfig;
 use crate::domain::outbox::OutboxEvent;
 use crate::metrics::Metrics;
+
+/// Batches in a row without one acknowledgement after which the producer is replaced.
+const STUCK_BATCHES: u32 = 3;
 
 /// A Kafka client problem that is not about one message.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,8 @@ pub struct KafkaPublisher {
     /// producer id cannot send again).
     producer: Mutex<FutureProducer>,
     producer_config: ClientConfig,
+    /// Batches in a row of which no event was acknowledged.
+    failed_batches: AtomicU32,
     admin_config: ClientConfig,
     topic: String,
     create_topic_partitions: Option<i32>,
@@ -94,6 +100,7 @@ impl KafkaPublisher {
         Ok(Self {
             producer: Mutex::new(producer),
             producer_config,
+            failed_batches: AtomicU32::new(0),
             admin_config: base,
             topic: config.topic.clone(),
             create_topic_partitions: config.create_topic_partitions,
@@ -147,8 +154,12 @@ impl KafkaPublisher {
             .iter()
             .map(|event| self.publish_one(&producer, event));
         let results = join_all(deliveries).await;
-        if results.iter().any(Result::is_err) {
-            self.replace_if_failed_fatally();
+        drop(producer);
+        if results.iter().all(Result::is_err) {
+            let failed = self.failed_batches.fetch_add(1, Ordering::Relaxed) + 1;
+            self.replace_if_stuck(failed);
+        } else {
+            self.failed_batches.store(0, Ordering::Relaxed);
         }
         for result in &results {
             let counter = match result {
@@ -166,17 +177,29 @@ impl KafkaPublisher {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// After a fatal producer error (a broker that restarted without its state answers
-    /// `UnknownProducerId`, and librdkafka then refuses every message) the events would wait
-    /// forever: a new producer, with a new producer id, sends them again.
-    fn replace_if_failed_fatally(&self) {
+    /// Starts a new producer after a fatal error, or after [`STUCK_BATCHES`] batches in a
+    /// row without one acknowledgement. An idempotent producer whose broker restarted without
+    /// its state gets `UnknownProducerId` and retries inside librdkafka until every message
+    /// times out, however long the broker has been back (librdkafka#3009): a new producer, with
+    /// a new producer id, sends them. When the broker is simply down the new producer waits for
+    /// it like the old one; nothing is lost either way, the events stay in the outbox.
+    fn replace_if_stuck(&self, failed_batches: u32) {
         let mut producer = self.producer();
-        let Some((code, reason)) = producer.client().fatal_error() else {
-            return;
+        let reason = match producer.client().fatal_error() {
+            Some((code, reason)) => format!("fatal error {code}: {reason}"),
+            None if failed_batches >= STUCK_BATCHES => {
+                format!("{failed_batches} batches in a row without an acknowledgement")
+            }
+            None => return,
         };
-        tracing::error!(%code, %reason, "the Kafka producer failed fatally; starting a new one");
         match self.producer_config.create::<FutureProducer>() {
-            Ok(fresh) => *producer = fresh,
+            Ok(fresh) => {
+                tracing::warn!(%reason, "starting a new Kafka producer");
+                let stuck = std::mem::replace(&mut *producer, fresh);
+                self.failed_batches.store(0, Ordering::Relaxed);
+                // Dropping a producer flushes for up to half a second: not on the async workers.
+                tokio::task::spawn_blocking(move || drop(stuck));
+            }
             Err(error) => tracing::error!(%error, "cannot create a new Kafka producer"),
         }
     }

@@ -105,7 +105,6 @@ impl Drop for Collector {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a relay that recovers when the broker lost its producer ids (UnknownProducerId)"]
 async fn every_event_is_delivered_once_across_a_broker_restart() {
     let database = Database::create().await;
     let s3 = S3Server::start().await;
