@@ -66,7 +66,9 @@ impl Session for Sleeping {
                 return Ok(StepOutput::borrowed(chunk));
             }
         }
-        Err(PluginError::Failed("the wait ended: the host let it run".into()))
+        Err(PluginError::Failed(
+            "the wait ended: the host let it run".into(),
+        ))
     }
 
     fn finish(&mut self) -> Result<StepOutput<'_>, PluginError> {
