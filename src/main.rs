@@ -303,7 +303,9 @@ async fn clean(config: &Config) -> anyhow::Result<()> {
         .await
         .context("connecting to the object store")?;
     let keys = KeyLayout::new(&config.layout.source_key_template);
-    let report = Cleaner::new(pool, store, keys, config.data_path.clone())
+    // A one-shot pass: its counters are not served, only the report below is logged.
+    let metrics = export_service::metrics::Metrics::new();
+    let report = Cleaner::new(pool, store, keys, config.data_path.clone(), metrics)
         .run_once()
         .await
         .context("cleaning")?;

@@ -60,7 +60,8 @@ pub struct Metrics {
     pub upload_slots_in_use: IntGaugeVec,
     /// Packaging attempts that failed for a transient cause and were rescheduled.
     pub packaging_retries: IntCounter,
-    /// Age of the oldest packaging job that is due or waiting for a retry.
+    /// Age of the oldest packaging job not yet finished (due, being built or waiting for a
+    /// retry).
     pub packaging_oldest_waiting: Gauge,
     /// Object store operations that failed and are retried, by operation.
     pub store_retries: IntCounterVec,
@@ -234,7 +235,7 @@ impl Metrics {
         .expect("valid metric");
         let packaging_oldest_waiting = Gauge::new(
             "export_service_packaging_oldest_waiting_seconds",
-            "Age of the oldest packaging job that is due or waiting for a retry",
+            "Age of the oldest packaging job not yet finished",
         )
         .expect("valid metric");
         let store_retries = IntCounterVec::new(
@@ -305,6 +306,11 @@ impl Metrics {
             packaging_oldest_waiting,
             store_retries,
         }
+    }
+
+    /// Counts a request refused at `limit` (`export_service_refusals_total`).
+    pub fn refuse(&self, limit: &str) {
+        self.refusals.with_label_values(&[limit]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

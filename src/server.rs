@@ -277,6 +277,7 @@ fn spawn_workers(
             state.store.clone(),
             state.keys.clone(),
             config.data_path.clone(),
+            metrics.clone(),
         );
         workers.push(tokio::spawn(cleaner.run(interval, stop.clone())));
     }

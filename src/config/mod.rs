@@ -24,7 +24,7 @@ pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
 pub use registry::RegistryConfig;
 pub use secret::Secret;
 pub use settings::Settings;
-pub use sizing::{MemoryBudget, MemoryTerm};
+pub use sizing::{MemoryBudget, MemoryTerm, push_slots};
 pub use storage::{
     DEFAULT_STORED_EXPANSION, DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig,
 };

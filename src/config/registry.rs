@@ -42,7 +42,7 @@ pub(super) fn registry_config(reader: &Reader<'_>) -> Result<RegistryConfig, Con
             return Err(invalid(name, "must be at least 100ms".into()));
         }
     }
-    let max_component_mib: usize = reader.parsed("PLUGIN_MAX_COMPONENT_SIZE", 64)?;
+    let max_component_mib: usize = reader.parsed("PLUGIN_MAX_COMPONENT_SIZE", 32)?;
     if max_component_mib == 0 {
         return Err(invalid(
             "PLUGIN_MAX_COMPONENT_SIZE",

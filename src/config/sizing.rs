@@ -23,6 +23,9 @@ const UPLOAD_OVERHEAD_BYTES: u64 = 2 * MIB;
 /// read into a part.
 const PLUGIN_OUTPUT_COPIES: u64 = 5;
 
+/// Room for a self-test sample in a JSON push, besides the component.
+pub const PUSH_SAMPLE_BYTES: u64 = 16 * MIB;
+
 /// Buffers of one archive job besides its parts: the DEFLATE state, the 128 KiB read and output
 /// buffers, the 1 MiB chunk being filled, four queued towards the store and one being read.
 const PACKAGING_OVERHEAD_BYTES: u64 = 8 * MIB;
@@ -43,6 +46,33 @@ pub struct MemoryTerm {
 pub struct MemoryBudget {
     /// The terms, in the order docs/OPERATIONS.md lists them.
     pub terms: Vec<MemoryTerm>,
+}
+
+/// What one upload slot may hold at most under `config`: its two parts, its buffers, a plugin
+/// session and that session's output in flight.
+pub fn slot_bytes(config: &Config) -> u64 {
+    let limits = &config.data_path.plugin_limits;
+    2 * config.layout.part_size as u64
+        + UPLOAD_OVERHEAD_BYTES
+        + limits.memory_bytes as u64
+        + PLUGIN_OUTPUT_COPIES * limits.output_bytes_per_call as u64
+}
+
+/// What an admin push may hold at most: its body (base64 in JSON is 4/3 of the component, plus
+/// room for a self-test sample), the decoded component, and the compiler's working memory
+/// (taken as twice the component).
+pub fn push_bytes(config: &Config) -> u64 {
+    let component = config.registry.max_component_bytes as u64;
+    component / 3 * 4 + PUSH_SAMPLE_BYTES + component + 2 * component
+}
+
+/// The upload slots an admin push takes while it reads and compiles its component, so that
+/// the worst case above holds during a push too (at most every slot of the replica).
+pub fn push_slots(config: &Config) -> usize {
+    let slots = push_bytes(config).div_ceil(slot_bytes(config).max(1));
+    usize::try_from(slots)
+        .unwrap_or(usize::MAX)
+        .clamp(1, config.data_path.max_concurrent_uploads)
 }
 
 impl MemoryBudget {
@@ -183,6 +213,10 @@ mod tests {
             total(&[("MAX_CONNECTIONS", &connections)]) - base,
             3 * MAX_REQUEST_HEAD_BYTES as u64
         );
+        // A push borrows enough upload slots to cover what it holds.
+        let push = push_slots(&defaults) as u64;
+        assert!(push * slot_bytes(&defaults) >= push_bytes(&defaults));
+        assert!(push_slots(&defaults) <= defaults.data_path.max_concurrent_uploads);
         // A replica that does not package holds no archive job.
         assert_eq!(
             base - total(&[("PACKAGING_WORKER", "false")]),

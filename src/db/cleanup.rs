@@ -96,15 +96,18 @@ impl CleanupRepository {
     pub async fn deletion_failed(
         &self,
         prefix: &str,
-        delay: Duration,
+        max_delay: Duration,
         error: &str,
     ) -> Result<(), DbError> {
+        // Half a second doubling with each attempt, up to `max_delay`.
         sqlx::query(
-            "UPDATE object_deletions SET available_at = now() + make_interval(secs => $2), last_error = $3 \
+            "UPDATE object_deletions SET available_at = now() + make_interval(secs => \
+                 least($2, 0.5 * power(2, least(greatest(attempts, 1), 30) - 1))), \
+                 last_error = $3 \
              WHERE prefix = $1",
         )
         .bind(prefix)
-        .bind(delay.as_secs_f64())
+        .bind(max_delay.as_secs_f64())
         .bind(error)
         .execute(&self.pool)
         .await?;

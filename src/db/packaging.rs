@@ -130,17 +130,25 @@ impl JobRepository {
         Ok(())
     }
 
-    /// Gives up on a job that keeps failing: the export fails (so it does not hang) and the job
-    /// closes with the last error.
-    pub async fn give_up(&self, export_id: Uuid, error: &str) -> Result<(), DbError> {
+    /// Gives up on a job that cannot succeed: the export fails (so it does not hang) and the
+    /// job closes with the reason — only while this worker's claim is the current one (a
+    /// worker whose claim lapsed must not fail a job another worker is building).
+    pub async fn give_up(&self, job: ClaimedJob, error: &str) -> Result<(), DbError> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE package_jobs SET finished_at = now(), last_error = $2 WHERE export_id = $1",
+        let closed = sqlx::query(
+            "UPDATE package_jobs SET finished_at = now(), last_error = $3 \
+             WHERE export_id = $1 AND attempts = $2 AND finished_at IS NULL",
         )
-        .bind(export_id)
+        .bind(job.export_id)
+        .bind(job.attempts)
         .bind(error)
         .execute(&mut *transaction)
-        .await?;
+        .await?
+        .rows_affected();
+        if closed == 0 {
+            return Ok(());
+        }
+        let export_id = job.export_id;
         sqlx::query(
             "UPDATE exports SET status = 'failed', completed_at = now(), updated_at = now() \
              WHERE id = $1 AND status IN ('pending', 'running')",
@@ -152,20 +160,22 @@ impl JobRepository {
         Ok(())
     }
 
-    /// Makes a failed job due again after `delay`.
+    /// Makes a failed job due again after `delay` — only while this worker's claim is the
+    /// current one (a lapsed claim must not move another worker's).
     pub async fn retry_later(
         &self,
-        export_id: Uuid,
+        job: ClaimedJob,
         delay: Duration,
         error: &str,
     ) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE package_jobs SET available_at = now() + make_interval(secs => $2), last_error = $3 \
-             WHERE export_id = $1 AND finished_at IS NULL",
+             WHERE export_id = $1 AND attempts = $4 AND finished_at IS NULL",
         )
-        .bind(export_id)
+        .bind(job.export_id)
         .bind(delay.as_secs_f64())
         .bind(error)
+        .bind(job.attempts)
         .execute(&self.pool)
         .await?;
         Ok(())

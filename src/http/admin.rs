@@ -20,6 +20,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody, Violation};
+use crate::config::push_slots;
 use crate::db::plugins::{BindingRecord, PluginVersion};
 use crate::domain::Format;
 use crate::plugin_host::binding::ANY_RESOURCE;
@@ -27,6 +28,8 @@ use crate::registry::{Registry, RegistryError, SelfTest, SelfTestReport};
 
 /// Where the admin API is mounted.
 pub const ADMIN_BASE: &str = "/admin/v1";
+/// The holder of the upload slots a push borrows (the `application` label of the gauge).
+const PUSH_HOLDER: &str = "(admin push)";
 /// The header naming the operator making a change (recorded in the history).
 pub const OPERATOR_HEADER: &str = "x-admin-user";
 
@@ -74,16 +77,30 @@ struct Gate {
 /// its large body (others wait, holding only their connection).
 async fn authenticate_first(State(gate): State<Gate>, request: Request, next: Next) -> Response {
     if let Err(refusal) = operator(&gate.state, request.headers()) {
-        gate.state
-            .metrics
-            .refusals
-            .with_label_values(&["admin_token"])
-            .inc();
+        gate.state.metrics.refuse("admin_token");
         return refusal.into_response();
     }
     if request.method() == Method::POST && request.uri().path().ends_with("/plugins") {
         let Ok(_permit) = gate.pushes.clone().acquire_owned().await else {
             return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+        };
+        // A push holds as much memory as several uploads: it borrows their slots, so the
+        // replica's worst case (docs/OPERATIONS.md, "Sizing") holds during a push too.
+        let count = push_slots(&gate.state.config);
+        let _slots = match gate.state.upload_slots.try_take_many(PUSH_HOLDER, count) {
+            Ok(slots) => slots,
+            Err(_) => {
+                gate.state.metrics.refuse("upload_slots");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "a push needs {count} of this replica's upload slots \
+                         (MAX_CONCURRENT_UPLOADS) and uploads hold them now; retry shortly"
+                    ),
+                )
+                .retry_after(5)
+                .into_response();
+            }
         };
         return next.run(request).await;
     }

@@ -313,8 +313,12 @@ pub async fn delete_export(
     }
     tracing::info!("export deleted");
     // The objects go now if the store answers; otherwise the cleaner retries.
-    let (store, cleanup) = (state.store.clone(), state.cleanup.clone());
-    tokio::spawn(async move { remove_objects(&store, &cleanup, &prefix).await });
+    let (store, cleanup, metrics) = (
+        state.store.clone(),
+        state.cleanup.clone(),
+        state.metrics.clone(),
+    );
+    tokio::spawn(async move { remove_objects(&store, &cleanup, &prefix, &metrics).await });
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

@@ -231,11 +231,7 @@ pub async fn upload(
         .and_then(|value| value.parse().ok());
     if declared.is_some_and(|length| length > limit) {
         state.metrics.failed_uploads.inc();
-        state
-            .metrics
-            .refusals
-            .with_label_values(&["payload_size"])
-            .inc();
+        state.metrics.refuse("payload_size");
         return Err(too_large());
     }
     refuse_without_its_plugin(&state, &target)?;
@@ -397,11 +393,7 @@ pub async fn upload(
             // Like data that does not convert: the same bytes would be refused again, so the
             // source fails with the reason the tenant sees.
             state.metrics.failed_uploads.inc();
-            state
-                .metrics
-                .refusals
-                .with_label_values(&["stored_size"])
-                .inc();
+            state.metrics.refuse("stored_size");
             let message = format!(
                 "upload rejected: the data as stored would exceed {limit} bytes \
                  (MAX_PAYLOAD_SIZE × MAX_STORED_EXPANSION); upload it in the export's format \
@@ -421,11 +413,7 @@ pub async fn upload(
             state.metrics.failed_uploads.inc();
             tracing::warn!(error = %error, "upload not stored");
             if let IngestError::TooLarge { .. } = error {
-                state
-                    .metrics
-                    .refusals
-                    .with_label_values(&["payload_size"])
-                    .inc();
+                state.metrics.refuse("payload_size");
             }
             if state
                 .sources
@@ -531,11 +519,7 @@ fn upload_in_progress() -> ApiError {
 /// Takes an upload slot for `application`, or refuses with 503 naming the limit reached.
 fn take_upload_slot(state: &AppState, application: &str) -> Result<UploadSlot, ApiError> {
     state.upload_slots.try_take(application).map_err(|refusal| {
-        state
-            .metrics
-            .refusals
-            .with_label_values(&[refusal.metric_label()])
-            .inc();
+        state.metrics.refuse(refusal.metric_label());
         tracing::info!(application, reason = %refusal, "upload refused: no slot");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(2)
     })
@@ -550,11 +534,7 @@ async fn upload_too_slow(
     max_duration: std::time::Duration,
 ) -> ApiError {
     state.metrics.failed_uploads.inc();
-    state
-        .metrics
-        .refusals
-        .with_label_values(&["upload_duration"])
-        .inc();
+    state.metrics.refuse("upload_duration");
     tracing::info!(
         source_id = %target.source_id,
         limit_ms = max_duration.as_millis(),

@@ -67,7 +67,7 @@ pub async fn serve<S>(
             () = &mut stopping => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            metrics.refusals.with_label_values(&["connections"]).inc();
+            metrics.refuse("connections");
             tracing::debug!(
                 listener = name,
                 max_connections = limits.max_connections,

@@ -102,6 +102,36 @@ impl UploadSlots {
         })
     }
 
+    /// Takes `count` of the replica's slots for `holder`, work that holds as much memory as
+    /// that many uploads (an admin push), outside any application's share; all or none.
+    pub fn try_take_many(
+        self: &Arc<Self>,
+        holder: &str,
+        count: usize,
+    ) -> Result<Vec<UploadSlot>, SlotRefusal> {
+        let mut taken = self
+            .taken
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if taken.total + count > self.total_limit {
+            return Err(SlotRefusal::Replica {
+                limit: self.total_limit,
+            });
+        }
+        let held = taken.by_application.get(holder).copied().unwrap_or(0) + count;
+        taken.total += count;
+        taken.by_application.insert(holder.to_owned(), held);
+        self.gauge
+            .with_label_values(&[holder])
+            .set(gauge_value(held));
+        Ok((0..count)
+            .map(|_| UploadSlot {
+                slots: self.clone(),
+                application: holder.to_owned(),
+            })
+            .collect())
+    }
+
     fn give_back(&self, application: &str) {
         let mut taken = self
             .taken

@@ -175,7 +175,7 @@ impl Packager {
                 match next_step(&error, job, self.settings) {
                     NextStep::Fail(reason) => {
                         tracing::error!(error = %error, %reason, "packaging failed for good; failing the export");
-                        if let Err(db_error) = self.jobs.give_up(job.export_id, &reason).await {
+                        if let Err(db_error) = self.jobs.give_up(job, &reason).await {
                             tracing::error!(error = %db_error, "cannot record the packaging failure; the job will be retried");
                         }
                     }
@@ -188,10 +188,8 @@ impl Packager {
                                 .inc();
                         }
                         tracing::warn!(error = %error, retry_in_ms = delay.as_millis(), "packaging failed; will retry");
-                        if let Err(db_error) = self
-                            .jobs
-                            .retry_later(job.export_id, delay, &error.to_string())
-                            .await
+                        if let Err(db_error) =
+                            self.jobs.retry_later(job, delay, &error.to_string()).await
                         {
                             tracing::warn!(error = %db_error, "cannot reschedule; the lease will");
                         }

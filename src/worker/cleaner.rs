@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::DataPathConfig;
 use crate::db::{CleanupRepository, DbError, SourceRepository};
-use crate::dispatch::relay::retry_delay;
+use crate::metrics::Metrics;
 use crate::storage::{KeyLayout, ObjectStore};
 
 /// The error code given to sources that timed out.
@@ -38,12 +38,20 @@ pub struct Cleaner {
     store: ObjectStore,
     keys: KeyLayout,
     config: DataPathConfig,
+    metrics: Metrics,
 }
 
 impl Cleaner {
     /// A cleaner over the given stores.
-    pub fn new(pool: PgPool, store: ObjectStore, keys: KeyLayout, config: DataPathConfig) -> Self {
+    pub fn new(
+        pool: PgPool,
+        store: ObjectStore,
+        keys: KeyLayout,
+        config: DataPathConfig,
+        metrics: Metrics,
+    ) -> Self {
         Self {
+            metrics,
             cleanup: CleanupRepository::new(pool.clone()),
             sources: SourceRepository::new(pool),
             store,
@@ -87,7 +95,7 @@ impl Cleaner {
                 break;
             }
             for prefix in &prefixes {
-                if remove_objects(&self.store, &self.cleanup, prefix).await {
+                if remove_objects(&self.store, &self.cleanup, prefix, &self.metrics).await {
                     report.prefixes_deleted += 1;
                 } else {
                     report.prefixes_deferred += 1;
@@ -124,6 +132,7 @@ pub async fn remove_objects(
     store: &ObjectStore,
     cleanup: &CleanupRepository,
     prefix: &str,
+    metrics: &Metrics,
 ) -> bool {
     match store.delete_prefix(prefix).await {
         Ok(deleted) => {
@@ -135,9 +144,10 @@ pub async fn remove_objects(
         }
         Err(error) => {
             tracing::warn!(error = %error, prefix, "cannot delete objects yet; the cleaner will retry");
-            let delay = retry_delay(3, Duration::from_secs(600));
+            metrics.store_retries.with_label_values(&["delete"]).inc();
+            // Retried for as long as it takes, each wait twice the last up to ten minutes.
             if let Err(db_error) = cleanup
-                .deletion_failed(prefix, delay, &error.to_string())
+                .deletion_failed(prefix, Duration::from_secs(600), &error.to_string())
                 .await
             {
                 tracing::warn!(error = %db_error, prefix, "cannot reschedule the deletion");

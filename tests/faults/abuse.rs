@@ -171,6 +171,11 @@ async fn megabytes_of_whitespace_to_a_plugin_bound_application_cost_little_cpu()
         cpu < MAX_CPU,
         "the upload cost {cpu:?} of CPU (bound {MAX_CPU:?})"
     );
+    let growth_mib = after.peak_rss_kib.saturating_sub(before.rss_kib) / 1024;
+    assert!(
+        growth_mib < 32,
+        "20 MiB of spaces grew the service by {growth_mib} MiB (bound 32)"
+    );
 }
 
 #[tokio::test]
@@ -217,6 +222,7 @@ async fn a_trickling_upload_is_cut_at_the_upload_time_limit() {
         took < Duration::from_secs(15),
         "cut at about 3 s, not after {took:?}"
     );
+    assert_cpu_within("trickle_upload", after.cpu - before.cpu);
     // The source is free again: a proper upload succeeds.
     let reply = service
         .upload(
@@ -295,6 +301,16 @@ async fn a_slowloris_connection_is_closed_after_the_header_read_timeout() {
         "CPU time (ms)",
         (after.cpu - before.cpu).as_millis(),
     );
+    assert_cpu_within("slowloris", after.cpu - before.cpu);
+}
+
+/// A generous bound on the service's CPU time for a case that should cost next to nothing
+/// (tens of milliseconds measured): holding a connection or a slot must not mean working.
+fn assert_cpu_within(case: &str, cpu: Duration) {
+    assert!(
+        cpu < Duration::from_secs(2),
+        "{case} cost the service {cpu:?} of CPU (bound 2 s)"
+    );
 }
 
 #[tokio::test]
@@ -352,6 +368,8 @@ async fn a_sleeping_plugin_is_stopped_within_its_deadline_and_the_next_upload_su
         took < Duration::from_secs(10),
         "stopped at about its 2 s deadline, not after {took:?}"
     );
+    // The sleeper waits rather than spins: its deadline costs time, not CPU.
+    assert_cpu_within("sleeper_plugin", after.cpu - before.cpu);
 
     let reply = service
         .upload(

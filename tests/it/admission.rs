@@ -83,3 +83,72 @@ async fn an_upload_or_error_report_with_a_bad_key_is_refused_before_its_body_is_
         assert_eq!(status, "HTTP/1.1 401 Unauthorized", "{action}");
     }
 }
+
+#[tokio::test]
+async fn a_push_borrows_upload_slots_for_the_memory_it_holds() {
+    const TOKEN: &str = "an-operator-token-of-some-length";
+    let app = TestApp::spawn_with(&[("ADMIN_TOKEN", TOKEN), ("MAX_CONCURRENT_UPLOADS", "2")]).await;
+    let caller = crate::helpers::Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            crate::helpers::export_request("slots", "csv", &[("exampleApp", "exampleResource")]),
+        )
+        .await;
+    let (export, source) = (
+        created["id"].as_str().unwrap(),
+        created["sources"][0]["id"].as_str().unwrap(),
+    );
+    // An upload that has sent its head and part of its body holds one of the two slots.
+    let mut upload = tokio::net::TcpStream::connect(app.private).await.unwrap();
+    let head = format!(
+        "POST /app/export/v1/{export}/exampleApp/{source}/upload HTTP/1.1\r\nHost: test\r\n\
+         x-rh-exports-psk: psk-example\r\nContent-Type: text/csv\r\nContent-Length: 1000000\r\n\r\n\
+         id,name\n"
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    let push = |app: &TestApp| {
+        app.client
+            .post(format!("http://{}/admin/v1/plugins", app.private))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/wasm")
+            .body(crate::helpers::plugin_component("csv_json.wasm"))
+            .send()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = push(&app).await.unwrap();
+        if refused.status() == 503 {
+            let body: serde_json::Value = refused.json().await.unwrap();
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("MAX_CONCURRENT_UPLOADS"),
+                "{body}"
+            );
+            break;
+        }
+        // The upload may not hold its slot yet.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the push was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The upload goes away: its slot comes back and the push gets in.
+    drop(upload);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = push(&app).await.unwrap().status().as_u16();
+        if status == 201 || status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
