@@ -1253,6 +1253,21 @@ async fn only_the_current_claim_can_record_an_archive() {
             .unwrap(),
         "the stale claim cannot extend"
     );
+    // Nor reschedule the current claim, nor fail the export under it.
+    jobs.retry_later(first, Duration::ZERO, "stale")
+        .await
+        .unwrap();
+    jobs.give_up(first, "stale").await.unwrap();
+    assert!(
+        jobs.claim(Duration::from_secs(60)).await.unwrap().is_none(),
+        "the current claim stands"
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM exports WHERE id = $1::uuid")
+        .bind(&export)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "running", "a stale worker cannot fail the export");
     let archive = |attempt: i32| Archive {
         key: format!("org-1/{export}/{export}.{attempt}.zip"),
         bytes: 1,
