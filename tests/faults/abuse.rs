@@ -391,3 +391,135 @@ async fn a_sleeping_plugin_is_stopped_within_its_deadline_and_the_next_upload_su
         "{detail}"
     );
 }
+
+#[tokio::test]
+async fn a_long_column_name_over_tiny_rows_stops_at_the_stored_size_limit() {
+    let database = Database::create().await;
+    let s3 = S3Server::start().await;
+    // Stored bytes are bounded at 16 MiB × 2 = 32 MiB.
+    let service = Service::start(with(
+        base_settings(&database, &s3),
+        &[("MAX_PAYLOAD_SIZE", "16"), ("MAX_STORED_EXPANSION", "2")],
+    ))
+    .await;
+    let caller = Caller::user("org-faults", "alice");
+    let (export, sources) = service
+        .create_export(&caller, "json", &[("exampleApp", "exampleResource")])
+        .await;
+    // 8 MiB of CSV whose 64 KiB column name is repeated in every JSON record: unbounded, it
+    // would store about 256 GiB.
+    let mut csv = "c".repeat(64 * 1024).into_bytes();
+    csv.push(b'\n');
+    while csv.len() < 8 * MIB as usize {
+        csv.extend_from_slice(b"1\n");
+    }
+    let before = service.usage();
+    service.reset_peak_rss();
+    let started = Instant::now();
+    let reply = service
+        .upload(
+            &export,
+            "exampleApp",
+            &sources[0],
+            EXAMPLE_PSK,
+            "text/csv",
+            csv,
+        )
+        .await;
+    let took = started.elapsed();
+    let after = service.usage();
+    let growth_mib = after.peak_rss_kib.saturating_sub(before.rss_kib) / 1024;
+    let cpu = after.cpu - before.cpu;
+    figure("expansion_bomb", "refused after (ms)", took.as_millis());
+    figure("expansion_bomb", "CPU time (ms)", cpu.as_millis());
+    figure("expansion_bomb", "peak RSS growth (MiB)", growth_mib);
+    assert_json_error(reply.status, &reply.text, 413, "MAX_STORED_EXPANSION");
+    assert!(
+        growth_mib < 64,
+        "converting grew the service by {growth_mib} MiB (bound 64)"
+    );
+    assert!(
+        cpu < Duration::from_secs(10),
+        "the refusal cost {cpu:?} of CPU (bound 10 s)"
+    );
+    assert!(
+        s3.list(&format!("org-faults/{export}/")).await.is_empty(),
+        "nothing of the refused upload is stored"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_flood_is_capped_and_the_probes_keep_answering() {
+    const CAP: usize = 100;
+    let database = Database::create().await;
+    let s3 = S3Server::start().await;
+    let cap = CAP.to_string();
+    let service = Service::start(with(
+        base_settings(&database, &s3),
+        &[("MAX_CONNECTIONS", cap.as_str())],
+    ))
+    .await;
+    let before = service.usage();
+    service.reset_peak_rss();
+    // Three times the cap of silent connections to the public port.
+    let mut flood = Vec::new();
+    for _ in 0..3 * CAP {
+        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", service.public)).await {
+            flood.push(stream);
+        }
+    }
+    // The ones beyond the cap are closed at once: a read sees the end.
+    let mut closed = 0;
+    for stream in &mut flood {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(20), stream.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    figure("connection_flood", "connections closed of 300", closed);
+    assert!(
+        closed >= 2 * CAP - 10,
+        "only {closed} of {} connections beyond the cap were closed",
+        2 * CAP
+    );
+    // The metrics listener has its own cap: probes keep answering during the flood.
+    let probe = service
+        .client
+        .get(format!("http://127.0.0.1:{}/healthz", service.metrics))
+        .send()
+        .await
+        .expect("the probe answers");
+    assert_eq!(probe.status(), 200);
+    let after = service.usage();
+    let growth_mib = after.peak_rss_kib.saturating_sub(before.rss_kib) / 1024;
+    figure("connection_flood", "peak RSS growth (MiB)", growth_mib);
+    figure(
+        "connection_flood",
+        "CPU time (ms)",
+        (after.cpu - before.cpu).as_millis(),
+    );
+    assert!(
+        growth_mib < 32,
+        "the flood grew the service by {growth_mib} MiB"
+    );
+    assert_cpu_within("connection_flood", after.cpu - before.cpu);
+    // Once the flood is gone, the public API serves again.
+    drop(flood);
+    let caller = Caller::user("org-faults", "alice");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = service
+            .client
+            .get(service.url("/api/export/v1/exports"))
+            .header("x-rh-identity", caller.header())
+            .send()
+            .await;
+        if matches!(&answer, Ok(response) if response.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the public API never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
