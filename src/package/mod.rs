@@ -409,9 +409,14 @@ pub async fn build_archive(
         Ok::<_, PackageError>(summary)
     };
     let consumer = async {
+        // Bytes taken by the store count as progress too: a slow store that keeps accepting
+        // parts keeps the claim.
         let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
             match receiver.recv().await {
-                Some(Message::Chunk(bytes)) => Some((Ok(bytes), receiver)),
+                Some(Message::Chunk(bytes)) => {
+                    progress.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    Some((Ok(bytes), receiver))
+                }
                 Some(Message::Done) => None,
                 // The producer stopped without finishing: never store a truncated archive.
                 None => Some((
