@@ -203,6 +203,18 @@ impl S3Server {
         );
     }
 
+    /// Freezes (`true`, SIGSTOP) or thaws (`false`, SIGCONT) the server: frozen, it accepts
+    /// connections (the kernel does) but never answers — a hung store, not a dead one.
+    pub fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("the S3 server is running");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Starts the server (again) on the same port and data directory and waits until it listens.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "the S3 server is already running");
