@@ -109,29 +109,16 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// Marker carried inside `io::Error` so the limit can be told from other read errors.
-#[derive(Debug)]
-struct LimitExceeded;
-
-impl std::fmt::Display for LimitExceeded {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("size limit exceeded")
-    }
+/// Marker carried inside `io::Error` so a limit can be told from other read errors.
+#[derive(Debug, thiserror::Error)]
+enum Exceeded {
+    /// The body passed `Limits::max_bytes`.
+    #[error("size limit exceeded")]
+    Payload,
+    /// The stored bytes would pass `Limits::max_stored_bytes`.
+    #[error("stored size limit exceeded")]
+    Stored,
 }
-
-impl std::error::Error for LimitExceeded {}
-
-/// Marker carried inside `io::Error` when the stored bytes would pass their limit.
-#[derive(Debug)]
-struct StoredLimitExceeded;
-
-impl std::fmt::Display for StoredLimitExceeded {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("stored size limit exceeded")
-    }
-}
-
-impl std::error::Error for StoredLimitExceeded {}
 
 /// Streams `body` into `key`. `uploaded_format` is what the `Content-Type` said (sniffed when
 /// `None`), used to count rows; `stored_format` is the export's format, the object's type.
@@ -290,15 +277,18 @@ fn classify_body_error(error: io::Error, limits: Limits) -> IngestError {
         {
             return IngestError::Plugin(failure.clone());
         }
-        if inner.is::<LimitExceeded>() {
-            return IngestError::TooLarge {
-                limit_mib: limits.max_bytes / (1024 * 1024),
-            };
-        }
-        if inner.is::<StoredLimitExceeded>() {
-            return IngestError::StoredTooLarge {
-                limit: limits.max_stored_bytes,
-            };
+        match inner.downcast_ref::<Exceeded>() {
+            Some(Exceeded::Payload) => {
+                return IngestError::TooLarge {
+                    limit_mib: limits.max_bytes / (1024 * 1024),
+                };
+            }
+            Some(Exceeded::Stored) => {
+                return IngestError::StoredTooLarge {
+                    limit: limits.max_stored_bytes,
+                };
+            }
+            None => {}
         }
         if let Some(Rejected(reason)) = inner.downcast_ref::<Rejected>() {
             return IngestError::Rejected(reason.clone());
@@ -331,7 +321,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
         if let Poll::Ready(Ok(())) = polled {
             let fresh = (buffer.filled().len() - before) as u64;
             if this.seen.fetch_add(fresh, Ordering::Relaxed) + fresh > this.limit {
-                return Poll::Ready(Err(io::Error::other(LimitExceeded)));
+                return Poll::Ready(Err(io::Error::other(Exceeded::Payload)));
             }
         }
         polled
@@ -391,7 +381,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Inspector<R> {
                 let fresh = &buffer.filled()[before..];
                 this.bytes += fresh.len() as u64;
                 if this.bytes > this.max_bytes {
-                    return Poll::Ready(Err(io::Error::other(StoredLimitExceeded)));
+                    return Poll::Ready(Err(io::Error::other(Exceeded::Stored)));
                 }
                 this.hasher.update(fresh);
                 this.rows.feed(fresh);
