@@ -9,26 +9,20 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 /// Where the admin API is and who is calling it.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct AdminTarget {
     /// The internal listener of any replica.
     #[arg(
         long,
         env = "EXPORT_ADMIN_URL",
-        default_value = "http://127.0.0.1:10000",
-        global = true
+        default_value = "http://127.0.0.1:10000"
     )]
     admin_url: String,
     /// The operators' token (ADMIN_TOKEN of the service).
-    #[arg(
-        long,
-        env = "EXPORT_ADMIN_TOKEN",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "EXPORT_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Who is making the change (recorded in the binding history).
-    #[arg(long = "as", env = "EXPORT_ADMIN_USER", global = true)]
+    #[arg(long = "as", env = "EXPORT_ADMIN_USER")]
     operator: Option<String>,
 }
 
@@ -37,6 +31,8 @@ pub struct AdminTarget {
 pub enum AdminCommand {
     /// Upload a plugin version (name and version come from the component's `describe`).
     Push {
+        #[command(flatten)]
+        target: AdminTarget,
         /// The component (.wasm).
         component: PathBuf,
         /// A sample to self-test the component on before it is accepted.
@@ -54,13 +50,20 @@ pub enum AdminCommand {
     },
     /// List plugin versions (of one plugin when named).
     List {
+        #[command(flatten)]
+        target: AdminTarget,
         /// A plugin's name.
         name: Option<String>,
     },
     /// List the bindings in force.
-    Bindings,
+    Bindings {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// Bind an application (or one resource) to a plugin version.
     Bind {
+        #[command(flatten)]
+        target: AdminTarget,
         /// The application.
         application: String,
         /// The plugin's name.
@@ -76,6 +79,8 @@ pub enum AdminCommand {
     },
     /// Remove an application's binding.
     Unbind {
+        #[command(flatten)]
+        target: AdminTarget,
         /// The application.
         application: String,
         /// One resource (default: the binding of every resource).
@@ -84,6 +89,8 @@ pub enum AdminCommand {
     },
     /// Bind the previous version again.
     Rollback {
+        #[command(flatten)]
+        target: AdminTarget,
         /// The application.
         application: String,
         /// One resource (default: the binding of every resource).
@@ -92,11 +99,15 @@ pub enum AdminCommand {
     },
     /// Show an application's binding changes, newest first.
     History {
+        #[command(flatten)]
+        target: AdminTarget,
         /// The application.
         application: String,
     },
     /// Delete a plugin version (refused while it is bound).
     Rm {
+        #[command(flatten)]
+        target: AdminTarget,
         /// The plugin's name.
         plugin: String,
         /// The version.
@@ -104,12 +115,28 @@ pub enum AdminCommand {
     },
 }
 
+impl AdminCommand {
+    /// The replica and operator the command is for.
+    fn target(&self) -> &AdminTarget {
+        match self {
+            Self::Push { target, .. }
+            | Self::List { target, .. }
+            | Self::Bindings { target }
+            | Self::Bind { target, .. }
+            | Self::Unbind { target, .. }
+            | Self::Rollback { target, .. }
+            | Self::History { target, .. }
+            | Self::Rm { target, .. } => target,
+        }
+    }
+}
+
 /// Runs one registry command.
-pub fn run(target: AdminTarget, command: AdminCommand) -> anyhow::Result<()> {
+pub fn run(command: AdminCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(execute(Client::new(target)?, command))
+    runtime.block_on(execute(Client::new(command.target().clone())?, command))
 }
 
 struct Client {
@@ -246,6 +273,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
             from,
             to,
             sample_config,
+            ..
         } => {
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("reading {}", component.display()))?;
@@ -284,7 +312,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
                 ));
             }
         }
-        AdminCommand::List { name } => {
+        AdminCommand::List { name, .. } => {
             let path = match &name {
                 Some(name) => format!("/plugins/{}", segment(name)),
                 None => "/plugins".into(),
@@ -312,7 +340,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
                 ));
             }
         }
-        AdminCommand::Bindings => {
+        AdminCommand::Bindings { .. } => {
             let listed = client
                 .call(Method::GET, "/bindings", None)
                 .await?
@@ -328,6 +356,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
             version,
             resource,
             config,
+            ..
         } => {
             let config = config.as_ref().map(read_json).transpose()?;
             let body = json!({"plugin": plugin, "version": version, "resource": resource, "config": config});
@@ -346,6 +375,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Unbind {
             application,
             resource,
+            ..
         } => {
             client
                 .call(
@@ -363,6 +393,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Rollback {
             application,
             resource,
+            ..
         } => {
             let bound = client
                 .call(
@@ -380,7 +411,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
             binding_header();
             print_binding(&bound);
         }
-        AdminCommand::History { application } => {
+        AdminCommand::History { application, .. } => {
             let listed = client
                 .call(
                     Method::GET,
@@ -394,7 +425,9 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
                 print_binding(binding);
             }
         }
-        AdminCommand::Rm { plugin, version } => {
+        AdminCommand::Rm {
+            plugin, version, ..
+        } => {
             client
                 .call(
                     Method::DELETE,

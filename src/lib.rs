@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod demo;
 pub mod dispatch;
 pub mod domain;

@@ -11,6 +11,7 @@ mod demo_cli;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use export_service::config::Config;
+use export_service::delivery::trial;
 use export_service::domain::Format;
 use export_service::plugin_host::tool;
 use export_service::server::{BoundService, shutdown_signal};
@@ -42,8 +43,6 @@ enum Command {
     /// Plugin tools: check and run components offline (no database needed), and manage the
     /// registry through the admin API (push, list, bindings, bind, unbind, rollback, history, rm).
     Plugin {
-        #[command(flatten)]
-        target: admin_cli::AdminTarget,
         #[command(subcommand)]
         command: PluginCommand,
     },
@@ -62,25 +61,38 @@ enum PluginCommand {
         /// The component (.wasm).
         component: PathBuf,
     },
-    /// Run a component over a sample file exactly as the service would.
+    /// Run a sample upload through the service's own pipeline with a component bound: the
+    /// plugin, the default conversion, the binding's JSON Schema, the violation cap and the row
+    /// count, judged as the service would. Exits 1 when the service would refuse the upload.
     Run {
         /// The component (.wasm).
         component: PathBuf,
         /// The sample upload.
         #[arg(long)]
         input: PathBuf,
-        /// Format of the sample: csv or json.
+        /// Format of the sample, as its Content-Type would say: csv or json (default: told
+        /// from its first character, as the service does).
         #[arg(long, value_parser = parse_format)]
-        from: Format,
-        /// Format to produce: csv or json.
+        from: Option<Format>,
+        /// The export's format, which is stored: csv or json.
         #[arg(long, value_parser = parse_format)]
         to: Format,
-        /// The binding's configuration (JSON), if the plugin takes one.
+        /// The binding's configuration (JSON), if the plugin takes one; its "schema" is
+        /// checked as the service checks it.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Where to write the output (default: report only its size).
+        /// The application the plugin is bound to.
+        #[arg(long, default_value = "local")]
+        application: String,
+        /// The resource requested.
+        #[arg(long, default_value = "local")]
+        resource: String,
+        /// Where to write what would be stored (default: report only its size).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Print the report as one JSON object (for CI) instead of lines for a person.
+        #[arg(long)]
+        json: bool,
     },
     #[command(flatten)]
     Registry(admin_cli::AdminCommand),
@@ -93,9 +105,9 @@ fn parse_format(text: &str) -> Result<Format, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Plugin { target, command } = cli.command {
+    if let Command::Plugin { command } = cli.command {
         let outcome = match command {
-            PluginCommand::Registry(command) => admin_cli::run(target, command),
+            PluginCommand::Registry(command) => admin_cli::run(command),
             command => plugin_tool(command),
         };
         return match outcome {
@@ -230,70 +242,137 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
             from,
             to,
             config,
+            application,
+            resource,
             output,
+            json,
         } => {
-            let report = tool::run(&component, &input, from, to, config.as_deref())?;
-            say(&format!(
-                "plugin:      {} {} (sha256:{})",
-                report.plugin, report.version, report.digest
-            ));
-            say(&format!(
-                "input:       {} bytes of {from}",
-                report.input_bytes
-            ));
-            match &output {
-                Some(path) => {
-                    std::fs::write(path, &report.output)
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    say(&format!(
-                        "output:      {} bytes of {to} in {}",
-                        report.output.len(),
-                        path.display()
-                    ));
+            let trial = trial::Trial {
+                component,
+                input,
+                from,
+                to,
+                config,
+                application,
+                resource,
+                output,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let report = runtime.block_on(trial::run(&trial))?;
+            if let (Some(path), Some(_)) = (&trial.output, &report.refused) {
+                // The service stores nothing of a refused upload.
+                let _ = std::fs::remove_file(path);
+            }
+            if json {
+                say(&serde_json::to_string_pretty(&trial_json(&trial, &report))?);
+            } else {
+                say_trial(&trial, &report);
+            }
+            if let Some(message) = &report.refused {
+                match report.violations.len() {
+                    0 => anyhow::bail!("the service would reject this upload: {message}"),
+                    count => anyhow::bail!(
+                        "the service would reject this upload: {count} violation(s) ({message})"
+                    ),
                 }
-                None => say(&format!(
-                    "output:      {} bytes of {to} (use --output to keep them)",
-                    report.output.len()
-                )),
-            }
-            say(&format!(
-                "rows:        {}",
-                report
-                    .rows
-                    .map_or("unknown".to_string(), |rows| rows.to_string())
-            ));
-            say(&format!("violations:  {}", report.violations.len()));
-            for violation in report.violations.iter().take(20) {
-                say(&format!(
-                    "  row {} field {}: {}",
-                    violation.row.map_or("-".to_string(), |row| row.to_string()),
-                    violation.field.as_deref().unwrap_or("-"),
-                    violation.message
-                ));
-            }
-            say(&format!(
-                "time:        {:.1} ms wall, {:.1} ms in the plugin",
-                report.wall_time.as_secs_f64() * 1000.0,
-                report.guest_time.as_secs_f64() * 1000.0
-            ));
-            if let Some(fuel) = report.fuel {
-                say(&format!(
-                    "fuel:        {fuel} (about one unit per Wasm instruction)"
-                ));
-            }
-            say(&format!(
-                "peak memory: {:.1} MiB of plugin linear memory",
-                report.peak_memory as f64 / 1_048_576.0
-            ));
-            if !report.violations.is_empty() {
-                anyhow::bail!(
-                    "the service would reject this upload: {} violation(s)",
-                    report.violations.len()
-                );
             }
         }
     }
     Ok(())
+}
+
+/// The report of `plugin run`, for a person.
+fn say_trial(trial: &trial::Trial, report: &trial::TrialReport) {
+    let [name, version, digest] = &report.plugin;
+    say(&format!("plugin:      {name} {version} (sha256:{digest})"));
+    let uploaded = report
+        .uploaded_format
+        .map_or("unknown".to_string(), |format| format.to_string());
+    say(&format!(
+        "input:       {} bytes of {uploaded}",
+        report.input_bytes
+    ));
+    match &report.stored {
+        Some(stored) => {
+            let place = match &trial.output {
+                Some(path) => format!("in {}", path.display()),
+                None => "(use --output to keep them)".to_string(),
+            };
+            say(&format!(
+                "output:      {} bytes of {} {place}",
+                stored.bytes, trial.to
+            ));
+            say(&format!("sha256:      {}", stored.sha256));
+            say(&format!(
+                "rows:        {}",
+                stored
+                    .rows
+                    .map_or("unknown".to_string(), |rows| rows.to_string())
+            ));
+        }
+        None => say("output:      nothing (the upload would be refused)"),
+    }
+    if let Some(message) = &report.refused {
+        say(&format!("refused:     {message}"));
+    }
+    say(&format!("violations:  {}", report.violations.len()));
+    for violation in report.violations.iter().take(20) {
+        say(&format!(
+            "  row {} field {}: {}",
+            violation.row.map_or("-".to_string(), |row| row.to_string()),
+            violation.field.as_deref().unwrap_or("-"),
+            violation.message
+        ));
+    }
+    say(&format!(
+        "time:        {:.1} ms wall",
+        report.wall_time.as_secs_f64() * 1000.0
+    ));
+    if let Some(session) = &report.session {
+        say(&format!(
+            "plugin time: {:.1} ms",
+            session.guest_time.as_secs_f64() * 1000.0
+        ));
+        if let Some(fuel) = session.fuel {
+            say(&format!(
+                "fuel:        {fuel} (about one unit per Wasm instruction)"
+            ));
+        }
+        say(&format!(
+            "peak memory: {:.1} MiB of plugin linear memory",
+            session.peak_memory as f64 / 1_048_576.0
+        ));
+    }
+}
+
+/// The report of `plugin run --json`.
+fn trial_json(trial: &trial::Trial, report: &trial::TrialReport) -> serde_json::Value {
+    let [name, version, digest] = &report.plugin;
+    serde_json::json!({
+        "plugin": {"name": name, "version": version, "digest": digest},
+        "application": trial.application,
+        "resource": trial.resource,
+        "accepted": report.refused.is_none(),
+        "refused": report.refused,
+        "uploaded_format": report.uploaded_format.map(|format| format.to_string()),
+        "stored_format": trial.to.to_string(),
+        "input_bytes": report.input_bytes,
+        "output_bytes": report.stored.as_ref().map(|stored| stored.bytes),
+        "sha256": report.stored.as_ref().map(|stored| &stored.sha256),
+        "rows": report.stored.as_ref().and_then(|stored| stored.rows),
+        "violations": report.violations.iter().map(|violation| serde_json::json!({
+            "row": violation.row,
+            "field": violation.field,
+            "message": violation.message,
+        })).collect::<Vec<_>>(),
+        "wall_ms": report.wall_time.as_secs_f64() * 1000.0,
+        "plugin_ms": report.session.map(|session| session.guest_time.as_secs_f64() * 1000.0),
+        "fuel": report.session.and_then(|session| session.fuel),
+        "peak_memory_bytes": report.session.map(|session| session.peak_memory),
+    })
 }
 
 async fn clean(config: &Config) -> anyhow::Result<()> {

@@ -26,7 +26,8 @@ pub use secret::Secret;
 pub use settings::Settings;
 pub use sizing::{MemoryBudget, MemoryTerm, push_slots};
 pub use storage::{
-    DEFAULT_STORED_EXPANSION, DataPathConfig, ObjectLayout, PskConfig, S3Config, StoreConfig,
+    DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION, DataPathConfig, ObjectLayout, PskConfig,
+    S3Config, StoreConfig,
 };
 
 /// Every setting the service reads. Deployment manifests are checked against this list.

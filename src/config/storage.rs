@@ -123,6 +123,9 @@ const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 4;
 /// while a 500 MiB upload stores at most 2 GiB.
 pub const DEFAULT_STORED_EXPANSION: f64 = 4.0;
 
+/// `MAX_PAYLOAD_SIZE` when unset, in MiB (the upstream's default).
+pub const DEFAULT_MAX_PAYLOAD_MIB: u64 = 500;
+
 /// The placeholders a source key template may use.
 const PLACEHOLDERS: [&str; 4] = ["{org_id}", "{export_id}", "{source_id}", "{format}"];
 
@@ -322,7 +325,7 @@ pub(super) fn data_path_config(
     reader: &Reader<'_>,
     expiry_days: u32,
 ) -> Result<DataPathConfig, ConfigError> {
-    let max_payload_mib: u64 = reader.parsed("MAX_PAYLOAD_SIZE", 500)?;
+    let max_payload_mib: u64 = reader.parsed("MAX_PAYLOAD_SIZE", DEFAULT_MAX_PAYLOAD_MIB)?;
     if !(1..=1024 * 1024).contains(&max_payload_mib) {
         return Err(invalid(
             "MAX_PAYLOAD_SIZE",

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody, Violation};
+use super::error::{ApiError, ErrorBody};
 use crate::config::push_slots;
 use crate::db::plugins::{BindingRecord, PluginVersion};
 use crate::domain::Format;
@@ -154,16 +154,7 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
             }
             RegistryError::SelfTest { violations, .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_violations(
-                    violations
-                        .into_iter()
-                        .map(|violation| Violation {
-                            row: violation.row,
-                            field: violation.field,
-                            message: violation.message,
-                        })
-                        .collect(),
-                )
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_violations(violations)
             }
             RegistryError::UnknownVersion { .. } | RegistryError::UnknownTarget(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)

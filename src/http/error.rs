@@ -37,6 +37,16 @@ pub struct Violation {
     pub message: String,
 }
 
+impl From<crate::plugin_host::Violation> for Violation {
+    fn from(violation: crate::plugin_host::Violation) -> Self {
+        Self {
+            row: violation.row,
+            field: violation.field,
+            message: violation.message,
+        }
+    }
+}
+
 /// An error answered to the client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -58,8 +68,11 @@ impl ApiError {
     }
 
     /// Adds the row-level problems of rejected data.
-    pub fn with_violations(mut self, violations: Vec<Violation>) -> Self {
-        self.violations = Some(violations);
+    pub fn with_violations(
+        mut self,
+        violations: impl IntoIterator<Item = impl Into<Violation>>,
+    ) -> Self {
+        self.violations = Some(violations.into_iter().map(Into::into).collect());
         self
     }
 

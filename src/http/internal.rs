@@ -2,8 +2,6 @@
 //! its error. Mounted under `/app/export/v1` and `/internal/export/v1`, accepting both path
 //! shapes (`/{export}/{application}/{source}/upload` and `/upload/{export}/{application}/{source}`).
 
-use std::time::Instant;
-
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -12,21 +10,18 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
 use super::body::read_limited;
-use super::error::{ApiError, Violation};
-use super::upload_hold::UploadHold;
+use super::error::ApiError;
 use super::upload_slots::UploadSlot;
-use crate::db::sources::{BeginUpload, Lookup, Settled, SourceTarget, StoredUpload};
-use crate::domain::SourceStatus;
+use crate::db::sources::{Settled, SourceTarget};
+use crate::delivery::{Delivered, DeliveryError, Refusal, Upload};
 use crate::domain::psk::{Grant, PskError, authorize};
 use crate::ingest::rows::format_of_content_type;
-use crate::ingest::{IngestError, Limits, PluginRun, ingest};
-use crate::plugin_host::PluginFailure;
-use crate::storage::StoreError;
 
 /// The header carrying the pre-shared key.
 pub const PSK_HEADER: &str = "x-rh-exports-psk";
@@ -142,64 +137,10 @@ async fn pending_target(
     path: &SourcePath,
     grant: Grant,
 ) -> Result<SourceTarget, ApiError> {
-    let target = match state.sources.lookup(path.export_id, path.source_id).await? {
-        Lookup::NoExport => return Err(ApiError::export_not_found(path.export_id)),
-        Lookup::NoSource => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("source '{}' not found", path.source_id),
-            ));
-        }
-        Lookup::Found(target) => target,
-    };
-    // The key (and the URL) must name the application the source was requested from.
-    if target.application != path.application {
-        let reason = match grant {
-            Grant::Application(application) => {
-                format!(
-                    "the key of application '{application}' cannot write to a source of another application"
-                )
-            }
-            Grant::AnySource => format!(
-                "source '{}' does not belong to application '{}'",
-                path.source_id, path.application
-            ),
-        };
-        return Err(ApiError::new(StatusCode::FORBIDDEN, reason));
-    }
-    if target.status != SourceStatus::Pending {
-        return Err(already_processed());
-    }
-    Ok(target)
-}
-
-/// An upload bound to a plugin this replica could not load yet waits (503) rather than being
-/// stored without the checks its binding promises.
-fn refuse_without_its_plugin(state: &AppState, target: &SourceTarget) -> Result<(), ApiError> {
-    let Some(bindings) = &state.plugins else {
-        return Ok(());
-    };
-    if bindings.is_unloaded(&target.application, &target.resource)
-        && bindings
-            .binding_for(&target.application, &target.resource)
-            .is_none()
-    {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the plugin bound to application '{}' is not loaded on this replica yet \
-                 (its component could not be fetched or compiled); the source stays pending, \
-                 upload again shortly",
-                target.application
-            ),
-        )
-        .retry_after(5));
-    }
-    Ok(())
-}
-
-fn already_processed() -> ApiError {
-    ApiError::new(StatusCode::GONE, "this resource has already been processed")
+    Ok(state
+        .delivery()
+        .pending_target(path.export_id, path.source_id, &path.application, grant)
+        .await?)
 }
 
 /// `POST …/upload`: stream the source's data into the object store.
@@ -215,305 +156,74 @@ pub async fn upload(
     // the source.)
     let _slot = take_upload_slot(&state, &path.application)?;
     let target = pending_target(&state, &path, grant).await?;
-    let limit = state.config.data_path.max_payload_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "payload is too large, max size: {}MB",
-                limit / (1024 * 1024)
-            ),
-        )
+    let header = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    let upload = Upload {
+        declared_length: header(header::CONTENT_LENGTH).and_then(|value| value.parse().ok()),
+        declared_format: header(header::CONTENT_TYPE).and_then(format_of_content_type),
+        body: body
+            .into_data_stream()
+            .map_err(|error| error.to_string())
+            .boxed(),
     };
-    let declared: Option<u64> = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok());
-    if declared.is_some_and(|length| length > limit) {
-        state.metrics.failed_uploads.inc();
-        state.metrics.refuse("payload_size");
-        return Err(too_large());
-    }
-    refuse_without_its_plugin(&state, &target)?;
-    let lease = state.config.data_path.upload_lease;
-    let token = match state.sources.begin_upload(&target, lease).await? {
-        BeginUpload::Started(token) => token,
-        BeginUpload::AlreadyProcessed => return Err(already_processed()),
-        BeginUpload::InProgress => return Err(upload_in_progress()),
-    };
-    // If the client goes away mid-upload the handler is dropped: the guard still frees the
-    // source at once, so the application's retry is not refused for the whole lease. While the
-    // upload runs, its hold on the source is renewed.
-    let mut hold = UploadHold::start(
-        state.sources.clone(),
-        state.upload_holds.clone(),
-        target.source_id,
-        token,
-        lease,
-    );
-    let started = Instant::now();
-    let key = state.keys.source_key(
-        &target.org_id,
-        target.export_id,
-        target.source_id,
-        target.format,
-    );
-    let limits = Limits {
-        max_bytes: limit,
-        max_stored_bytes: state.config.data_path.max_stored_bytes,
-        idle_timeout: state.config.private_timeouts.read,
-    };
-    let uploaded_format = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(format_of_content_type);
-    // The binding in force now stays with this upload to its end, whatever changes meanwhile.
-    let plugin = state.plugins.as_ref().and_then(|bindings| {
-        bindings
-            .binding_for(&target.application, &target.resource)
-            .map(|binding| PluginRun {
-                host: bindings.host.clone(),
-                plugin: binding.plugin.clone(),
-                config: binding.config.clone(),
-                application: target.application.clone(),
-                resource: target.resource.clone(),
-                schema: binding.schema_for(&target.resource),
-            })
-    });
-    let plugin_labels = plugin.as_ref().map(|run| {
-        [
-            run.plugin.info.name.clone(),
-            run.plugin.info.version.clone(),
-        ]
-    });
-    if let Some(labels) = &plugin_labels {
-        state
-            .metrics
-            .plugin_invocations
-            .with_label_values(labels)
-            .inc();
-    }
-    // However steadily the body trickles in (each pause under the idle timeout), the upload
-    // ends at UPLOAD_MAX_DURATION and frees its slot.
-    let max_duration = state.config.data_path.upload_max_duration;
-    let Ok(ingested) = tokio::time::timeout(
-        max_duration,
-        ingest(
-            &state.store,
-            &key,
-            body,
-            uploaded_format,
-            target.format,
-            limits,
-            plugin,
-        ),
-    )
-    .await
-    else {
-        return Err(upload_too_slow(&state, &target, &mut hold, max_duration).await);
-    };
-    hold.renewal.abort();
-    if let Some(labels) = &plugin_labels {
-        state
-            .metrics
-            .plugin_seconds
-            .with_label_values(labels)
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(IngestError::Plugin(failure)) = &ingested {
-            let [name, version] = labels;
-            state
-                .metrics
-                .plugin_failures
-                .with_label_values(&[name.as_str(), version.as_str(), failure.kind()])
-                .inc();
-        }
-    }
-    let ingested = match ingested {
-        Ok(ingested) => ingested,
-        Err(IngestError::Plugin(failure)) => {
-            // The plugin rejected the data or failed on it: the source fails, visibly.
-            state.metrics.failed_uploads.inc();
-            let message = failure.to_string();
-            tracing::info!(source_id = %target.source_id, reason = %message, "upload stopped by its plugin");
-            state
-                .sources
-                .release_upload(target.source_id, token)
-                .await?;
-            hold.armed = false;
-            let violations: Vec<Violation> = match &failure {
-                PluginFailure::Rejected { violations, .. } => violations
-                    .iter()
-                    .map(|violation| Violation {
-                        row: violation.row,
-                        field: violation.field.clone(),
-                        message: violation.message.clone(),
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let summary = match violations.first() {
-                Some(first) => format!(
-                    "{message}: {} violation(s), first: {}{}",
-                    violations.len(),
-                    first
-                        .row
-                        .map(|row| format!("row {row}: "))
-                        .unwrap_or_default(),
-                    first.message
-                ),
-                None => message,
-            };
-            state.sources.fail(&target, 422, &summary).await?;
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, summary)
-                .with_violations(violations));
-        }
-        Err(IngestError::Rejected(reason)) => {
-            // The data itself is wrong: the source fails with a message the tenant sees.
-            state.metrics.failed_uploads.inc();
-            let message = format!("upload rejected: {reason}");
-            tracing::info!(source_id = %target.source_id, reason = %reason, "upload rejected");
-            // Release first: an error report may not fail a source an upload holds.
-            state
-                .sources
-                .release_upload(target.source_id, token)
-                .await?;
-            hold.armed = false;
-            state.sources.fail(&target, 422, &message).await?;
-            return Err(
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_violations(vec![
-                    Violation {
-                        row: reason.record,
-                        field: None,
-                        message: reason.message,
-                    },
-                ]),
-            );
-        }
-        Err(IngestError::StoredTooLarge { limit }) => {
-            // Like data that does not convert: the same bytes would be refused again, so the
-            // source fails with the reason the tenant sees.
-            state.metrics.failed_uploads.inc();
-            state.metrics.refuse("stored_size");
-            let message = format!(
-                "upload rejected: the data as stored would exceed {limit} bytes \
-                 (MAX_PAYLOAD_SIZE × MAX_STORED_EXPANSION); upload it in the export's format \
-                 ({}) or split it",
-                target.format.as_str()
-            );
-            tracing::info!(source_id = %target.source_id, limit, "upload over the stored size limit");
-            state
-                .sources
-                .release_upload(target.source_id, token)
-                .await?;
-            hold.armed = false;
-            state.sources.fail(&target, 413, &message).await?;
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message));
-        }
-        Err(error) => {
-            state.metrics.failed_uploads.inc();
-            tracing::warn!(error = %error, "upload not stored");
-            if let IngestError::TooLarge { .. } = error {
-                state.metrics.refuse("payload_size");
-            }
-            if state
-                .sources
-                .release_upload(target.source_id, token)
-                .await
-                .is_ok()
-            {
-                hold.armed = false;
-            }
-            return Err(match error {
-                IngestError::TooLarge { .. } => too_large(),
-                IngestError::Idle(timeout) => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "no data received for {} ms; upload again",
-                        timeout.as_millis()
-                    ),
-                ),
-                IngestError::Body(reason) => {
-                    ApiError::bad_request(format!("the payload could not be read: {reason}"))
-                }
-                IngestError::Store(StoreError::Unavailable(_)) => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "object storage is unavailable; the source stays pending, upload again shortly",
-                )
-                .retry_after(5),
-                IngestError::Store(other) => ApiError::internal(&other),
-                IngestError::Rejected(_)
-                | IngestError::Plugin(_)
-                | IngestError::StoredTooLarge { .. } => unreachable!("handled above"),
-            });
-        }
-    };
-    let stored = StoredUpload {
-        object_key: key.clone(),
-        sha256: ingested.sha256.clone(),
-        bytes: ingested.bytes,
-        rows: ingested.rows,
-        plugin: ingested.plugin.clone(),
-    };
-    let settled = state.sources.complete(&target, token, &stored).await?;
-    hold.armed = false;
-    match settled {
-        Settled::Recorded(_) => {}
-        Settled::AlreadyProcessed => return Err(already_processed()),
-        Settled::Held => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "another upload took this source over; this one was not recorded",
-            ));
-        }
-        Settled::Gone => {
-            // The export was deleted (or expired) while the data streamed in: remove it again.
-            if let Err(error) = state.store.delete(&key).await {
-                tracing::warn!(error = %error, key, "cannot delete the upload of a deleted export");
-            }
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                "the export was deleted while the upload ran",
-            ));
-        }
-    }
-    state.metrics.uploads.inc();
-    state
-        .metrics
-        .upload_sizes
-        .with_label_values(&[&target.application])
-        .observe(ingested.bytes as f64);
-    tracing::info!(
-        source_id = %target.source_id,
-        bytes = ingested.bytes,
-        rows = ingested.rows,
-        elapsed_ms = started.elapsed().as_millis(),
-        "upload stored"
-    );
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "message": "payload delivered",
-            "source": target.source_id,
-            "sha256": ingested.sha256,
-            "bytes": ingested.bytes,
-            "rows": ingested.rows,
-            "uploaded_bytes": ingested.uploaded_bytes,
-                        "converted_from": ingested.uploaded_format.filter(|format| *format != target.format),
-            "plugin": ingested.plugin.as_ref().map(|plugin| json!({
-                "name": plugin.name,
-                "version": plugin.version,
-                "digest": plugin.digest,
-            })),
-        })),
-    )
-        .into_response())
+    let delivered = state.delivery().accept(target, upload).await?;
+    Ok((StatusCode::ACCEPTED, Json(receipt(&delivered))).into_response())
 }
 
-fn upload_in_progress() -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "an upload for this source is already in progress",
-    )
+/// The body of a 202 answer to an upload.
+fn receipt(delivered: &Delivered) -> Value {
+    let ingested = &delivered.ingested;
+    json!({
+        "message": "payload delivered",
+        "source": delivered.source_id,
+        "sha256": ingested.sha256,
+        "bytes": ingested.bytes,
+        "rows": ingested.rows,
+        "uploaded_bytes": ingested.uploaded_bytes,
+        "converted_from": ingested.uploaded_format.filter(|format| *format != delivered.stored_format),
+        "plugin": ingested.plugin.as_ref().map(|plugin| json!({
+            "name": plugin.name,
+            "version": plugin.version,
+            "digest": plugin.digest,
+        })),
+    })
+}
+
+/// The one mapping of the upload use case's failures to answers.
+impl From<DeliveryError> for ApiError {
+    fn from(error: DeliveryError) -> Self {
+        let message = error.to_string();
+        match error {
+            DeliveryError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message),
+            DeliveryError::PluginNotLoaded { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(5)
+            }
+            DeliveryError::ExportNotFound(export_id) => ApiError::export_not_found(export_id),
+            DeliveryError::SourceNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, message),
+            DeliveryError::NotYours(_) => ApiError::new(StatusCode::FORBIDDEN, message),
+            DeliveryError::AlreadyProcessed | DeliveryError::ExportGone => {
+                ApiError::new(StatusCode::GONE, message)
+            }
+            DeliveryError::InProgress | DeliveryError::TakenOver => {
+                ApiError::new(StatusCode::CONFLICT, message)
+            }
+            DeliveryError::TooSlow(_) | DeliveryError::Idle(_) => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, message)
+            }
+            DeliveryError::Body(_) => ApiError::bad_request(message),
+            DeliveryError::Refused {
+                refusal: Refusal::StoredTooLarge,
+                ..
+            } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message),
+            DeliveryError::Refused { violations, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_violations(violations)
+            }
+            DeliveryError::StoreUnavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(5)
+            }
+            DeliveryError::Store(error) => ApiError::internal(&error),
+            DeliveryError::Database(error) => error.into(),
+        }
+    }
 }
 
 /// Takes an upload slot for `application`, or refuses with 503 naming the limit reached.
@@ -523,33 +233,6 @@ fn take_upload_slot(state: &AppState, application: &str) -> Result<UploadSlot, A
         tracing::info!(application, reason = %refusal, "upload refused: no slot");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(2)
     })
-}
-
-/// Ends an upload that ran past `UPLOAD_MAX_DURATION`: nothing is recorded, the source is freed
-/// for the application's next attempt at once, and the client is told which limit it hit.
-async fn upload_too_slow(
-    state: &AppState,
-    target: &SourceTarget,
-    hold: &mut UploadHold,
-    max_duration: std::time::Duration,
-) -> ApiError {
-    state.metrics.failed_uploads.inc();
-    state.metrics.refuse("upload_duration");
-    tracing::info!(
-        source_id = %target.source_id,
-        limit_ms = max_duration.as_millis(),
-        "upload stopped at UPLOAD_MAX_DURATION"
-    );
-    if let Err(error) = hold.release().await {
-        // The guard keeps trying when it is dropped.
-        tracing::warn!(error = %error, "cannot release the hold of an upload that took too long");
-    }
-    ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        format!(
-            "the upload did not finish within UPLOAD_MAX_DURATION ({max_duration:?}); nothing was stored and the source is still pending: upload again, faster"
-        ),
-    )
 }
 
 /// `POST …/error`: the application reports that it cannot deliver the source.
@@ -571,8 +254,8 @@ pub async fn report_error(
     let target = authorised_target(&state, &headers, &path).await?;
     match state.sources.fail(&target, code, &message).await? {
         Settled::Recorded(_) => {}
-        Settled::AlreadyProcessed => return Err(already_processed()),
-        Settled::Held => return Err(upload_in_progress()),
+        Settled::AlreadyProcessed => return Err(DeliveryError::AlreadyProcessed.into()),
+        Settled::Held => return Err(DeliveryError::InProgress.into()),
         Settled::Gone => return Err(ApiError::export_not_found(target.export_id)),
     }
     tracing::info!(source_id = %target.source_id, code, "source failed by its application");

@@ -13,7 +13,6 @@ pub mod openapi;
 pub mod probes;
 pub mod rate_limit;
 pub mod request_id;
-pub mod upload_hold;
 pub mod upload_slots;
 pub mod views;
 
@@ -57,7 +56,7 @@ pub struct AppState {
     /// and per application.
     pub upload_slots: Arc<upload_slots::UploadSlots>,
     /// The holds running uploads have on their sources (released when a shutdown abandons them).
-    pub upload_holds: Arc<upload_hold::HeldUploads>,
+    pub upload_holds: Arc<crate::delivery::hold::HeldUploads>,
     /// The plugins bound to applications (from the registry and the plugin directory).
     pub plugins: Option<Arc<crate::plugin_host::binding::LiveBindings>>,
     /// The plugin registry (the admin API's backend).
@@ -85,6 +84,22 @@ impl AppState {
             cleanup: CleanupRepository::new(pool),
             store,
             metrics,
+        }
+    }
+}
+
+impl AppState {
+    /// The upload use case over this replica's repositories, store and plugins.
+    pub fn delivery(&self) -> crate::delivery::Delivery<'_> {
+        crate::delivery::Delivery {
+            sources: &self.sources,
+            store: &self.store,
+            keys: &self.keys,
+            holds: &self.upload_holds,
+            plugins: self.plugins.as_ref(),
+            metrics: &self.metrics,
+            data_path: &self.config.data_path,
+            idle_timeout: self.config.private_timeouts.read,
         }
     }
 }

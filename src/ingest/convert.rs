@@ -3,26 +3,15 @@
 //! (`export-convert`), one bounded step at a time. The uploaded format is known before (from
 //! `Content-Type`, or sniffed by [`super::sniff`]).
 
-use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use export_convert::{ConvertError, Converter, CsvToJson, JsonToCsv, MAX_BYTE_EXPANSION};
-use tokio::io::{AsyncRead, ReadBuf};
+use futures::Stream;
 
+use super::IngestError;
 use crate::domain::Format;
-
-/// Carried inside `io::Error` when the data cannot be converted.
-#[derive(Debug)]
-pub struct Rejected(pub ConvertError);
-
-impl std::fmt::Display for Rejected {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(formatter)
-    }
-}
-
-impl std::error::Error for Rejected {}
 
 /// About the most output one step of conversion holds in memory: the input of a step is cut
 /// short where its records could produce more (see [`piece_end`]).
@@ -35,22 +24,20 @@ enum Mode {
     Convert(Box<dyn Converter + Send>, [u8; 2]),
 }
 
-/// Reads `inner` and yields the data in `target` format.
-pub struct Converting<R> {
-    inner: R,
+/// The chunks of `inner`, in `target` format.
+pub struct Converting<S> {
+    inner: S,
     mode: Mode,
-    /// Output not yet handed out, and how much of it was.
+    /// Output of the current step, handed out as one chunk.
     pending: Vec<u8>,
-    offset: usize,
-    /// The last chunk read, and the part of it not converted yet.
-    scratch: Vec<u8>,
-    unconverted: std::ops::Range<usize>,
+    /// The part of the last chunk read not converted yet.
+    unconverted: Bytes,
     finished: bool,
 }
 
-impl<R> Converting<R> {
+impl<S> Converting<S> {
     /// Converts `inner`, in `uploaded` format, into `target`.
-    pub fn new(inner: R, uploaded: Format, target: Format) -> Self {
+    pub fn new(inner: S, uploaded: Format, target: Format) -> Self {
         let mode = if uploaded == target {
             Mode::Passthrough
         } else {
@@ -64,28 +51,30 @@ impl<R> Converting<R> {
             inner,
             mode,
             pending: Vec::new(),
-            offset: 0,
-            scratch: vec![0; 64 * 1024],
-            unconverted: 0..0,
+            unconverted: Bytes::new(),
             finished: false,
         }
     }
 
-    /// Runs as much of `input` as one step may take through the current mode into `pending`;
-    /// returns how much it took.
-    fn process(&mut self, input: &[u8]) -> Result<usize, ConvertError> {
-        match &mut self.mode {
-            Mode::Passthrough => {
-                self.pending.extend_from_slice(input);
-                Ok(input.len())
-            }
-            Mode::Convert(converter, record_ends) => {
-                let end = piece_end(input, converter.record_overhead(), *record_ends);
-                self.pending
-                    .extend_from_slice(converter.push(&input[..end])?);
-                Ok(end)
-            }
+    /// The stage this one reads from.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The stage this one reads from, to take it back.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Runs as much of the unconverted input as one step may take through the converter into
+    /// `pending`.
+    fn step(&mut self) -> Result<(), ConvertError> {
+        if let Mode::Convert(converter, record_ends) = &mut self.mode {
+            let end = piece_end(&self.unconverted, converter.record_overhead(), *record_ends);
+            let piece = self.unconverted.split_to(end);
+            self.pending.extend_from_slice(converter.push(&piece)?);
         }
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<(), ConvertError> {
@@ -126,54 +115,47 @@ pub(crate) fn piece_end(input: &[u8], overhead: Option<usize>, record_ends: [u8;
         .map_or(input.len(), |(position, _)| position + 1)
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Converting<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+impl<S> Stream for Converting<S>
+where
+    S: Stream<Item = Result<Bytes, IngestError>> + Unpin,
+{
+    type Item = Result<Bytes, IngestError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if this.offset < this.pending.len() {
-                let available = &this.pending[this.offset..];
-                let count = available.len().min(buffer.remaining());
-                buffer.put_slice(&available[..count]);
-                this.offset += count;
-                if this.offset == this.pending.len() {
-                    this.pending.clear();
-                    this.offset = 0;
-                }
-                return Poll::Ready(Ok(()));
+            if !this.pending.is_empty() {
+                return Poll::Ready(Some(Ok(Bytes::from(std::mem::take(&mut this.pending)))));
             }
             if this.finished {
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(None);
             }
-            let scratch = std::mem::take(&mut this.scratch);
-            let result = if this.unconverted.is_empty() {
-                let mut scratch = scratch;
-                let mut chunk = ReadBuf::new(&mut scratch);
-                let polled = Pin::new(&mut this.inner).poll_read(context, &mut chunk);
-                let read = chunk.filled().len();
-                this.scratch = scratch;
-                match polled {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                    Poll::Ready(Ok(())) if read == 0 => {
+            let converted = if this.unconverted.is_empty() {
+                match ready!(Pin::new(&mut this.inner).poll_next(context)) {
+                    Some(Ok(chunk)) if matches!(this.mode, Mode::Passthrough) => {
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
+                    Some(Ok(chunk)) => {
+                        this.unconverted = chunk;
+                        Ok(())
+                    }
+                    Some(Err(error)) => {
+                        this.finished = true;
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    None => {
                         this.finished = true;
                         this.finish()
-                    }
-                    Poll::Ready(Ok(())) => {
-                        this.unconverted = 0..read;
-                        Ok(())
                     }
                 }
             } else {
                 // One step at a time: its output is handed out before the next is converted.
-                let processed = this.process(&scratch[this.unconverted.clone()]);
-                this.scratch = scratch;
-                processed.map(|taken| this.unconverted.start += taken)
+                this.step()
             };
-            result.map_err(|error| io::Error::new(io::ErrorKind::InvalidData, Rejected(error)))?;
+            if let Err(error) = converted {
+                this.finished = true;
+                return Poll::Ready(Some(Err(IngestError::Rejected(error))));
+            }
         }
     }
 }
@@ -181,12 +163,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for Converting<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use futures::StreamExt;
 
-    async fn convert(input: &[u8], from: Format, to: Format) -> Result<Vec<u8>, io::Error> {
-        let mut converting = Converting::new(input, from, to);
+    /// `input` in chunks of 64 KiB, as a body arrives.
+    fn chunked(input: &[u8]) -> impl Stream<Item = Result<Bytes, IngestError>> + Unpin + use<> {
+        let chunks: Vec<_> = input
+            .chunks(64 * 1024)
+            .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+            .collect();
+        futures::stream::iter(chunks)
+    }
+
+    async fn convert(input: &[u8], from: Format, to: Format) -> Result<Vec<u8>, IngestError> {
+        let mut converting = Converting::new(chunked(input), from, to);
         let mut output = Vec::new();
-        converting.read_to_end(&mut output).await?;
+        while let Some(chunk) = converting.next().await {
+            output.extend_from_slice(&chunk?);
+        }
         Ok(output)
     }
 
@@ -250,17 +243,13 @@ mod tests {
         let name = "k".repeat(1024 * 1024);
         let mut csv = format!("{name}\n").into_bytes();
         csv.extend(std::iter::repeat_n(*b"1\n", 64).flatten());
-        let mut converting = Converting::new(&csv[..], Format::Csv, Format::Json);
-        let mut buffer = vec![0; 8192];
+        let mut converting = Converting::new(chunked(&csv), Format::Csv, Format::Json);
         let mut total = 0;
         let mut most_held = 0;
-        loop {
-            let read = converting.read(&mut buffer).await.unwrap();
-            most_held = most_held.max(converting.pending.capacity());
-            if read == 0 {
-                break;
-            }
-            total += read;
+        while let Some(chunk) = converting.next().await {
+            let chunk = chunk.unwrap();
+            most_held = most_held.max(chunk.len());
+            total += chunk.len();
         }
         assert!(total > 64 * 1024 * 1024, "{total}");
         assert!(

@@ -3,6 +3,8 @@
 //! upload's size; the size limit and an idle timeout are enforced while streaming.
 
 pub mod convert;
+pub mod inspect;
+pub mod intake;
 pub mod plugin_stage;
 pub mod rows;
 pub mod schema;
@@ -10,29 +12,25 @@ pub mod sniff;
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::body::Body;
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
+use bytes::{Buf, Bytes};
+use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio_util::io::StreamReader;
 
-use crate::domain::Format;
-use crate::storage::{ObjectStore, PutError, StoreError};
-use convert::{Converting, Rejected};
-use export_convert::JsonDepth;
-use schema::SchemaCheck;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::io::AsyncReadExt;
-
-use crate::domain::PluginStamp;
+use crate::domain::{Format, PluginStamp};
+use crate::plugin_host::Violation;
 use crate::plugin_host::{DataFormat, LoadedPlugin, PluginFailure, PluginHost, SessionOptions};
-use rows::RowCounter;
+use crate::storage::{ObjectStore, PutError, StoreError};
+use convert::Converting;
+use inspect::Inspector;
+use intake::{BodyStream, Intake};
+use plugin_stage::{PluginStage, SessionFigures};
+use schema::SchemaCheck;
 
-/// What was stored.
+/// What an upload became: the values the pipeline measured on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ingested {
     /// SHA-256 of the stored bytes, hex.
@@ -47,6 +45,8 @@ pub struct Ingested {
     pub uploaded_format: Option<Format>,
     /// The plugin the upload went through, if any.
     pub plugin: Option<PluginStamp>,
+    /// What the plugin's session cost, when one ran to its end.
+    pub session: Option<SessionFigures>,
 }
 
 /// An upload's plugin, with what its session needs to know.
@@ -90,6 +90,14 @@ pub enum IngestError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The records do not satisfy the JSON Schema the host checks for the plugin's binding.
+    #[error("plugin {plugin}'s JSON Schema rejected the data")]
+    Schema {
+        /// The plugin whose binding (or declaration) holds the schema.
+        plugin: String,
+        /// What is wrong, record by record (at most [`schema::MAX_VIOLATIONS`]).
+        violations: Vec<Violation>,
+    },
     /// The application's plugin failed or rejected the data.
     #[error(transparent)]
     Plugin(PluginFailure),
@@ -109,304 +117,198 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// Marker carried inside `io::Error` so a limit can be told from other read errors.
-#[derive(Debug, thiserror::Error)]
-enum Exceeded {
-    /// The body passed `Limits::max_bytes`.
-    #[error("size limit exceeded")]
-    Payload,
-    /// The stored bytes would pass `Limits::max_stored_bytes`.
-    #[error("stored size limit exceeded")]
-    Stored,
+/// What a pipeline is asked to do with one upload.
+pub struct Plan {
+    /// The format the upload says it is in (`Content-Type`); sniffed when `None`.
+    pub declared_format: Option<Format>,
+    /// The export's format: what is stored.
+    pub stored_format: Format,
+    /// The limits the upload runs under.
+    pub limits: Limits,
+    /// The plugin in force for the upload, if any.
+    pub plugin: Option<PluginRun>,
 }
 
-/// Streams `body` into `key`. `uploaded_format` is what the `Content-Type` said (sniffed when
-/// `None`), used to count rows; `stored_format` is the export's format, the object's type.
-pub async fn ingest(
-    store: &ObjectStore,
-    key: &str,
-    body: Body,
-    uploaded_format: Option<Format>,
-    stored_format: Format,
-    limits: Limits,
-    plugin: Option<PluginRun>,
-) -> Result<Ingested, IngestError> {
-    let idle = limits.idle_timeout;
-    let chunks = futures::stream::unfold(body.into_data_stream(), move |mut stream| async move {
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(chunk)) => Some((chunk.map_err(io::Error::other), stream)),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(io::Error::new(io::ErrorKind::TimedOut, "idle upload")),
-                stream,
-            )),
+/// The stage before the format step: the body itself, or the plugin's output.
+enum Upstream {
+    Direct(Intake),
+    Plugin(PluginStage<Intake>),
+}
+
+impl Stream for Upstream {
+    type Item = Result<Bytes, IngestError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match &mut *self {
+            Self::Direct(intake) => intake.poll_next_unpin(context),
+            Self::Plugin(stage) => stage.poll_next_unpin(context),
         }
-    });
-    let seen = Arc::new(AtomicU64::new(0));
-    let mut limited = Limited {
-        inner: StreamReader::new(Box::pin(chunks)),
-        seen: seen.clone(),
-        limit: limits.max_bytes,
-    };
-    let fail = |error| classify_body_error(error, limits);
-    let (uploaded, mut prefix) = match uploaded_format {
-        Some(format) => (format, Vec::new()),
-        None => {
-            let sniffed = sniff::sniff_format(&mut limited, stored_format)
-                .await
-                .map_err(fail)?;
-            (sniffed.format, sniffed.prefix)
-        }
-    };
-    let checked = |prefix: Vec<u8>| JsonDepthChecked {
-        inner: std::io::Cursor::new(prefix).chain(limited),
-        depth: (uploaded == Format::Json).then(JsonDepth::default),
-    };
-    if let Some(run) = plugin {
-        let input = checked(prefix);
-        return ingest_through_plugin(store, key, input, uploaded, stored_format, limits, run)
-            .await;
-    }
-    if uploaded_format.is_none() && uploaded != stored_format {
-        // The blanks before a sniffed upload's first character mean nothing to the converter
-        // (spaces would join the first CSV name).
-        let blanks = prefix
-            .iter()
-            .take_while(|byte| byte.is_ascii_whitespace())
-            .count();
-        prefix.drain(..blanks);
-    }
-    let input = checked(prefix);
-    let mut reader = Inspector {
-        inner: Converting::new(input, uploaded, stored_format),
-        hasher: Sha256::new(),
-        rows: RowCounter::new(Some(stored_format)),
-        bytes: 0,
-        max_bytes: limits.max_stored_bytes,
-        schema: None,
-    };
-    match store
-        .put(key, &mut reader, content_type(stored_format))
-        .await
-    {
-        Ok(_) => Ok(Ingested {
-            sha256: hex::encode(reader.hasher.finalize()),
-            bytes: reader.bytes,
-            rows: reader.rows.finish(),
-            uploaded_bytes: seen.load(Ordering::Relaxed),
-            uploaded_format: Some(uploaded),
-            plugin: None,
-        }),
-        Err(PutError::Store(error)) => Err(IngestError::Store(error)),
-        Err(PutError::Body(error)) => Err(fail(error)),
     }
 }
 
-/// The upload with a plugin: stream `input` (in `uploaded` format) through the plugin.
-async fn ingest_through_plugin<R: AsyncRead + Send + Unpin + 'static>(
-    store: &ObjectStore,
-    key: &str,
-    input: R,
-    uploaded: Format,
+/// One upload's way from its body to the stored bytes: intake (limits, sniffing), the plugin
+/// in force, the default format conversion, and the inspection of what is stored (checksum,
+/// rows, stored-size limit, the binding's JSON Schema). The service drives it into the object
+/// store; `export-service plugin run` drives the same pipeline into a file.
+pub struct Pipeline {
+    stages: Inspector<Converting<Upstream>>,
+    uploaded_format: Format,
     stored_format: Format,
-    limits: Limits,
-    run: PluginRun,
-) -> Result<Ingested, IngestError> {
-    let stamp = PluginStamp {
-        name: run.plugin.info.name.clone(),
-        version: run.plugin.info.version.clone(),
-        digest: run.plugin.digest.clone(),
-    };
-    // A plugin that does not convert gets (and gives back) the uploaded format; the default
-    // converter then turns its output into the export's format.
-    let produced = if run.plugin.info.capabilities.convert {
-        stored_format
-    } else {
-        uploaded
-    };
-    let options = SessionOptions {
-        application: run.application,
-        resource: run.resource,
-        input_format: DataFormat::from(uploaded),
-        output_format: DataFormat::from(produced),
-        config: run.config,
-    };
-    let schema = run.schema.map(|validator| {
-        (
-            SchemaCheck::new(validator, stored_format).limit_json(limits.max_stored_bytes),
-            format!("{}'s JSON Schema", stamp.name),
-        )
-    });
-    let (output, read_bytes) = plugin_stage::through_plugin(run.host, run.plugin, options, input);
-    let mut reader = Inspector {
-        inner: Converting::new(output, produced, stored_format),
-        hasher: Sha256::new(),
-        rows: RowCounter::new(Some(stored_format)),
-        bytes: 0,
-        max_bytes: limits.max_stored_bytes,
-        schema,
-    };
-    match store
-        .put(key, &mut reader, content_type(stored_format))
-        .await
-    {
-        Ok(_) => Ok(Ingested {
-            sha256: hex::encode(reader.hasher.finalize()),
-            bytes: reader.bytes,
-            rows: reader.rows.finish(),
-            uploaded_bytes: read_bytes.load(Ordering::Relaxed),
-            uploaded_format: Some(uploaded),
-            plugin: Some(stamp),
-        }),
-        Err(PutError::Store(error)) => Err(IngestError::Store(error)),
-        Err(PutError::Body(error)) => Err(classify_body_error(error, limits)),
+    plugin: Option<PluginStamp>,
+}
+
+impl Pipeline {
+    /// Starts the pipeline of `body` under `plan`: settles the uploaded format (reading the
+    /// body's first bytes when it must be sniffed) and opens the plugin's session.
+    pub async fn start(body: BodyStream, plan: Plan) -> Result<Self, IngestError> {
+        let Plan {
+            declared_format,
+            stored_format,
+            limits,
+            plugin,
+        } = plan;
+        let mut intake = Intake::new(body, limits.max_bytes, limits.idle_timeout);
+        let uploaded_format = intake.settle_format(declared_format, stored_format).await?;
+        let (upstream, produced, schema, stamp) = match plugin {
+            None => (Upstream::Direct(intake), uploaded_format, None, None),
+            Some(run) => {
+                let stamp = PluginStamp {
+                    name: run.plugin.info.name.clone(),
+                    version: run.plugin.info.version.clone(),
+                    digest: run.plugin.digest.clone(),
+                };
+                // A plugin that does not convert gets (and gives back) the uploaded format;
+                // the default converter then turns its output into the export's format.
+                let produced = if run.plugin.info.capabilities.convert {
+                    stored_format
+                } else {
+                    uploaded_format
+                };
+                let options = SessionOptions {
+                    application: run.application,
+                    resource: run.resource,
+                    input_format: DataFormat::from(uploaded_format),
+                    output_format: DataFormat::from(produced),
+                    config: run.config,
+                };
+                let schema = run.schema.map(|validator| {
+                    (
+                        SchemaCheck::new(validator, stored_format)
+                            .limit_json(limits.max_stored_bytes),
+                        stamp.name.clone(),
+                    )
+                });
+                let stage = PluginStage::start(run.host, run.plugin, options, intake);
+                (Upstream::Plugin(stage), produced, schema, Some(stamp))
+            }
+        };
+        let converting = Converting::new(upstream, produced, stored_format);
+        Ok(Self {
+            stages: Inspector::new(converting, stored_format, limits.max_stored_bytes, schema),
+            uploaded_format,
+            stored_format,
+            plugin: stamp,
+        })
+    }
+
+    /// Streams the stored bytes into `key`; nothing is left there when the pipeline stops.
+    pub async fn store(mut self, store: &ObjectStore, key: &str) -> Result<Ingested, IngestError> {
+        let mut feed = StoreFeed {
+            stages: &mut self.stages,
+            chunk: Bytes::new(),
+            stopped: None,
+        };
+        match store
+            .put(key, &mut feed, content_type(self.stored_format))
+            .await
+        {
+            Ok(_) => {}
+            Err(PutError::Store(error)) => return Err(IngestError::Store(error)),
+            // The typed reason the pipeline stopped for, kept when the store saw only an
+            // `io::Error`.
+            Err(PutError::Body(error)) => {
+                return Err(feed
+                    .stopped
+                    .take()
+                    .unwrap_or_else(|| IngestError::Body(error.to_string())));
+            }
+        }
+        Ok(self.finish().await)
+    }
+
+    /// Runs the pipeline to its end, handing each stored chunk to `sink` (the author's tool
+    /// writes them to a file).
+    pub async fn drain(
+        mut self,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<Ingested, IngestError> {
+        while let Some(chunk) = self.stages.next().await {
+            sink(&chunk?).map_err(|error| IngestError::Body(error.to_string()))?;
+        }
+        Ok(self.finish().await)
+    }
+
+    /// The outcome, once every stage ran to its end.
+    async fn finish(self) -> Ingested {
+        let inspected = self.stages.into_outcome();
+        let (uploaded_bytes, session) = match inspected.inner.into_inner() {
+            Upstream::Direct(intake) => (intake.received(), None),
+            Upstream::Plugin(stage) => {
+                let (intake, figures) = stage.finish().await;
+                (intake.map_or(0, |intake| intake.received()), figures)
+            }
+        };
+        Ingested {
+            sha256: inspected.sha256,
+            bytes: inspected.bytes,
+            rows: inspected.rows,
+            uploaded_bytes,
+            uploaded_format: Some(self.uploaded_format),
+            plugin: self.plugin,
+            session,
+        }
     }
 }
 
-fn content_type(format: Format) -> &'static str {
+/// The pipeline as the object store reads it: bytes, and at a stop a plain `io::Error` while
+/// the typed reason stays here for [`Pipeline::store`].
+struct StoreFeed<'a, S> {
+    stages: &'a mut S,
+    chunk: Bytes,
+    stopped: Option<IngestError>,
+}
+
+impl<S> AsyncRead for StoreFeed<'_, S>
+where
+    S: Stream<Item = Result<Bytes, IngestError>> + Unpin,
+{
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        while this.chunk.is_empty() {
+            if let Some(stopped) = &this.stopped {
+                return Poll::Ready(Err(io::Error::other(stopped.to_string())));
+            }
+            match ready!(this.stages.poll_next_unpin(context)) {
+                Some(Ok(chunk)) => this.chunk = chunk,
+                Some(Err(stopped)) => this.stopped = Some(stopped),
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+        let count = this.chunk.len().min(buffer.remaining());
+        buffer.put_slice(&this.chunk[..count]);
+        this.chunk.advance(count);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The `Content-Type` of data in `format`.
+pub fn content_type(format: Format) -> &'static str {
     match format {
         Format::Csv => "text/csv",
         Format::Json => "application/json",
-    }
-}
-
-fn classify_body_error(error: io::Error, limits: Limits) -> IngestError {
-    if let Some(inner) = error.get_ref() {
-        if let Some(plugin_stage::PluginStopped(failure)) =
-            inner.downcast_ref::<plugin_stage::PluginStopped>()
-        {
-            return IngestError::Plugin(failure.clone());
-        }
-        match inner.downcast_ref::<Exceeded>() {
-            Some(Exceeded::Payload) => {
-                return IngestError::TooLarge {
-                    limit_mib: limits.max_bytes / (1024 * 1024),
-                };
-            }
-            Some(Exceeded::Stored) => {
-                return IngestError::StoredTooLarge {
-                    limit: limits.max_stored_bytes,
-                };
-            }
-            None => {}
-        }
-        if let Some(Rejected(reason)) = inner.downcast_ref::<Rejected>() {
-            return IngestError::Rejected(reason.clone());
-        }
-    }
-    if error.kind() == io::ErrorKind::TimedOut {
-        IngestError::Idle(limits.idle_timeout)
-    } else {
-        IngestError::Body(error.to_string())
-    }
-}
-
-/// Fails the read once more than `limit` bytes arrived.
-struct Limited<R> {
-    inner: R,
-    /// Bytes received so far (shared: the reader itself moves down the pipeline).
-    seen: Arc<AtomicU64>,
-    limit: u64,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buffer.filled().len();
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_read(context, buffer);
-        if let Poll::Ready(Ok(())) = polled {
-            let fresh = (buffer.filled().len() - before) as u64;
-            if this.seen.fetch_add(fresh, Ordering::Relaxed) + fresh > this.limit {
-                return Poll::Ready(Err(io::Error::other(Exceeded::Payload)));
-            }
-        }
-        polled
-    }
-}
-
-/// Fails the read once JSON nests deeper than [`MAX_JSON_DEPTH`](export_convert::MAX_JSON_DEPTH)
-/// (`depth` is `None` for CSV): before any parser sees it.
-struct JsonDepthChecked<R> {
-    inner: R,
-    depth: Option<JsonDepth>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for JsonDepthChecked<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buffer.filled().len();
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_read(context, buffer);
-        if let (Poll::Ready(Ok(())), Some(depth)) = (&polled, &mut this.depth)
-            && let Err(error) = depth.feed(&buffer.filled()[before..])
-        {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                Rejected(error),
-            )));
-        }
-        polled
-    }
-}
-
-/// Passes the stored bytes through, hashing and counting them; fails the read (so the store
-/// keeps nothing) before the count passes `max_bytes`.
-struct Inspector<R> {
-    inner: R,
-    hasher: Sha256,
-    rows: RowCounter,
-    bytes: u64,
-    max_bytes: u64,
-    /// The binding's JSON Schema check, and whose schema it is.
-    schema: Option<(SchemaCheck, String)>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Inspector<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buffer.filled().len();
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(context, buffer) {
-            Poll::Ready(Ok(())) => {
-                let fresh = &buffer.filled()[before..];
-                this.bytes += fresh.len() as u64;
-                if this.bytes > this.max_bytes {
-                    return Poll::Ready(Err(io::Error::other(Exceeded::Stored)));
-                }
-                this.hasher.update(fresh);
-                this.rows.feed(fresh);
-                if let Some((check, owner)) = &mut this.schema {
-                    if fresh.is_empty() {
-                        // The end: any violation rejects the upload before the store keeps it.
-                        let violations = check.finish();
-                        let owner = owner.clone();
-                        this.schema = None;
-                        if !violations.is_empty() {
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                plugin_stage::PluginStopped(PluginFailure::Rejected {
-                                    plugin: owner,
-                                    violations,
-                                }),
-                            )));
-                        }
-                    } else {
-                        check.feed(fresh);
-                    }
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
     }
 }

@@ -1,16 +1,20 @@
-//! The plugin step of an upload: the bytes stream through the application's Wasm plugin on a
-//! blocking thread (the plugin's calls must not stall the async workers), chunk by chunk, and its
-//! output streams on towards the store. Violations are collected and reject the upload at the end.
+//! The plugin step of an upload: the chunks stream through the application's Wasm plugin on a
+//! blocking thread (the plugin's calls must not stall the async workers), and its output
+//! streams on towards the store. Violations are collected and reject the upload at the end.
+//! When the step is done it hands back what it measured: the bytes it read and the session's
+//! figures.
 
-use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
-use tokio_util::io::StreamReader;
+use tokio::task::JoinHandle;
 
+use super::IngestError;
 use crate::plugin_host::{
     CHUNK_BYTES, LoadedPlugin, PluginFailure, PluginHost, SessionOptions, Violation,
 };
@@ -18,132 +22,172 @@ use crate::plugin_host::{
 /// The most violations collected (the rest are counted, not kept).
 pub const MAX_VIOLATIONS: usize = 100;
 
-/// Carried inside `io::Error` when the plugin failed or rejected the data.
-#[derive(Debug)]
-pub struct PluginStopped(pub PluginFailure);
-
-impl std::fmt::Display for PluginStopped {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(formatter)
-    }
+/// What a plugin session cost, read when it ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionFigures {
+    /// Time inside the plugin.
+    pub guest_time: Duration,
+    /// Fuel consumed, when the host meters it.
+    pub fuel: Option<u64>,
+    /// Peak linear memory of the plugin, in bytes.
+    pub peak_memory: usize,
 }
-
-impl std::error::Error for PluginStopped {}
 
 enum Input {
     Chunk(Bytes),
     End,
-    Failed(io::Error),
 }
 
-enum Output {
-    Chunk(Bytes),
-    Done,
-    Failed(io::Error),
+/// The plugin's output, chunk by chunk; the stage's figures come from [`PluginStage::finish`].
+pub struct PluginStage<S> {
+    output: mpsc::Receiver<Result<Bytes, IngestError>>,
+    /// Forwards the input to the plugin's thread, and gives the input stage back at its end.
+    /// Aborted when the stage is dropped: an abandoned upload stops reading its body.
+    forwarder: Option<JoinHandle<S>>,
+    /// Runs the session, and gives its figures back at its end.
+    session: Option<JoinHandle<Option<SessionFigures>>>,
+    ended: bool,
 }
 
-/// Runs `input` through a session of `plugin` and returns a reader of its output, plus a counter
-/// of the input bytes read.
-pub fn through_plugin<R>(
-    host: Arc<PluginHost>,
-    plugin: Arc<LoadedPlugin>,
-    options: SessionOptions,
-    mut input: R,
-) -> (impl AsyncRead + Send + Unpin + 'static, Arc<AtomicU64>)
+impl<S> PluginStage<S>
 where
-    R: AsyncRead + Send + Unpin + 'static,
+    S: Stream<Item = Result<Bytes, IngestError>> + Send + Unpin + 'static,
 {
-    let (input_sender, mut input_receiver) = mpsc::channel::<Input>(2);
-    let (output_sender, output_receiver) = mpsc::channel::<Output>(2);
-    let read_bytes = Arc::new(AtomicU64::new(0));
-    let counter = read_bytes.clone();
-    tokio::spawn(async move {
-        let mut buffer = vec![0u8; CHUNK_BYTES];
-        loop {
-            let message = match input.read(&mut buffer).await {
-                Ok(0) => Input::End,
-                Ok(read) => {
-                    counter.fetch_add(read as u64, Ordering::Relaxed);
-                    Input::Chunk(Bytes::copy_from_slice(&buffer[..read]))
-                }
-                Err(error) => Input::Failed(error),
-            };
-            let last = !matches!(message, Input::Chunk(_));
-            if input_sender.send(message).await.is_err() || last {
-                return;
-            }
-        }
-    });
-    tokio::task::spawn_blocking(move || {
-        let stopped = |failure: PluginFailure| {
-            Output::Failed(io::Error::new(
-                io::ErrorKind::InvalidData,
-                PluginStopped(failure),
-            ))
-        };
-        let mut session = match host.open(&plugin, &options) {
-            Ok(session) => session,
-            Err(failure) => {
-                let _ = output_sender.blocking_send(stopped(failure));
-                return;
-            }
-        };
-        let mut violations: Vec<Violation> = Vec::new();
-        loop {
-            let (step, at_end) = match input_receiver.blocking_recv() {
-                Some(Input::Chunk(chunk)) => (session.push(&chunk), false),
-                Some(Input::End) => (session.finish(), true),
-                Some(Input::Failed(error)) => {
-                    let _ = output_sender.blocking_send(Output::Failed(error));
-                    return;
-                }
-                // The forwarder went away without an end: the upload was abandoned.
-                None => return,
-            };
-            match step {
-                Ok(mut step) => {
-                    let room = MAX_VIOLATIONS.saturating_sub(violations.len());
-                    violations.extend(std::mem::take(&mut step.violations).into_iter().take(room));
-                    // The one copy out of the plugin's memory.
-                    let mut output = Vec::new();
-                    step.append_output_to(&mut output);
-                    if !output.is_empty()
-                        && output_sender
-                            .blocking_send(Output::Chunk(Bytes::from(output)))
-                            .is_err()
-                    {
-                        return;
+    /// Runs `input` through a session of `plugin`.
+    pub fn start(
+        host: Arc<PluginHost>,
+        plugin: Arc<LoadedPlugin>,
+        options: SessionOptions,
+        mut input: S,
+    ) -> Self {
+        let (input_sender, input_receiver) = mpsc::channel::<Input>(2);
+        let (output_sender, output) = mpsc::channel(2);
+        let failures = output_sender.clone();
+        let forwarder = tokio::spawn(async move {
+            while let Some(chunk) = input.next().await {
+                match chunk {
+                    Ok(mut chunk) => {
+                        // A plugin call takes at most one chunk of the size the host promises.
+                        while !chunk.is_empty() {
+                            let piece = chunk.split_to(chunk.len().min(CHUNK_BYTES));
+                            if input_sender.send(Input::Chunk(piece)).await.is_err() {
+                                return input;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        // The input's own failure ends the upload; the session is abandoned.
+                        drop(input_sender);
+                        let _ = failures.send(Err(error)).await;
+                        return input;
                     }
                 }
-                Err(failure) => {
-                    let _ = output_sender.blocking_send(stopped(failure));
-                    return;
-                }
             }
-            if at_end {
-                break;
-            }
+            let _ = input_sender.send(Input::End).await;
+            input
+        });
+        let session = tokio::task::spawn_blocking(move || {
+            run_session(&host, &plugin, &options, input_receiver, &output_sender)
+        });
+        Self {
+            output,
+            forwarder: Some(forwarder),
+            session: Some(session),
+            ended: false,
         }
-        let last = if violations.is_empty() {
-            Output::Done
-        } else {
-            stopped(PluginFailure::Rejected {
-                plugin: plugin.info.name.clone(),
-                violations,
-            })
+    }
+
+    /// Waits for both sides to end and gives back the input stage and the session's figures
+    /// (`None` when the session did not finish).
+    pub async fn finish(mut self) -> (Option<S>, Option<SessionFigures>) {
+        self.output.close();
+        let input = match self.forwarder.take() {
+            Some(forwarder) => forwarder.await.ok(),
+            None => None,
         };
-        let _ = output_sender.blocking_send(last);
-    });
-    let chunks = futures::stream::unfold(output_receiver, |mut receiver| async move {
-        match receiver.recv().await {
-            Some(Output::Chunk(bytes)) => Some((Ok(bytes), receiver)),
-            Some(Output::Done) => None,
-            Some(Output::Failed(error)) => Some((Err(error), receiver)),
-            None => Some((
-                Err(io::Error::other("the plugin stage stopped unexpectedly")),
-                receiver,
-            )),
+        let figures = match self.session.take() {
+            Some(session) => session.await.ok().flatten(),
+            None => None,
+        };
+        (input, figures)
+    }
+}
+
+/// The blocking side: one session over the chunks received; its output and its failure go to
+/// `output`. Returns the session's figures when it finished.
+fn run_session(
+    host: &PluginHost,
+    plugin: &Arc<LoadedPlugin>,
+    options: &SessionOptions,
+    mut input: mpsc::Receiver<Input>,
+    output: &mpsc::Sender<Result<Bytes, IngestError>>,
+) -> Option<SessionFigures> {
+    let stop = |failure: PluginFailure| {
+        let _ = output.blocking_send(Err(IngestError::Plugin(failure)));
+        None
+    };
+    let mut session = match host.open(plugin, options) {
+        Ok(session) => session,
+        Err(failure) => return stop(failure),
+    };
+    let mut violations: Vec<Violation> = Vec::new();
+    loop {
+        let (step, at_end) = match input.blocking_recv() {
+            Some(Input::Chunk(chunk)) => (session.push(&chunk), false),
+            Some(Input::End) => (session.finish(), true),
+            // The forwarder went away without an end: the input failed or was abandoned.
+            None => return None,
+        };
+        let mut step = match step {
+            Ok(step) => step,
+            Err(failure) => return stop(failure),
+        };
+        let room = MAX_VIOLATIONS.saturating_sub(violations.len());
+        violations.extend(std::mem::take(&mut step.violations).into_iter().take(room));
+        // The one copy out of the plugin's memory.
+        let mut produced = Vec::new();
+        step.append_output_to(&mut produced);
+        if !produced.is_empty() && output.blocking_send(Ok(Bytes::from(produced))).is_err() {
+            return None;
         }
-    });
-    (StreamReader::new(Box::pin(chunks)), read_bytes)
+        if at_end {
+            break;
+        }
+    }
+    let figures = SessionFigures {
+        guest_time: session.guest_time(),
+        fuel: session.fuel_consumed(),
+        peak_memory: session.peak_memory(),
+    };
+    if !violations.is_empty() {
+        stop(PluginFailure::Rejected {
+            plugin: plugin.info.name.clone(),
+            violations,
+        });
+    }
+    Some(figures)
+}
+
+impl<S> Drop for PluginStage<S> {
+    fn drop(&mut self) {
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.abort();
+        }
+    }
+}
+
+impl<S> Stream for PluginStage<S> {
+    type Item = Result<Bytes, IngestError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let next = ready!(self.output.poll_recv(context));
+        if !matches!(next, Some(Ok(_))) {
+            self.ended = true;
+        }
+        // The channel closes when the session ended without a failure.
+        Poll::Ready(next)
+    }
 }

@@ -3,12 +3,11 @@
 //! are kept (to be replayed, so the data reaches the next step unchanged): an upload of nothing
 //! but blanks costs no more than reading it.
 
-use std::io;
-
+use bytes::Bytes;
 use export_convert::ConvertError;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use futures::{Stream, StreamExt};
 
-use super::convert::Rejected;
+use super::IngestError;
 use super::rows::sniff;
 use crate::domain::Format;
 
@@ -16,62 +15,75 @@ use crate::domain::Format;
 /// which its first character is looked for.
 pub const SNIFF_WINDOW: usize = 64 * 1024;
 
-/// The uploaded format, and the bytes read to tell it (to be read again before the rest).
+/// The uploaded format, and the chunks read to tell it (to be handed on before the rest).
 #[derive(Debug)]
 pub struct Sniffed {
     /// The format of the data (`otherwise` when it is blank to its end).
     pub format: Format,
-    /// The bytes read so far, at most [`SNIFF_WINDOW`].
-    pub prefix: Vec<u8>,
+    /// The chunks read so far: [`SNIFF_WINDOW`] bytes, give or take the last chunk.
+    pub prefix: Vec<Bytes>,
 }
 
 /// Reads `input` up to its first non-blank byte and tells the format from it; data that is
-/// blank to its end is taken to be in `otherwise`. More than [`SNIFF_WINDOW`] leading blanks are
-/// refused ([`Rejected`] in the `io::Error`): the format cannot be told within the prefix.
-pub async fn sniff_format<R: AsyncRead + Unpin>(
-    input: &mut R,
-    otherwise: Format,
-) -> io::Result<Sniffed> {
-    let mut prefix = vec![0u8; SNIFF_WINDOW];
+/// blank to its end is taken to be in `otherwise`. A first character past [`SNIFF_WINDOW`]
+/// leading blanks is refused ([`IngestError::Rejected`]): the format cannot be told within the
+/// prefix, and the rest of the body is not read.
+pub async fn sniff_format<S>(input: &mut S, otherwise: Format) -> Result<Sniffed, IngestError>
+where
+    S: Stream<Item = Result<Bytes, IngestError>> + Unpin,
+{
+    let mut prefix = Vec::new();
     // How many leading bytes were read, all of them blank: each byte is looked at once.
     let mut blank = 0;
-    loop {
-        if blank == SNIFF_WINDOW {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                Rejected(ConvertError {
-                    record: None,
-                    message: format!(
-                        "the format cannot be told: the first {SNIFF_WINDOW} bytes are blank; \
-                         send the data with Content-Type text/csv or application/json"
-                    ),
-                }),
-            ));
+    while let Some(chunk) = input.next().await {
+        let chunk = chunk?;
+        let first = chunk.iter().position(|byte| !byte.is_ascii_whitespace());
+        if blank + first.unwrap_or(chunk.len()) >= SNIFF_WINDOW {
+            return Err(IngestError::Rejected(ConvertError {
+                record: None,
+                message: format!(
+                    "the format cannot be told: the first {SNIFF_WINDOW} bytes are blank; \
+                     send the data with Content-Type text/csv or application/json"
+                ),
+            }));
         }
-        let read = input.read(&mut prefix[blank..]).await?;
-        if read == 0 {
-            prefix.truncate(blank);
-            return Ok(Sniffed {
-                format: otherwise,
-                prefix,
-            });
-        }
-        let fresh = &prefix[blank..blank + read];
-        if let Some(first) = fresh.iter().find(|byte| !byte.is_ascii_whitespace()) {
-            let format = sniff(*first);
-            prefix.truncate(blank + read);
+        if let Some(first) = first {
+            let format = sniff(chunk[first]);
+            prefix.push(chunk);
             return Ok(Sniffed { format, prefix });
         }
-        blank += read;
+        blank += chunk.len();
+        prefix.push(chunk);
+    }
+    Ok(Sniffed {
+        format: otherwise,
+        prefix,
+    })
+}
+
+/// Removes the blanks `prefix` starts with (whole chunks of them, and the start of the first
+/// chunk with data).
+pub fn drop_leading_blanks(prefix: &mut Vec<Bytes>) {
+    let blank_chunks = prefix
+        .iter()
+        .take_while(|chunk| chunk.iter().all(u8::is_ascii_whitespace))
+        .count();
+    prefix.drain(..blank_chunks);
+    if let Some(first) = prefix.first_mut() {
+        let blanks = first
+            .iter()
+            .take_while(|byte| byte.is_ascii_whitespace())
+            .count();
+        let _ = first.split_to(blanks);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncRead;
 
-    /// A reader of `total` bytes of `byte`, then `tail`, in reads of at most `step` bytes.
+    /// `total` bytes of `byte` in chunks of `step`, then `tail`; `left` counts what was not
+    /// read yet.
     struct Blanks {
         left: usize,
         byte: u8,
@@ -79,43 +91,57 @@ mod tests {
         step: usize,
     }
 
-    impl AsyncRead for Blanks {
-        fn poll_read(
+    impl Stream for Blanks {
+        type Item = Result<Bytes, IngestError>;
+
+        fn poll_next(
             mut self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
-            buffer: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            let count = self.left.min(self.step).min(buffer.remaining());
-            if count > 0 {
-                buffer.put_slice(&vec![self.byte; count]);
+        ) -> std::task::Poll<Option<Self::Item>> {
+            let count = self.left.min(self.step);
+            let chunk = if count > 0 {
                 self.left -= count;
+                Bytes::from(vec![self.byte; count])
+            } else if !self.tail.is_empty() {
+                Bytes::from_static(std::mem::take(&mut self.tail))
             } else {
-                let count = self.tail.len().min(buffer.remaining());
-                buffer.put_slice(&self.tail[..count]);
-                self.tail = &self.tail[count..];
-            }
-            std::task::Poll::Ready(Ok(()))
+                return std::task::Poll::Ready(None);
+            };
+            std::task::Poll::Ready(Some(Ok(chunk)))
         }
+    }
+
+    fn chunks(bytes: &'static [u8]) -> impl Stream<Item = Result<Bytes, IngestError>> + Unpin {
+        futures::stream::iter([Ok(Bytes::from_static(bytes))])
+    }
+
+    fn joined(prefix: &[Bytes]) -> Vec<u8> {
+        prefix.concat()
     }
 
     #[tokio::test]
     async fn the_first_non_blank_byte_tells_the_format() {
-        let mut json = &b" \n\t [1]"[..];
-        let sniffed = sniff_format(&mut json, Format::Csv).await.unwrap();
+        let sniffed = sniff_format(&mut chunks(b" \n\t [1]"), Format::Csv)
+            .await
+            .unwrap();
         assert_eq!(sniffed.format, Format::Json);
         assert_eq!(
-            sniffed.prefix, b" \n\t [1]",
+            joined(&sniffed.prefix),
+            b" \n\t [1]",
             "kept to be replayed unchanged"
         );
-        let mut csv = &b"\r\nid,name\n"[..];
         assert_eq!(
-            sniff_format(&mut csv, Format::Json).await.unwrap().format,
+            sniff_format(&mut chunks(b"\r\nid,name\n"), Format::Json)
+                .await
+                .unwrap()
+                .format,
             Format::Csv
         );
-        let mut empty = &b"  \n"[..];
-        let sniffed = sniff_format(&mut empty, Format::Json).await.unwrap();
+        let sniffed = sniff_format(&mut chunks(b"  \n"), Format::Json)
+            .await
+            .unwrap();
         assert_eq!(
-            (sniffed.format, sniffed.prefix),
+            (sniffed.format, joined(&sniffed.prefix)),
             (Format::Json, b"  \n".to_vec())
         );
     }
@@ -130,8 +156,9 @@ mod tests {
         };
         let sniffed = sniff_format(&mut input, Format::Csv).await.unwrap();
         assert_eq!(sniffed.format, Format::Json);
-        assert!(sniffed.prefix.len() <= SNIFF_WINDOW);
-        assert_eq!(sniffed.prefix[SNIFF_WINDOW - 1], b'{');
+        let prefix = joined(&sniffed.prefix);
+        assert!(prefix.len() <= SNIFF_WINDOW + 1000);
+        assert_eq!(prefix[SNIFF_WINDOW - 1], b'{');
     }
 
     #[tokio::test]
@@ -143,7 +170,7 @@ mod tests {
             step: 4096,
         };
         let error = sniff_format(&mut input, Format::Json).await.unwrap_err();
-        let Some(Rejected(reason)) = error.get_ref().and_then(|inner| inner.downcast_ref()) else {
+        let IngestError::Rejected(reason) = error else {
             panic!("not a rejection: {error}");
         };
         assert!(
@@ -157,5 +184,16 @@ mod tests {
         );
         // Only the window was read: the rest of the body was never looked at.
         assert_eq!(input.left, 20 * 1024 * 1024 - SNIFF_WINDOW);
+    }
+
+    #[test]
+    fn leading_blanks_are_dropped_across_chunks() {
+        let mut prefix = vec![
+            Bytes::from_static(b" \n"),
+            Bytes::from_static(b"\t id"),
+            Bytes::from_static(b" x"),
+        ];
+        drop_leading_blanks(&mut prefix);
+        assert_eq!(joined(&prefix), b"id x");
     }
 }

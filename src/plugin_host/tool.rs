@@ -1,17 +1,15 @@
-//! The plugin author's tools: `export-service plugin check` (does the component load, and what
-//! does it say about itself) and `plugin run` (process a sample file offline exactly as the
-//! service would, and report output, violations, rows, time, fuel and peak memory).
+//! The plugin author's check (`export-service plugin check`: does the component load, and what
+//! does it say about itself) and one session over a whole input, which the registry runs when a
+//! version is pushed. `plugin run` goes through the upload pipeline itself
+//! (`crate::delivery::trial`).
 
 use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use super::{
-    CHUNK_BYTES, DataFormat, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, PluginSession,
+    CHUNK_BYTES, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, PluginSession,
     SessionOptions, Violation,
 };
-use crate::domain::Format;
-use crate::ingest::rows::RowCounter;
 
 /// Why a tool run failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,33 +27,6 @@ pub enum ToolError {
     Plugin(#[from] PluginFailure),
 }
 
-/// What `plugin run` observed.
-#[derive(Debug)]
-pub struct RunReport {
-    /// The plugin.
-    pub plugin: String,
-    /// Its version.
-    pub version: String,
-    /// Its digest.
-    pub digest: String,
-    /// The converted output.
-    pub output: Vec<u8>,
-    /// Violations reported.
-    pub violations: Vec<Violation>,
-    /// Rows in the output.
-    pub rows: Option<u64>,
-    /// Input bytes.
-    pub input_bytes: u64,
-    /// Wall time of the whole run (instantiation included).
-    pub wall_time: Duration,
-    /// Time inside the plugin.
-    pub guest_time: Duration,
-    /// Fuel consumed (about one unit per Wasm instruction).
-    pub fuel: Option<u64>,
-    /// Peak linear memory of the plugin.
-    pub peak_memory: usize,
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, ToolError> {
     std::fs::read(path).map_err(|error| ToolError::File {
         path: path.display().to_string(),
@@ -67,62 +38,6 @@ fn read(path: &Path) -> Result<Vec<u8>, ToolError> {
 pub fn check(component: &Path) -> Result<std::sync::Arc<LoadedPlugin>, ToolError> {
     let host = PluginHost::new(PluginLimits::default())?;
     Ok(host.load(&read(component)?)?)
-}
-
-/// Runs a component over `input` as the service would.
-pub fn run(
-    component: &Path,
-    input: &Path,
-    from: Format,
-    to: Format,
-    config: Option<&Path>,
-) -> Result<RunReport, ToolError> {
-    let started = Instant::now();
-    let host = PluginHost::with_fuel_metering(PluginLimits::default())?;
-    let plugin = host.load(&read(component)?)?;
-    let config = config
-        .map(read)
-        .transpose()?
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
-    let options = SessionOptions {
-        application: "local".into(),
-        resource: "local".into(),
-        input_format: DataFormat::from(from),
-        output_format: DataFormat::from(to),
-        config,
-    };
-    let mut file = std::fs::File::open(input).map_err(|error| ToolError::File {
-        path: input.display().to_string(),
-        reason: error.to_string(),
-    })?;
-    let run = run_session(&host, &plugin, &options, &mut file).map_err(|error| match error {
-        SessionError::Plugin(failure) => ToolError::from(failure),
-        SessionError::Read(reason) => ToolError::File {
-            path: input.display().to_string(),
-            reason,
-        },
-    })?;
-    let SessionRun {
-        output,
-        violations,
-        input_bytes,
-        session,
-    } = run;
-    let mut rows = RowCounter::new(Some(to));
-    rows.feed(&output);
-    Ok(RunReport {
-        plugin: plugin.info.name.clone(),
-        version: plugin.info.version.clone(),
-        digest: plugin.digest.clone(),
-        rows: rows.finish(),
-        output,
-        violations,
-        input_bytes,
-        wall_time: started.elapsed(),
-        guest_time: session.guest_time(),
-        fuel: session.fuel_consumed(),
-        peak_memory: session.peak_memory(),
-    })
 }
 
 /// What one session over a whole input produced.

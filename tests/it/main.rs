@@ -18,6 +18,7 @@ mod kafka;
 mod lifecycle;
 mod list;
 mod packaging;
+mod plugin_run;
 mod plugins;
 mod probes;
 mod rate_limit;

@@ -143,6 +143,16 @@ impl UploadHold {
         }
     }
 
+    /// The source held.
+    pub fn source_id(&self) -> Uuid {
+        self.source_id
+    }
+
+    /// The token the hold was taken with.
+    pub fn token(&self) -> Uuid {
+        self.token
+    }
+
     /// Releases the hold now (retried with backoff) and disarms the guard once that succeeded.
     pub async fn release(&mut self) -> Result<(), DbError> {
         self.renewal.abort();
