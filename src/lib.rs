@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod package;
 pub mod plugin_host;
 pub mod registry;
+pub mod retry;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

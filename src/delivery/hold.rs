@@ -4,13 +4,14 @@
 //! `UPLOAD_LEASE`.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::db::{DbError, SourceRepository};
+use crate::retry::retry_with_delays;
+use crate::worker::lease::{LeaseKeeper, Renewal};
 
 /// The pauses between attempts to release a hold: five attempts over about four seconds, long
 /// enough to ride out a dropped connection or a failover, short enough to finish within a
@@ -22,32 +23,13 @@ pub const RELEASE_RETRY_DELAYS: [Duration; 4] = [
     Duration::from_secs(2),
 ];
 
-/// Runs `attempt` until it succeeds or `delays` are used up, sleeping each delay in turn
-/// between attempts; returns the last error.
-pub async fn retry_with_backoff<F, Fut, E>(delays: &[Duration], mut attempt: F) -> Result<(), E>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-{
-    let mut delays = delays.iter();
-    loop {
-        match attempt().await {
-            Ok(()) => return Ok(()),
-            Err(error) => match delays.next() {
-                Some(delay) => tokio::time::sleep(*delay).await,
-                None => return Err(error),
-            },
-        }
-    }
-}
-
 /// Releases the hold `token` has on `source_id`, retrying per [`RELEASE_RETRY_DELAYS`].
 pub async fn release_with_retry(
     sources: &SourceRepository,
     source_id: Uuid,
     token: Uuid,
 ) -> Result<(), DbError> {
-    retry_with_backoff(&RELEASE_RETRY_DELAYS, || async {
+    retry_with_delays(&RELEASE_RETRY_DELAYS, || async {
         let released = sources.release_upload(source_id, token).await;
         if let Err(error) = &released {
             tracing::warn!(%source_id, error = %error, "cannot release an upload's hold yet; retrying");
@@ -120,7 +102,7 @@ pub struct UploadHold {
     /// Whether the hold still needs releasing; cleared once the source is settled or released.
     pub armed: bool,
     /// The task renewing the hold every third of the lease.
-    pub renewal: tokio::task::JoinHandle<()>,
+    pub renewal: LeaseKeeper,
 }
 
 impl UploadHold {
@@ -134,7 +116,7 @@ impl UploadHold {
     ) -> Self {
         held.insert(token, source_id);
         Self {
-            renewal: tokio::spawn(keep_holding(sources.clone(), source_id, token, lease)),
+            renewal: keep_holding(sources.clone(), source_id, token, lease),
             sources,
             held,
             source_id,
@@ -155,7 +137,7 @@ impl UploadHold {
 
     /// Releases the hold now (retried with backoff) and disarms the guard once that succeeded.
     pub async fn release(&mut self) -> Result<(), DbError> {
-        self.renewal.abort();
+        self.renewal.stop();
         release_with_retry(&self.sources, self.source_id, self.token).await?;
         self.armed = false;
         Ok(())
@@ -164,7 +146,7 @@ impl UploadHold {
 
 impl Drop for UploadHold {
     fn drop(&mut self) {
-        self.renewal.abort();
+        self.renewal.stop();
         if !self.armed {
             self.held.remove(self.token);
             return;
@@ -186,16 +168,22 @@ impl Drop for UploadHold {
     }
 }
 
-/// Renews an upload's hold every third of the lease until aborted.
-async fn keep_holding(sources: SourceRepository, source_id: Uuid, token: Uuid, lease: Duration) {
-    loop {
-        tokio::time::sleep(lease / 3).await;
-        match sources.extend_upload(source_id, token, lease).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(error) => tracing::warn!(error = %error, "cannot renew the upload's hold"),
+/// Renews an upload's hold every third of the lease while the upload runs.
+fn keep_holding(
+    sources: SourceRepository,
+    source_id: Uuid,
+    token: Uuid,
+    lease: Duration,
+) -> LeaseKeeper {
+    LeaseKeeper::spawn("upload hold", lease, move || {
+        let sources = sources.clone();
+        async move {
+            Ok::<_, DbError>(match sources.extend_upload(source_id, token, lease).await? {
+                true => Renewal::Extended,
+                false => Renewal::Lost,
+            })
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -207,7 +195,7 @@ mod tests {
     async fn a_failed_release_is_retried_with_growing_pauses() {
         let attempts = AtomicUsize::new(0);
         let started = tokio::time::Instant::now();
-        let result: Result<(), &str> = retry_with_backoff(&RELEASE_RETRY_DELAYS, || {
+        let result: Result<(), &str> = retry_with_delays(&RELEASE_RETRY_DELAYS, || {
             let attempt = attempts.fetch_add(1, Ordering::SeqCst);
             async move { if attempt < 2 { Err("down") } else { Ok(()) } }
         })
@@ -222,7 +210,7 @@ mod tests {
     async fn retries_stop_after_the_last_pause() {
         let attempts = AtomicUsize::new(0);
         let started = tokio::time::Instant::now();
-        let result: Result<(), &str> = retry_with_backoff(&RELEASE_RETRY_DELAYS, || {
+        let result: Result<(), &str> = retry_with_delays(&RELEASE_RETRY_DELAYS, || {
             attempts.fetch_add(1, Ordering::SeqCst);
             async { Err("down") }
         })

@@ -250,7 +250,7 @@ impl Delivery<'_> {
         let Ok(ingested) = tokio::time::timeout(max_duration, run).await else {
             return Err(self.too_slow(&target, &mut hold, max_duration).await);
         };
-        hold.renewal.abort();
+        hold.renewal.stop();
         if let Some(labels) = &plugin_labels {
             self.observe_plugin(labels, started, &ingested);
         }

@@ -2,13 +2,10 @@
 //! the broker acknowledged them, and retries failures with capped exponential backoff. A create
 //! wakes every relay at once through `LISTEN/NOTIFY`; an idle poll covers missed notifications.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::kafka::KafkaPublisher;
@@ -16,21 +13,16 @@ use crate::config::OutboxConfig;
 use crate::db::OutboxRepository;
 use crate::db::outbox::{ClaimedEvent, OUTBOX_CHANNEL};
 use crate::metrics::Metrics;
+use crate::retry::{Backoff, pause, retry_delay};
+use crate::worker::wakeup::{Wakeup, Woken};
 
 /// How long sent events are kept (for inspection) before they are purged.
 pub const SENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often the backlog gauges are refreshed.
 pub const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Delay before retry number `attempts` (1-based): 0.5 s doubling up to `max`, with ±20 %
-/// jitter so failing rows of many replicas do not retry in lock-step.
-pub fn retry_delay(attempts: i32, max: Duration) -> Duration {
-    let exponent = attempts.clamp(1, 30) - 1;
-    let base = Duration::from_millis(500)
-        .saturating_mul(1u32 << exponent)
-        .min(max);
-    base.mul_f64(rand::rng().random_range(0.8..1.2)).min(max)
-}
+/// How many times marking acknowledged events sent is retried before their lease is left to
+/// end (and they are published again).
+const MARK_SENT_RETRIES: i32 = 9;
 
 /// Publishes the outbox.
 pub struct Relay {
@@ -52,19 +44,17 @@ impl Relay {
     /// Runs until `stop` turns true. The batch in flight is finished (bounded by the message
     /// timeout) and the producer flushed; nothing unacknowledged is marked sent.
     pub async fn run(self, pool: PgPool, mut stop: watch::Receiver<bool>) {
-        let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(pool, wake.clone(), stop.clone()));
+        let wakeup = Wakeup::listen(pool, OUTBOX_CHANNEL);
         let mut topic_ready = !self.publisher.creates_topic();
-        let mut setbacks = 0;
+        let mut backoff = Backoff::new(self.config.max_backoff);
         tracing::info!(topic = self.publisher.topic(), "event dispatch started");
         while !*stop.borrow() {
             if !topic_ready {
                 match self.publisher.ensure_topic().await {
                     Ok(()) => topic_ready = true,
                     Err(error) => {
-                        setbacks += 1;
                         tracing::warn!(error = %error, "cannot create the topic yet; retrying");
-                        pause(retry_delay(setbacks, self.config.max_backoff), &mut stop).await;
+                        pause(backoff.failed(), &mut stop).await;
                         continue;
                     }
                 }
@@ -75,25 +65,22 @@ impl Relay {
                 .await
             {
                 Err(error) => {
-                    setbacks += 1;
                     tracing::warn!(error = %error, "cannot claim outbox events; retrying");
-                    pause(retry_delay(setbacks, self.config.max_backoff), &mut stop).await;
+                    pause(backoff.failed(), &mut stop).await;
                 }
                 Ok(batch) if batch.is_empty() => {
-                    setbacks = 0;
-                    tokio::select! {
-                        _ = wake.notified() => {}
-                        _ = tokio::time::sleep(self.config.poll_interval) => {}
-                        _ = stop.changed() => {}
+                    backoff.succeeded();
+                    if wakeup.wait(self.config.poll_interval, &mut stop).await == Woken::Stopped {
+                        break;
                     }
                 }
                 Ok(batch) => {
-                    setbacks = 0;
+                    backoff.succeeded();
                     self.publish(batch).await;
                 }
             }
         }
-        listener.abort();
+        drop(wakeup);
         // Flushing blocks: keep it off the async workers.
         let publisher = self.publisher;
         let _ = tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5))).await;
@@ -134,9 +121,8 @@ impl Relay {
     /// Records acknowledged events, retrying while the database is briefly unavailable: an
     /// acknowledged event left unmarked would be published again when its lease ends.
     async fn mark_sent(&self, ids: &[Uuid]) {
-        let mut attempts = 0;
+        let mut backoff = Backoff::new(Duration::from_secs(5));
         loop {
-            attempts += 1;
             match self.outbox.mark_sent(ids).await {
                 Ok(()) => {
                     if !ids.is_empty() {
@@ -144,9 +130,9 @@ impl Relay {
                     }
                     return;
                 }
-                Err(error) if attempts < 10 => {
+                Err(error) if backoff.setbacks() < MARK_SENT_RETRIES => {
                     tracing::warn!(error = %error, "cannot mark events sent; retrying");
-                    tokio::time::sleep(retry_delay(attempts, Duration::from_secs(5))).await;
+                    tokio::time::sleep(backoff.failed()).await;
                 }
                 Err(error) => {
                     tracing::error!(
@@ -158,47 +144,6 @@ impl Relay {
                 }
             }
         }
-    }
-}
-
-/// Wakes the relay whenever an export is created on any replica.
-async fn listen(pool: PgPool, wake: Arc<Notify>, stop: watch::Receiver<bool>) {
-    let mut attempts = 0;
-    while !*stop.borrow() {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                attempts += 1;
-                tracing::debug!(error = %error, "cannot listen for outbox notifications yet");
-                tokio::time::sleep(retry_delay(attempts, Duration::from_secs(10))).await;
-                continue;
-            }
-        };
-        if let Err(error) = listener.listen(OUTBOX_CHANNEL).await {
-            attempts += 1;
-            tracing::debug!(error = %error, "cannot listen for outbox notifications yet");
-            tokio::time::sleep(retry_delay(attempts, Duration::from_secs(10))).await;
-            continue;
-        }
-        attempts = 0;
-        loop {
-            match listener.recv().await {
-                Ok(_) => wake.notify_one(),
-                Err(error) => {
-                    // The poll interval covers the gap; reconnect.
-                    tracing::debug!(error = %error, "outbox notifications interrupted");
-                    wake.notify_one();
-                    break;
-                }
-            }
-        }
-    }
-}
-
-async fn pause(delay: Duration, stop: &mut watch::Receiver<bool>) {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => {}
-        _ = stop.changed() => {}
     }
 }
 
@@ -224,23 +169,5 @@ pub async fn monitor_backlog(pool: PgPool, metrics: Metrics, mut stop: watch::Re
         }
         ticks += 1;
         pause(BACKLOG_INTERVAL, &mut stop).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delay_grows_and_is_capped() {
-        let max = Duration::from_secs(60);
-        let first = retry_delay(1, max);
-        assert!(first >= Duration::from_millis(400) && first <= Duration::from_millis(600));
-        let fifth = retry_delay(5, max);
-        assert!(fifth >= Duration::from_millis(6400) && fifth <= Duration::from_millis(9600));
-        for attempts in [12, 30, 1000, i32::MAX] {
-            assert!(retry_delay(attempts, max) <= max);
-        }
-        assert!(retry_delay(0, max) <= Duration::from_millis(600));
     }
 }

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::io::StreamReader;
 use tracing::Instrument;
@@ -21,12 +20,17 @@ use tracing::Instrument;
 use crate::db::packaging::{ClaimedJob, JobRepository};
 use crate::db::sources::PACKAGING_CHANNEL;
 use crate::db::{DbError, ExportRepository};
-use crate::dispatch::relay::retry_delay;
 use crate::domain::progress::packaged_status;
 use crate::domain::{Archive, Export, SourceStatus};
 use crate::metrics::Metrics;
+use crate::retry::{Backoff, pause, retry_delay};
 use crate::storage::{KeyLayout, ObjectStore, PutError, StoreError};
+use crate::worker::lease::{LeaseKeeper, Renewal};
+use crate::worker::wakeup::{Wakeup, Woken};
 use zip::{ArchiveSummary, Sink, ZipStreamWriter};
+
+/// The longest pause between attempts to claim a job while the database fails.
+const CLAIM_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Archive bytes are handed to the store in chunks of this size.
 const CHUNK: usize = 1024 * 1024;
@@ -118,34 +122,28 @@ impl Packager {
     /// Packages jobs until `stop` turns true (the job in progress is finished first; a job cut
     /// short is re-driven by another worker after its lease).
     pub async fn run(self, pool: PgPool, mut stop: watch::Receiver<bool>) {
-        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-        let listener = tokio::spawn(listen(pool, wake.clone()));
+        let wakeup = Wakeup::listen(pool, PACKAGING_CHANNEL);
         let monitor = tokio::spawn(monitor_waiting(self.jobs.clone(), self.metrics.clone()));
-        let mut setbacks = 0;
+        let mut backoff = Backoff::new(CLAIM_MAX_BACKOFF);
         while !*stop.borrow() {
             match self.jobs.claim(self.settings.lease).await {
                 Ok(Some(job)) => {
-                    setbacks = 0;
+                    backoff.succeeded();
                     self.handle(job).await;
                 }
                 Ok(None) => {
-                    tokio::select! {
-                        _ = wake.notified() => {}
-                        _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                        _ = stop.changed() => {}
+                    backoff.succeeded();
+                    if wakeup.wait(self.settings.poll_interval, &mut stop).await == Woken::Stopped
+                    {
+                        break;
                     }
                 }
                 Err(error) => {
-                    setbacks += 1;
                     tracing::warn!(error = %error, "cannot claim packaging jobs; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(retry_delay(setbacks, Duration::from_secs(30))) => {}
-                        _ = stop.changed() => {}
-                    }
+                    pause(backoff.failed(), &mut stop).await;
                 }
             }
         }
-        listener.abort();
         monitor.abort();
     }
 
@@ -211,12 +209,12 @@ impl Packager {
         // Keep the claim alive while building makes progress, so no other worker takes a
         // live job over, and a stalled one is re-driven after its lease.
         let progress = Arc::new(AtomicU64::new(0));
-        let heartbeat = tokio::spawn(keep_claimed(
+        let heartbeat = keep_claimed(
             self.jobs.clone(),
             job,
             self.settings.lease,
             progress.clone(),
-        ));
+        );
         let built = build_archive(
             &self.store,
             &export,
@@ -225,7 +223,7 @@ impl Packager {
             &progress,
         )
         .await;
-        heartbeat.abort();
+        heartbeat.stop();
         let summary = built?;
         let status = packaged_status(export.sources.iter().map(|source| source.status));
         let archive = Archive {
@@ -307,34 +305,33 @@ async fn monitor_waiting(jobs: JobRepository, metrics: Metrics) {
 }
 
 /// Extends a job's lease every third of it, as long as the archive grew since the last
-/// extension, until aborted. A build that hangs stops renewing, so another worker re-drives
-/// the job when the lease ends (this worker's late result is then discarded by `finish`).
-async fn keep_claimed(
+/// extension. A build that hangs stops renewing, so another worker re-drives the job when the
+/// lease ends (this worker's late result is then discarded by `finish`).
+fn keep_claimed(
     jobs: JobRepository,
     job: ClaimedJob,
     lease: Duration,
     progress: Arc<AtomicU64>,
-) {
+) -> LeaseKeeper {
     let mut seen = 0;
-    loop {
-        tokio::time::sleep(lease / 3).await;
+    LeaseKeeper::spawn("packaging claim", lease, move || {
         let now = progress.load(Ordering::Relaxed);
-        if now == seen {
-            tracing::warn!(
-                "packaging made no progress for a third of its lease; letting the claim lapse"
-            );
-            continue;
-        }
+        let stalled = now == seen;
         seen = now;
-        match jobs.heartbeat(job, lease).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!("the packaging claim was lost; another worker may be building");
-                return;
+        let jobs = jobs.clone();
+        async move {
+            if stalled {
+                tracing::warn!(
+                    "packaging made no progress for a third of its lease; letting the claim lapse"
+                );
+                return Ok(Renewal::Skipped);
             }
-            Err(error) => tracing::warn!(error = %error, "cannot extend the packaging claim"),
+            match jobs.heartbeat(job, lease).await? {
+                true => Ok(Renewal::Extended),
+                false => Ok::<_, DbError>(Renewal::Lost),
+            }
         }
-    }
+    })
 }
 
 /// Streams the archive of `export` into `key`.
@@ -506,31 +503,6 @@ impl Sink for ChannelSink {
             self.flush().await?;
         }
         Ok(())
-    }
-}
-
-async fn listen(pool: PgPool, wake: std::sync::Arc<tokio::sync::Notify>) {
-    let mut attempts = 0;
-    loop {
-        let listener = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(PACKAGING_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match listener.await {
-            Ok(mut listener) => {
-                attempts = 0;
-                while listener.recv().await.is_ok() {
-                    wake.notify_one();
-                }
-                wake.notify_one();
-            }
-            Err(error) => {
-                attempts += 1;
-                tracing::debug!(error = %error, "cannot listen for packaging notifications yet");
-                tokio::time::sleep(retry_delay(attempts, Duration::from_secs(10))).await;
-            }
-        }
     }
 }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 use super::Registry;
@@ -18,6 +17,10 @@ use crate::db::plugins::PLUGINS_CHANNEL;
 use crate::metrics::Metrics;
 use crate::plugin_host::binding::{Binding, BindingTable};
 use crate::plugin_host::directory;
+use crate::worker::wakeup::{Wakeup, Woken};
+
+/// How often the bindings are reloaded while change notifications cannot be received.
+const UNHEARD_RESYNC: Duration = Duration::from_secs(5);
 
 /// Loads the registry's active bindings and swaps them in. Returns how many bindings are in
 /// force; individual failures keep the previous binding.
@@ -106,8 +109,8 @@ fn publish_bindings(registry: &Registry, metrics: &Metrics) {
     }
 }
 
-/// Follows the registry until `stop`: reloads on every notification, every `resync`, and after
-/// the notification connection was lost.
+/// Follows the registry until `stop`: reloads on every notification, every `resync`, and
+/// whenever the notification connection was made or lost (a change may have gone unheard).
 pub async fn follow_registry(
     registry: Registry,
     pool: PgPool,
@@ -115,48 +118,21 @@ pub async fn follow_registry(
     resync: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let wakeup = Wakeup::listen(pool, PLUGINS_CHANNEL);
     loop {
-        let mut listener = match listen(&pool).await {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for plugin binding changes; polling");
-                None
-            }
-        };
         if let Err(error) = reload(&registry, &metrics).await {
             tracing::warn!(%error, "cannot load the plugin bindings; will retry");
         }
-        loop {
-            let wait = match listener.as_mut() {
-                Some(listener) => tokio::select! {
-                    // `Ok(None)`: the connection dropped and will be re-established on the next
-                    // call; notifications may have been missed meanwhile, so reload either way.
-                    received = listener.try_recv() => received.map(|_| true).unwrap_or_else(|error| {
-                        tracing::warn!(%error, "lost the plugin binding notifications; reconnecting");
-                        false
-                    }),
-                    () = tokio::time::sleep(resync) => true,
-                    _ = stop.changed() => return,
-                },
-                None => tokio::select! {
-                    () = tokio::time::sleep(resync.min(Duration::from_secs(5))) => false,
-                    _ = stop.changed() => return,
-                },
-            };
-            if !wait {
-                break;
-            }
-            if let Err(error) = reload(&registry, &metrics).await {
-                tracing::warn!(%error, "cannot reload the plugin bindings; will retry");
-            }
+        // Without notifications, a change is noticed only by polling: poll sooner.
+        let poll = if wakeup.is_listening() {
+            resync
+        } else {
+            resync.min(UNHEARD_RESYNC)
+        };
+        if wakeup.wait(poll, &mut stop).await == Woken::Stopped {
+            return;
         }
     }
-}
-
-async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(PLUGINS_CHANNEL).await?;
-    Ok(listener)
 }
 
 /// Watches the plugin directory until `stop`: when its files change, loads them again and swaps
