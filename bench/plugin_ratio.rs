@@ -19,7 +19,7 @@
 use std::time::Instant;
 
 use export_convert::{Converter, CsvToJson};
-use export_service::plugin_host::{
+use export_plugin_host::{
     CHUNK_BYTES, DataFormat, LoadedPlugin, PluginHost, PluginLimits, SessionOptions,
 };
 

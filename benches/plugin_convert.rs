@@ -14,11 +14,9 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use export_convert::{Converter, CsvToJson};
+use export_plugin_host::{CHUNK_BYTES, DataFormat, PluginHost, PluginLimits, SessionOptions};
 use export_service::domain::Format;
 use export_service::ingest::schema::SchemaCheck;
-use export_service::plugin_host::{
-    CHUNK_BYTES, DataFormat, PluginHost, PluginLimits, SessionOptions,
-};
 
 #[path = "../bench/samples.rs"]
 mod samples;

@@ -10,10 +10,10 @@ mod demo_cli;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use export_plugin_host::tool;
 use export_service::config::Config;
 use export_service::delivery::trial;
 use export_service::domain::Format;
-use export_service::plugin_host::tool;
 use export_service::server::{BoundService, shutdown_signal};
 use export_service::storage::{KeyLayout, ObjectStore};
 use export_service::worker::cleaner::Cleaner;

@@ -18,12 +18,12 @@ use crate::dispatch::relay::{self, Relay};
 use crate::http::{self, AppState, listener, request_id::RequestIdGenerator};
 use crate::metrics::Metrics;
 use crate::package::{Packager, PackagerSettings};
-use crate::plugin_host::binding::LiveBindings;
-use crate::plugin_host::directory::load_directory;
-use crate::plugin_host::{PluginFailure, PluginHost};
+use crate::registry::binding::LiveBindings;
+use crate::registry::directory::load_directory;
 use crate::registry::{self, Registry};
 use crate::storage::ObjectStore;
 use crate::worker::cleaner::Cleaner;
+use export_plugin_host::{PluginFailure, PluginHost};
 
 /// Why the service could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -95,7 +95,7 @@ pub struct DataPathConfig {
     /// Directory of `<application>.wasm` plugins (and `<application>.json` configs).
     pub plugins_dir: Option<PathBuf>,
     /// Limits of plugin sessions.
-    pub plugin_limits: crate::plugin_host::PluginLimits,
+    pub plugin_limits: export_plugin_host::PluginLimits,
     /// How often the in-process cleaner runs; `None` = only `export-service clean`.
     pub cleaner_interval: Option<Duration>,
     /// How long after `expires_at` an export's rows and objects are deleted.
@@ -383,9 +383,9 @@ pub(super) fn data_path_config(
     if upload_max_duration < Duration::from_secs(1) {
         return Err(invalid("UPLOAD_MAX_DURATION", "must be at least 1s".into()));
     }
-    let plugin_defaults = crate::plugin_host::PluginLimits::default();
+    let plugin_defaults = export_plugin_host::PluginLimits::default();
     let plugin_cache_mib =
-        reader.parsed::<usize>("PLUGIN_CACHE_SIZE", crate::plugin_host::DEFAULT_CACHE_MIB)?;
+        reader.parsed::<usize>("PLUGIN_CACHE_SIZE", export_plugin_host::DEFAULT_CACHE_MIB)?;
     if plugin_cache_mib == 0 {
         // Without a cache every registry resync would compile its plugins again.
         return Err(invalid(
@@ -407,7 +407,7 @@ pub(super) fn data_path_config(
         max_uploads_per_application,
         upload_max_duration,
         plugins_dir: reader.0.get("PLUGINS_DIR").map(PathBuf::from),
-        plugin_limits: crate::plugin_host::PluginLimits {
+        plugin_limits: export_plugin_host::PluginLimits {
             memory_bytes: reader
                 .parsed::<usize>("PLUGIN_MEMORY_LIMIT", plugin_defaults.memory_bytes / MIB)?
                 .saturating_mul(MIB),

@@ -178,10 +178,12 @@ fn keep_holding(
     LeaseKeeper::spawn("upload hold", lease, move || {
         let sources = sources.clone();
         async move {
-            Ok::<_, DbError>(match sources.extend_upload(source_id, token, lease).await? {
-                true => Renewal::Extended,
-                false => Renewal::Lost,
-            })
+            Ok::<_, DbError>(
+                match sources.extend_upload(source_id, token, lease).await? {
+                    true => Renewal::Extended,
+                    false => Renewal::Lost,
+                },
+            )
         }
     })
 }

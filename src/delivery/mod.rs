@@ -18,9 +18,9 @@ use crate::domain::{Format, SourceStatus};
 use crate::ingest::intake::BodyStream;
 use crate::ingest::{IngestError, Ingested, Limits, Pipeline, Plan, PluginRun};
 use crate::metrics::Metrics;
-use crate::plugin_host::binding::LiveBindings;
-use crate::plugin_host::{PluginFailure, Violation};
+use crate::registry::binding::LiveBindings;
 use crate::storage::{KeyLayout, ObjectStore, StoreError};
+use export_plugin_host::{PluginFailure, Violation};
 use hold::{HeldUploads, UploadHold};
 
 /// What the upload use case needs: the repositories, the store and the plugins of one replica.

@@ -17,8 +17,8 @@ use crate::config::{DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION};
 use crate::domain::Format;
 use crate::ingest::plugin_stage::SessionFigures;
 use crate::ingest::{Ingested, Limits, Pipeline, Plan, PluginRun};
-use crate::plugin_host::binding::Binding;
-use crate::plugin_host::{PluginFailure, PluginHost, PluginLimits, Violation};
+use crate::registry::binding::{Binding, BindingError};
+use export_plugin_host::{PluginFailure, PluginHost, PluginLimits, Violation};
 
 /// What to try.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub enum TrialError {
     Plugin(#[from] PluginFailure),
     /// The configuration is not one a binding takes.
     #[error("the binding's configuration: {0}")]
-    Config(String),
+    Config(#[from] BindingError),
     /// The plugin or the pipeline failed in a way the service would not blame on the data
     /// (the source would stay pending).
     #[error("the service would not store this upload: {0}")]
@@ -102,7 +102,7 @@ pub async fn run(trial: &Trial) -> Result<TrialReport, TrialError> {
         Some(path) => Some(std::fs::read_to_string(path).map_err(file_error(path))?),
         None => None,
     };
-    let binding = Binding::new(plugin.clone(), config.clone()).map_err(TrialError::Config)?;
+    let binding = Binding::new(plugin.clone(), config.clone())?;
     let max_payload = DEFAULT_MAX_PAYLOAD_MIB * 1024 * 1024;
     let plan = Plan {
         declared_format: trial.from,

@@ -23,7 +23,7 @@ use super::error::{ApiError, ErrorBody};
 use crate::config::push_slots;
 use crate::db::plugins::{BindingRecord, PluginVersion};
 use crate::domain::Format;
-use crate::plugin_host::binding::ANY_RESOURCE;
+use crate::registry::binding::ANY_RESOURCE;
 use crate::registry::{Registry, RegistryError, SelfTest, SelfTestReport};
 
 /// Where the admin API is mounted.

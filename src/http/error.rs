@@ -37,8 +37,8 @@ pub struct Violation {
     pub message: String,
 }
 
-impl From<crate::plugin_host::Violation> for Violation {
-    fn from(violation: crate::plugin_host::Violation) -> Self {
+impl From<export_plugin_host::Violation> for Violation {
+    fn from(violation: export_plugin_host::Violation) -> Self {
         Self {
             row: violation.row,
             field: violation.field,

@@ -58,7 +58,7 @@ pub struct AppState {
     /// The holds running uploads have on their sources (released when a shutdown abandons them).
     pub upload_holds: Arc<crate::delivery::hold::HeldUploads>,
     /// The plugins bound to applications (from the registry and the plugin directory).
-    pub plugins: Option<Arc<crate::plugin_host::binding::LiveBindings>>,
+    pub plugins: Option<Arc<crate::registry::binding::LiveBindings>>,
     /// The plugin registry (the admin API's backend).
     pub registry: Option<crate::registry::Registry>,
     /// Metrics.

@@ -21,10 +21,10 @@ use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::domain::{Format, PluginStamp};
-use crate::plugin_host::Violation;
-use crate::plugin_host::{DataFormat, LoadedPlugin, PluginFailure, PluginHost, SessionOptions};
 use crate::storage::{ObjectStore, PutError, StoreError};
 use convert::Converting;
+use export_plugin_host::Violation;
+use export_plugin_host::{DataFormat, LoadedPlugin, PluginFailure, PluginHost, SessionOptions};
 use inspect::Inspector;
 use intake::{BodyStream, Intake};
 use plugin_stage::{PluginStage, SessionFigures};
@@ -104,6 +104,15 @@ pub enum IngestError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<Format> for DataFormat {
+    fn from(format: Format) -> Self {
+        match format {
+            Format::Csv => Self::Csv,
+            Format::Json => Self::Json,
+        }
+    }
 }
 
 /// Upload limits.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::IngestError;
-use crate::plugin_host::{
+use export_plugin_host::{
     CHUNK_BYTES, LoadedPlugin, PluginFailure, PluginHost, SessionOptions, Violation,
 };
 

@@ -7,7 +7,7 @@ use export_convert::{ConvertError, Converter, CsvToJson, JsonRecords};
 
 use super::convert::piece_end;
 use crate::domain::Format;
-use crate::plugin_host::Violation;
+use export_plugin_host::Violation;
 
 /// The most violations kept.
 pub const MAX_VIOLATIONS: usize = 100;
@@ -166,9 +166,14 @@ impl RecordCheck {
     }
 }
 
+/// Why a document is not a usable JSON Schema.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(#[from] Box<jsonschema::ValidationError<'static>>);
+
 /// Compiles a JSON Schema, with the reason when it is not one.
-pub fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::validator_for(schema).map_err(|error| error.to_string())
+pub fn compile(schema: &serde_json::Value) -> Result<jsonschema::Validator, SchemaError> {
+    jsonschema::validator_for(schema).map_err(|error| SchemaError(Box::new(error)))
 }
 
 #[cfg(test)]

@@ -133,8 +133,7 @@ impl Packager {
                 }
                 Ok(None) => {
                     backoff.succeeded();
-                    if wakeup.wait(self.settings.poll_interval, &mut stop).await == Woken::Stopped
-                    {
+                    if wakeup.wait(self.settings.poll_interval, &mut stop).await == Woken::Stopped {
                         break;
                     }
                 }

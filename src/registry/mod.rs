@@ -2,6 +2,8 @@
 //! accepted, bytes kept in the object store by digest, records in PostgreSQL) and bind
 //! applications to them; every replica applies the bindings ([`sync`]).
 
+pub mod binding;
+pub mod directory;
 pub mod sync;
 
 use std::sync::Arc;
@@ -16,10 +18,10 @@ use crate::db::plugins::{
     VersionStored,
 };
 use crate::domain::Format;
-use crate::plugin_host::binding::{ANY_RESOURCE, Binding, LiveBindings};
-use crate::plugin_host::tool::{SessionError, run_session};
-use crate::plugin_host::{DataFormat, LoadedPlugin, PluginFailure, SessionOptions, Violation};
+use crate::registry::binding::{ANY_RESOURCE, Binding, BindingError, LiveBindings};
 use crate::storage::{ObjectStore, StoreError};
+use export_plugin_host::tool::{SessionError, run_session};
+use export_plugin_host::{DataFormat, LoadedPlugin, PluginFailure, SessionOptions, Violation};
 
 /// Where component bytes live in the object store (by digest, so equal bytes are stored once).
 pub const COMPONENT_PREFIX: &str = "_plugins/sha256/";
@@ -69,7 +71,7 @@ pub enum RegistryError {
     UnknownTarget(String),
     /// The binding's configuration is unusable.
     #[error("the configuration is refused: {0}")]
-    BadConfig(String),
+    BadConfig(#[from] BindingError),
     /// Nothing to roll back to.
     #[error("{application}/{resource} has no earlier binding to roll back to")]
     NoPrevious {
@@ -243,7 +245,7 @@ impl Registry {
         if let Some(config) = &config
             && !config.is_object()
         {
-            return Err(RegistryError::BadConfig("must be a JSON object".into()));
+            return Err(RegistryError::BadConfig(BindingError::NotAnObject));
         }
         let unknown = || RegistryError::UnknownVersion {
             name: name.to_owned(),
@@ -255,8 +257,7 @@ impl Registry {
             .await?
             .ok_or_else(unknown)?;
         let plugin = self.load(&stored.digest, &stored.object_key).await?;
-        Binding::new(plugin, config.as_ref().map(serde_json::Value::to_string))
-            .map_err(RegistryError::BadConfig)?;
+        Binding::new(plugin, config.as_ref().map(serde_json::Value::to_string))?;
         let outcome = self
             .repository
             .bind(&NewBinding {
@@ -439,7 +440,7 @@ fn check_identity(plugin: &LoadedPlugin) -> Result<(), RegistryError> {
 }
 
 fn run_self_test(
-    host: &crate::plugin_host::PluginHost,
+    host: &export_plugin_host::PluginHost,
     plugin: &Arc<LoadedPlugin>,
     test: SelfTest,
 ) -> Result<SelfTestReport, RegistryError> {

@@ -12,11 +12,11 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::Registry;
+use super::{Registry, RegistryError};
 use crate::db::plugins::PLUGINS_CHANNEL;
 use crate::metrics::Metrics;
-use crate::plugin_host::binding::{Binding, BindingTable};
-use crate::plugin_host::directory;
+use crate::registry::binding::{Binding, BindingTable};
+use crate::registry::directory;
 use crate::worker::wakeup::{Wakeup, Woken};
 
 /// How often the bindings are reloaded while change notifications cannot be received.
@@ -44,20 +44,24 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
         }
         let loaded = match (&record.digest, &record.object_key) {
             (Some(digest), Some(object_key)) => match registry.load(digest, object_key).await {
-                Ok(plugin) => Binding::new(plugin, config),
+                Ok(plugin) => Binding::new(plugin, config).map_err(RegistryError::from),
                 Err(error) => {
                     // The store's passing trouble: the next reload (a notification or the
                     // periodic resync) fetches it again.
-                    if matches!(error, super::RegistryError::Store(_)) {
+                    if matches!(error, RegistryError::Store(_)) {
                         metrics
                             .store_retries
                             .with_label_values(&["registry_fetch"])
                             .inc();
                     }
-                    Err(error.to_string())
+                    Err(error)
                 }
             },
-            _ => Err("the bound version no longer exists".to_owned()),
+            // The version was deleted after the record was read.
+            _ => Err(RegistryError::UnknownVersion {
+                name: name.clone(),
+                version: version.clone(),
+            }),
         };
         match loaded {
             Ok(binding) => {

@@ -1,7 +1,7 @@
 //! The plugin host running the reference plugins built by scripts/build-plugins.sh.
 
 use export_convert::{Converter, CsvToJson};
-use export_service::plugin_host::{
+use export_plugin_host::{
     DataFormat, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, SessionOptions,
 };
 

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use super::{LoadedPlugin, PluginHost};
+use export_plugin_host::{LoadedPlugin, PluginHost};
+
+use crate::ingest::schema::{SchemaError, compile};
 
 /// A plugin bound to an application's uploads, with its configuration.
 #[derive(Debug, Clone)]
@@ -19,22 +21,40 @@ pub struct Binding {
     pub resource_schemas: HashMap<String, Arc<jsonschema::Validator>>,
 }
 
+/// Why a binding's configuration or its plugin's schemas are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum BindingError {
+    /// The configuration is not JSON.
+    #[error("the configuration is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The configuration is JSON but not an object (the admin API binds objects only).
+    #[error("the configuration must be a JSON object")]
+    NotAnObject,
+    /// The configuration's `"schema"` does not compile.
+    #[error("\"schema\" is not a JSON Schema: {0}")]
+    Schema(#[source] SchemaError),
+    /// A schema the plugin declares for a resource does not compile.
+    #[error("the schema of resource '{resource}' is not a JSON Schema: {reason}")]
+    ResourceSchema {
+        /// The resource.
+        resource: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
 impl Binding {
     /// Binds `plugin` with `config` (JSON text), compiling the schemas involved; `Err` says
     /// what is wrong with them.
-    pub fn new(plugin: Arc<LoadedPlugin>, config: Option<String>) -> Result<Self, String> {
+    pub fn new(plugin: Arc<LoadedPlugin>, config: Option<String>) -> Result<Self, BindingError> {
         let schema = match &config {
             None => None,
             Some(text) => {
-                let value: serde_json::Value = serde_json::from_str(text)
-                    .map_err(|error| format!("the configuration is not JSON: {error}"))?;
+                let value: serde_json::Value =
+                    serde_json::from_str(text).map_err(BindingError::NotJson)?;
                 value
                     .get("schema")
-                    .map(|schema| {
-                        crate::ingest::schema::compile(schema)
-                            .map(Arc::new)
-                            .map_err(|reason| format!("\"schema\" is not a JSON Schema: {reason}"))
-                    })
+                    .map(|schema| compile(schema).map(Arc::new).map_err(BindingError::Schema))
                     .transpose()?
             }
         };
@@ -43,15 +63,13 @@ impl Binding {
             let Some(text) = &resource.schema else {
                 continue;
             };
-            let compiled = serde_json::from_str::<serde_json::Value>(text)
-                .map_err(|error| error.to_string())
-                .and_then(|schema| crate::ingest::schema::compile(&schema))
-                .map_err(|reason| {
-                    format!(
-                        "the schema of resource '{}' is not a JSON Schema: {reason}",
-                        resource.name
-                    )
-                })?;
+            let invalid = |reason: String| BindingError::ResourceSchema {
+                resource: resource.name.clone(),
+                reason,
+            };
+            let schema = serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|error| invalid(error.to_string()))?;
+            let compiled = compile(&schema).map_err(|error| invalid(error.to_string()))?;
             resource_schemas.insert(resource.name.clone(), Arc::new(compiled));
         }
         Ok(Self {

@@ -1,7 +1,7 @@
 //! The plugin author's check (`export-service plugin check`: does the component load, and what
 //! does it say about itself) and one session over a whole input, which the registry runs when a
-//! version is pushed. `plugin run` goes through the upload pipeline itself
-//! (`crate::delivery::trial`).
+//! version is pushed. `plugin run` goes through the service's upload pipeline instead (its
+//! `delivery::trial`), which adds the conversion and the schema check around the session.
 
 use std::io::Read;
 use std::path::Path;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::binding::{ANY_RESOURCE, Binding, BindingTable};
-use super::{PluginFailure, PluginHost};
+use export_plugin_host::{PluginFailure, PluginHost};
 
 /// Loads every `<application>.wasm` of `directory` (compiling each once).
 pub fn load_directory(host: &PluginHost, directory: &Path) -> Result<BindingTable, PluginFailure> {

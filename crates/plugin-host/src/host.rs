@@ -1,0 +1,284 @@
+//! The process's plugin host: one engine with epoch ticks, the linker, and the cache of
+//! compiled components; it loads components and opens sessions.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ProfilingStrategy, Store};
+use wasmtime_wasi::WasiCtx;
+
+use crate::cache::ComponentCache;
+use crate::contract::{CONTRACT_VERSION, built_against, unsupported_contract};
+use crate::failure::{PluginFailure, failure, guest_failure};
+use crate::limits::{MemoryCap, PluginLimits};
+use crate::session::{PluginSession, arm};
+use crate::state::{Emitted, FrozenClock, HostState, add_host_to_linker};
+use crate::waits::{self, WaitDeadline};
+use crate::{EPOCH_TICK, PluginInfo, SessionOptions, bindings};
+
+/// A compiled, checked plugin, ready to run sessions.
+pub struct LoadedPlugin {
+    /// SHA-256 of the component's bytes, hex.
+    pub digest: String,
+    /// What the plugin says about itself.
+    pub info: PluginInfo,
+    /// The contract version it was built against (e.g. `1.1.0`).
+    pub contract: String,
+    /// What it is estimated to hold in memory once compiled (its weight in the host's cache).
+    pub size_bytes: usize,
+    pub(crate) pre: bindings::PluginPre<HostState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LoadedPlugin")
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// The process's plugin host.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Mutex<ComponentCache<LoadedPlugin>>,
+    limits: PluginLimits,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PluginHost")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a host measures besides running plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Instrumentation {
+    None,
+    Fuel,
+    PerfMap,
+}
+
+impl PluginHost {
+    /// A host with these limits.
+    pub fn new(limits: PluginLimits) -> Result<Self, PluginFailure> {
+        Self::build(limits, Instrumentation::None)
+    }
+
+    /// A host that writes `/tmp/perf-<pid>.map`, so that `perf record` / `perf report` name the
+    /// plugins' compiled functions (for profiling a plugin, e.g. in the benchmark).
+    pub fn with_perf_map(limits: PluginLimits) -> Result<Self, PluginFailure> {
+        Self::build(limits, Instrumentation::PerfMap)
+    }
+
+    /// A host that also counts fuel (roughly, executed instructions) — for the author's tool;
+    /// the service itself runs without the metering overhead.
+    pub fn with_fuel_metering(limits: PluginLimits) -> Result<Self, PluginFailure> {
+        Self::build(limits, Instrumentation::Fuel)
+    }
+
+    fn build(
+        limits: PluginLimits,
+        instrumentation: Instrumentation,
+    ) -> Result<Self, PluginFailure> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(instrumentation == Instrumentation::Fuel);
+        if instrumentation == Instrumentation::PerfMap {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
+        let engine =
+            Engine::new(&config).map_err(|error| PluginFailure::Invalid(error.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| waits::shadow_poll(&mut linker))
+            .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
+        bindings::export_service::plugin::types::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .and_then(|()| add_host_to_linker(&mut linker))
+        .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
+        let ticking = engine.clone();
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
+        Ok(Self {
+            engine,
+            linker,
+            cache: Mutex::new(ComponentCache::new(limits.cache_bytes)),
+            limits,
+            ticker_stop,
+        })
+    }
+
+    /// The limits sessions run under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    /// The compiled plugin with this digest, if the host's cache has it.
+    pub fn cached(&self, digest: &str) -> Option<Arc<LoadedPlugin>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(digest, |plugin| plugin.size_bytes)
+    }
+
+    /// How many compiled plugins the cache's byte budget holds, and their estimated bytes.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .usage()
+    }
+
+    /// Compiles (or finds in the cache) a component, checks that it implements our world and
+    /// that `describe` works.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginFailure> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(loaded) = self.cached(&digest) {
+            return Ok(loaded);
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|error| {
+            PluginFailure::Invalid(format!("not a valid WebAssembly component: {error:#}"))
+        })?;
+        let contract = built_against(&self.engine, &component);
+        if let Some(reason) = contract.as_deref().and_then(unsupported_contract) {
+            return Err(PluginFailure::Invalid(format!(
+                "unsupported contract: {reason}"
+            )));
+        }
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|error| {
+            PluginFailure::Invalid(format!(
+                "the component imports something the host does not grant: {error:#}"
+            ))
+        })?;
+        let pre = bindings::PluginPre::new(instance_pre).map_err(|error| {
+            PluginFailure::Invalid(format!(
+                "the component does not export the export-service:plugin/processor interface: {error:#}"
+            ))
+        })?;
+        let mut store = self.store("(loading)");
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|error| PluginFailure::Invalid(format!("cannot instantiate: {error:#}")))?;
+        let info = instance
+            .export_service_plugin_processor()
+            .call_describe(&mut store)
+            .map_err(|error| PluginFailure::Invalid(format!("describe failed: {error:#}")))?;
+        let loaded = Arc::new(LoadedPlugin {
+            digest: digest.clone(),
+            info,
+            contract: contract.unwrap_or_else(|| CONTRACT_VERSION.to_owned()),
+            size_bytes: compiled_size(&component, bytes.len()),
+            pre,
+        });
+        let evicted = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(digest, loaded.clone(), loaded.size_bytes);
+        for digest in evicted {
+            tracing::info!(%digest, "compiled plugin evicted from the cache");
+        }
+        Ok(loaded)
+    }
+
+    fn store(&self, plugin: &str) -> Store<HostState> {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                table: ResourceTable::new(),
+                memory: MemoryCap::new(self.limits.memory_bytes),
+                plugin: plugin.to_owned(),
+                log_lines: 0,
+                emitted: Emitted {
+                    limit: self.limits.output_bytes_per_call,
+                    ..Emitted::default()
+                },
+                wait_deadline: WaitDeadline::at(Instant::now()),
+            },
+        );
+        store.limiter(|state| &mut state.memory);
+        // Fails (harmlessly) unless the engine meters fuel.
+        let _ = store.set_fuel(u64::MAX);
+        arm(&mut store, self.limits.call_timeout);
+        store
+    }
+
+    /// Starts a session of `plugin` for one upload.
+    pub fn open(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        options: &SessionOptions,
+    ) -> Result<PluginSession, PluginFailure> {
+        let name = plugin.info.name.clone();
+        let mut store = self.store(&name);
+        let started = Instant::now();
+        arm(
+            &mut store,
+            self.limits.call_timeout.min(self.limits.session_timeout),
+        );
+        let instance = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| failure(&name, &store, &self.limits, error))?;
+        let guest = instance.export_service_plugin_processor().session();
+        let opened = guest
+            .call_open(&mut store, options)
+            .map_err(|error| failure(&name, &store, &self.limits, error))?;
+        let resource = opened.map_err(|error| guest_failure(&name, error))?;
+        Ok(PluginSession {
+            plugin: plugin.clone(),
+            store,
+            instance,
+            resource,
+            limits: self.limits.clone(),
+            guest_time: started.elapsed(),
+            returned: Vec::new(),
+        })
+    }
+}
+
+/// How much memory a compiled component is estimated to hold: its compiled image (code and
+/// data, as mapped) plus the wasm size again for what compilation keeps on the heap (types,
+/// the pre-instantiation's lookups).
+fn compiled_size(component: &Component, wasm_bytes: usize) -> usize {
+    let image = component.image_range();
+    (image.end as usize - image.start as usize).saturating_add(wasm_bytes)
+}
