@@ -10,7 +10,7 @@ use super::DbError;
 use crate::domain::listing::{Direction, ListFilters, ListQuery, SortKey};
 use crate::domain::outbox::OutboxEvent;
 use crate::domain::{
-    Archive, Delivery, Export, ExportSummary, NewExport, Owner, PluginStamp, Source,
+    Archive, Delivery, Export, ExportStatus, ExportSummary, NewExport, Owner, PluginStamp, Source,
 };
 
 const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.identity_type, e.username, \
@@ -48,7 +48,7 @@ impl ExportRepository {
         sqlx::query(
             "INSERT INTO exports (id, org_id, account_id, identity_type, username, name, format, \
              status, request_id, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $9, $10)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $11, $8, $9, $9, $10)",
         )
         .bind(export.id)
         .bind(&export.owner.org_id)
@@ -56,10 +56,11 @@ impl ExportRepository {
         .bind(export.owner.kind.as_str())
         .bind(&export.owner.username)
         .bind(&export.name)
-        .bind(export.format.as_str())
+        .bind(export.format)
         .bind(&export.request_id)
         .bind(export.created_at)
         .bind(export.expires_at)
+        .bind(ExportStatus::Pending)
         .execute(&mut *transaction)
         .await?;
 
@@ -255,7 +256,7 @@ fn push_conditions(builder: &mut QueryBuilder<'_, Postgres>, owner: &Owner, quer
     }
     if let Some(status) = filters.status {
         builder.push(" AND e.status = ");
-        builder.push_bind(status.as_str());
+        builder.push_bind(status);
     }
     for (column, window) in [
         ("e.created_at", filters.created_at),

@@ -1,6 +1,7 @@
 //! PostgreSQL access: the connection pool, migrations and one repository per aggregate.
 
 pub mod cleanup;
+mod columns;
 pub mod exports;
 pub mod outbox;
 pub mod packaging;

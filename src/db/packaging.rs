@@ -108,7 +108,7 @@ impl JobRepository {
              WHERE id = $1",
         )
         .bind(job.export_id)
-        .bind(status.as_str())
+        .bind(status)
         .bind(&archive.key)
         .bind(i64::try_from(archive.bytes).unwrap_or(i64::MAX))
         .bind(&archive.sha256)
@@ -150,10 +150,13 @@ impl JobRepository {
         }
         let export_id = job.export_id;
         sqlx::query(
-            "UPDATE exports SET status = 'failed', completed_at = now(), updated_at = now() \
-             WHERE id = $1 AND status IN ('pending', 'running')",
+            "UPDATE exports SET status = $2, completed_at = now(), updated_at = now() \
+             WHERE id = $1 AND status IN ($3, $4)",
         )
         .bind(export_id)
+        .bind(ExportStatus::Failed)
+        .bind(ExportStatus::Pending)
+        .bind(ExportStatus::Running)
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::progress::{Progress, progress};
-use crate::domain::{ExportStatus, Format, SourceStatus};
+use crate::domain::{
+    Application, ExportId, ExportStatus, Format, OrgId, Resource, SourceId, SourceStatus,
+};
 
 /// The channel that wakes packaging workers when a job is created.
 pub const PACKAGING_CHANNEL: &str = "export_packaging";
@@ -18,17 +20,17 @@ pub const PACKAGING_CHANNEL: &str = "export_packaging";
 #[derive(Debug, Clone)]
 pub struct SourceTarget {
     /// The export.
-    pub export_id: Uuid,
+    pub export_id: ExportId,
     /// Its organisation (first segment of object keys).
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The format the tenant asked for.
     pub format: Format,
     /// The source.
-    pub source_id: Uuid,
+    pub source_id: SourceId,
     /// The application the source belongs to.
-    pub application: String,
+    pub application: Application,
     /// The resource requested from it.
-    pub resource: String,
+    pub resource: Resource,
     /// The source's status.
     pub status: SourceStatus,
 }
@@ -96,7 +98,11 @@ impl SourceRepository {
     }
 
     /// Finds the export and source of an internal API call (no owner: the key authorises).
-    pub async fn lookup(&self, export_id: Uuid, source_id: Uuid) -> Result<Lookup, DbError> {
+    pub async fn lookup(
+        &self,
+        export_id: ExportId,
+        source_id: SourceId,
+    ) -> Result<Lookup, DbError> {
         let Some(export) = sqlx::query("SELECT org_id, format FROM exports WHERE id = $1")
             .bind(export_id)
             .fetch_optional(&self.pool)
@@ -114,16 +120,14 @@ impl SourceRepository {
         else {
             return Ok(Lookup::NoSource);
         };
-        let format: String = export.try_get("format")?;
-        let status: String = source.try_get("status")?;
         Ok(Lookup::Found(SourceTarget {
             export_id,
             org_id: export.try_get("org_id")?,
-            format: format.parse().map_err(|_| DbError::Corrupt(format))?,
+            format: export.try_get("format")?,
             source_id,
             application: source.try_get("application")?,
             resource: source.try_get("resource")?,
-            status: status.parse().map_err(|_| DbError::Corrupt(status))?,
+            status: source.try_get("status")?,
         }))
     }
 
@@ -138,12 +142,13 @@ impl SourceRepository {
         let held = sqlx::query(
             "UPDATE sources SET upload_lease_until = now() + make_interval(secs => $2), \
                     upload_token = $3, updated_at = now() \
-             WHERE id = $1 AND status = 'pending' \
+             WHERE id = $1 AND status = $4 \
                AND (upload_lease_until IS NULL OR upload_lease_until < now())",
         )
         .bind(target.source_id)
         .bind(lease.as_secs_f64())
         .bind(token)
+        .bind(SourceStatus::Pending)
         .execute(&mut *transaction)
         .await?
         .rows_affected();
@@ -166,17 +171,18 @@ impl SourceRepository {
     /// Extends the hold of an upload that is still running; `false` when it lost the source.
     pub async fn extend_upload(
         &self,
-        source_id: Uuid,
+        source_id: SourceId,
         token: Uuid,
         lease: Duration,
     ) -> Result<bool, DbError> {
         let extended = sqlx::query(
             "UPDATE sources SET upload_lease_until = now() + make_interval(secs => $3) \
-             WHERE id = $1 AND upload_token = $2 AND status = 'pending'",
+             WHERE id = $1 AND upload_token = $2 AND status = $4",
         )
         .bind(source_id)
         .bind(token)
         .bind(lease.as_secs_f64())
+        .bind(SourceStatus::Pending)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -184,13 +190,14 @@ impl SourceRepository {
     }
 
     /// Lets go of a source whose upload failed, so the application can retry at once.
-    pub async fn release_upload(&self, source_id: Uuid, token: Uuid) -> Result<(), DbError> {
+    pub async fn release_upload(&self, source_id: SourceId, token: Uuid) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE sources SET upload_lease_until = NULL, upload_token = NULL \
-             WHERE id = $1 AND upload_token = $2 AND status = 'pending'",
+             WHERE id = $1 AND upload_token = $2 AND status = $3",
         )
         .bind(source_id)
         .bind(token)
+        .bind(SourceStatus::Pending)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -206,10 +213,10 @@ impl SourceRepository {
         let mut transaction = self.pool.begin().await?;
         lock_export(&mut transaction, target.export_id).await?;
         let updated = sqlx::query(
-                        "UPDATE sources SET status = 'complete', object_key = $2, sha256 = $3, bytes = $4, rows = $5, \
+                        "UPDATE sources SET status = $10, object_key = $2, sha256 = $3, bytes = $4, rows = $5, \
                     completed_at = now(), updated_at = now(), upload_lease_until = NULL, upload_token = NULL, \
                     plugin_name = $7, plugin_version = $8, plugin_digest = $9 \
-             WHERE id = $1 AND status = 'pending' AND upload_token = $6",
+             WHERE id = $1 AND status = $11 AND upload_token = $6",
         )
         .bind(target.source_id)
         .bind(&stored.object_key)
@@ -220,6 +227,8 @@ impl SourceRepository {
         .bind(stored.plugin.as_ref().map(|plugin| plugin.name.as_str()))
         .bind(stored.plugin.as_ref().map(|plugin| plugin.version.as_str()))
         .bind(stored.plugin.as_ref().map(|plugin| plugin.digest.as_str()))
+        .bind(SourceStatus::Complete)
+        .bind(SourceStatus::Pending)
         .execute(&mut *transaction)
         .await?
         .rows_affected();
@@ -241,14 +250,16 @@ impl SourceRepository {
         let mut transaction = self.pool.begin().await?;
         lock_export(&mut transaction, target.export_id).await?;
         let updated = sqlx::query(
-            "UPDATE sources SET status = 'failed', code = $2, message = $3, completed_at = now(), \
+            "UPDATE sources SET status = $4, code = $2, message = $3, completed_at = now(), \
                     updated_at = now(), upload_lease_until = NULL \
-             WHERE id = $1 AND status = 'pending' \
+             WHERE id = $1 AND status = $5 \
                AND (upload_lease_until IS NULL OR upload_lease_until < now())",
         )
         .bind(target.source_id)
         .bind(code)
         .bind(message)
+        .bind(SourceStatus::Failed)
+        .bind(SourceStatus::Pending)
         .execute(&mut *transaction)
         .await?
         .rows_affected();
@@ -269,13 +280,14 @@ impl SourceRepository {
         code: i32,
         message: &str,
     ) -> Result<u64, DbError> {
-        let stale: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        let stale: Vec<(ExportId, SourceId)> = sqlx::query_as(
             "SELECT s.export_id, s.id FROM sources s JOIN exports e ON e.id = s.export_id \
-             WHERE s.status = 'pending' AND e.created_at < now() - make_interval(secs => $1) \
+             WHERE s.status = $2 AND e.created_at < now() - make_interval(secs => $1) \
                AND (s.upload_lease_until IS NULL OR s.upload_lease_until < now()) \
              ORDER BY e.created_at LIMIT 1000",
         )
         .bind(timeout.as_secs_f64())
+        .bind(SourceStatus::Pending)
         .fetch_all(&self.pool)
         .await?;
         let mut failed = 0;
@@ -283,13 +295,15 @@ impl SourceRepository {
             let mut transaction = self.pool.begin().await?;
             lock_export(&mut transaction, export_id).await?;
             let updated = sqlx::query(
-                "UPDATE sources SET status = 'failed', code = $2, message = $3, completed_at = now(), updated_at = now() \
-                 WHERE id = $1 AND status = 'pending' \
+                "UPDATE sources SET status = $4, code = $2, message = $3, completed_at = now(), updated_at = now() \
+                 WHERE id = $1 AND status = $5 \
                    AND (upload_lease_until IS NULL OR upload_lease_until < now())",
             )
             .bind(source_id)
             .bind(code)
             .bind(message)
+            .bind(SourceStatus::Failed)
+            .bind(SourceStatus::Pending)
             .execute(&mut *transaction)
             .await?
             .rows_affected();
@@ -306,7 +320,7 @@ impl SourceRepository {
 /// Why a source could not be settled: gone, held by an upload, or already terminal.
 async fn explain(
     transaction: &mut Transaction<'_, Postgres>,
-    source_id: Uuid,
+    source_id: SourceId,
 ) -> Result<Settled, DbError> {
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM sources WHERE id = $1")
         .bind(source_id)
@@ -321,7 +335,7 @@ async fn explain(
 
 async fn lock_export(
     transaction: &mut Transaction<'_, Postgres>,
-    export_id: Uuid,
+    export_id: ExportId,
 ) -> Result<(), DbError> {
     sqlx::query("SELECT 1 FROM exports WHERE id = $1 FOR UPDATE")
         .bind(export_id)
@@ -332,10 +346,12 @@ async fn lock_export(
 
 async fn mark_running(
     transaction: &mut Transaction<'_, Postgres>,
-    export_id: Uuid,
+    export_id: ExportId,
 ) -> Result<(), DbError> {
-    sqlx::query("UPDATE exports SET status = 'running', updated_at = now() WHERE id = $1 AND status = 'pending'")
+    sqlx::query("UPDATE exports SET status = $2, updated_at = now() WHERE id = $1 AND status = $3")
         .bind(export_id)
+        .bind(ExportStatus::Running)
+        .bind(ExportStatus::Pending)
         .execute(&mut **transaction)
         .await?;
     Ok(())
@@ -345,7 +361,7 @@ async fn mark_running(
 /// sources failed) or create its packaging job (once) and wake the packagers.
 async fn advance(
     transaction: &mut Transaction<'_, Postgres>,
-    export_id: Uuid,
+    export_id: ExportId,
 ) -> Result<Progress, DbError> {
     let statuses: Vec<String> =
         sqlx::query_scalar("SELECT status FROM sources WHERE export_id = $1")
@@ -366,10 +382,12 @@ async fn advance(
         Progress::AllFailed => {
             sqlx::query(
                 "UPDATE exports SET status = $2, completed_at = now(), updated_at = now() \
-                 WHERE id = $1 AND status IN ('pending', 'running')",
+                 WHERE id = $1 AND status IN ($3, $4)",
             )
             .bind(export_id)
-            .bind(ExportStatus::Failed.as_str())
+            .bind(ExportStatus::Failed)
+            .bind(ExportStatus::Pending)
+            .bind(ExportStatus::Running)
             .execute(&mut **transaction)
             .await?;
         }

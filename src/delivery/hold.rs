@@ -10,6 +10,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::db::{DbError, SourceRepository};
+use crate::domain::SourceId;
 use crate::retry::retry_with_delays;
 use crate::worker::lease::{LeaseKeeper, Renewal};
 
@@ -26,7 +27,7 @@ pub const RELEASE_RETRY_DELAYS: [Duration; 4] = [
 /// Releases the hold `token` has on `source_id`, retrying per [`RELEASE_RETRY_DELAYS`].
 pub async fn release_with_retry(
     sources: &SourceRepository,
-    source_id: Uuid,
+    source_id: SourceId,
     token: Uuid,
 ) -> Result<(), DbError> {
     retry_with_delays(&RELEASE_RETRY_DELAYS, || async {
@@ -44,11 +45,11 @@ pub async fn release_with_retry(
 #[derive(Debug, Default)]
 pub struct HeldUploads {
     /// Upload token → source.
-    holds: Mutex<HashMap<Uuid, Uuid>>,
+    holds: Mutex<HashMap<Uuid, SourceId>>,
 }
 
 impl HeldUploads {
-    fn insert(&self, token: Uuid, source_id: Uuid) {
+    fn insert(&self, token: Uuid, source_id: SourceId) {
         self.lock().insert(token, source_id);
     }
 
@@ -56,7 +57,7 @@ impl HeldUploads {
         self.lock().remove(&token);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Uuid>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SourceId>> {
         self.holds
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -75,7 +76,7 @@ impl HeldUploads {
     /// Releases every hold still registered (each retried with backoff, all at once). Called
     /// when the server stops: uploads still running then are abandoned with the process.
     pub async fn release_all(&self, sources: &SourceRepository) {
-        let holds: Vec<(Uuid, Uuid)> = self.lock().drain().collect();
+        let holds: Vec<(Uuid, SourceId)> = self.lock().drain().collect();
         if holds.is_empty() {
             return;
         }
@@ -97,7 +98,7 @@ impl HeldUploads {
 pub struct UploadHold {
     sources: SourceRepository,
     held: std::sync::Arc<HeldUploads>,
-    source_id: Uuid,
+    source_id: SourceId,
     token: Uuid,
     /// Whether the hold still needs releasing; cleared once the source is settled or released.
     pub armed: bool,
@@ -110,7 +111,7 @@ impl UploadHold {
     pub fn start(
         sources: SourceRepository,
         held: std::sync::Arc<HeldUploads>,
-        source_id: Uuid,
+        source_id: SourceId,
         token: Uuid,
         lease: Duration,
     ) -> Self {
@@ -126,7 +127,7 @@ impl UploadHold {
     }
 
     /// The source held.
-    pub fn source_id(&self) -> Uuid {
+    pub fn source_id(&self) -> SourceId {
         self.source_id
     }
 
@@ -171,7 +172,7 @@ impl Drop for UploadHold {
 /// Renews an upload's hold every third of the lease while the upload runs.
 fn keep_holding(
     sources: SourceRepository,
-    source_id: Uuid,
+    source_id: SourceId,
     token: Uuid,
     lease: Duration,
 ) -> LeaseKeeper {

@@ -14,7 +14,7 @@ use crate::config::DataPathConfig;
 use crate::db::sources::{BeginUpload, Lookup, Settled, SourceTarget, StoredUpload};
 use crate::db::{DbError, SourceRepository};
 use crate::domain::psk::Grant;
-use crate::domain::{Format, SourceStatus};
+use crate::domain::{Application, ExportId, Format, SourceId, SourceStatus};
 use crate::ingest::intake::BodyStream;
 use crate::ingest::{IngestError, Ingested, Limits, Pipeline, Plan, PluginRun};
 use crate::metrics::Metrics;
@@ -57,7 +57,7 @@ pub struct Upload {
 #[derive(Debug)]
 pub struct Delivered {
     /// The source it settled.
-    pub source_id: uuid::Uuid,
+    pub source_id: SourceId,
     /// The export's format, as stored.
     pub stored_format: Format,
     /// What the pipeline measured.
@@ -86,10 +86,10 @@ pub enum DeliveryError {
     },
     /// No export has this id.
     #[error("export '{0}' not found")]
-    ExportNotFound(uuid::Uuid),
+    ExportNotFound(ExportId),
     /// The export has no source with this id.
     #[error("source '{0}' not found")]
-    SourceNotFound(uuid::Uuid),
+    SourceNotFound(SourceId),
     /// The caller may not write to this source.
     #[error("{0}")]
     NotYours(String),
@@ -152,9 +152,9 @@ impl Delivery<'_> {
     /// authorised by `grant`, may write to.
     pub async fn pending_target(
         &self,
-        export_id: uuid::Uuid,
-        source_id: uuid::Uuid,
-        application: &str,
+        export_id: ExportId,
+        source_id: SourceId,
+        application: &Application,
         grant: Grant,
     ) -> Result<SourceTarget, DeliveryError> {
         let target = match self.sources.lookup(export_id, source_id).await? {
@@ -163,7 +163,7 @@ impl Delivery<'_> {
             Lookup::Found(target) => target,
         };
         // The key (and the URL) must name the application the source was requested from.
-        if target.application != application {
+        if target.application != *application {
             return Err(DeliveryError::NotYours(match grant {
                 Grant::Application(application) => format!(
                     "the key of application '{application}' cannot write to a source of another application"
@@ -267,18 +267,18 @@ impl Delivery<'_> {
         let Some(bindings) = self.plugins else {
             return Ok(None);
         };
-        match bindings.binding_for(&target.application, &target.resource) {
+        match bindings.binding_for(target.application.as_str(), target.resource.as_str()) {
             Some(binding) => Ok(Some(PluginRun {
                 host: bindings.host.clone(),
                 plugin: binding.plugin.clone(),
                 config: binding.config.clone(),
-                application: target.application.clone(),
-                resource: target.resource.clone(),
-                schema: binding.schema_for(&target.resource),
+                application: target.application.to_string(),
+                resource: target.resource.to_string(),
+                schema: binding.schema_for(target.resource.as_str()),
             })),
-            None if bindings.is_unloaded(&target.application, &target.resource) => {
+            None if bindings.is_unloaded(target.application.as_str(), target.resource.as_str()) => {
                 Err(DeliveryError::PluginNotLoaded {
-                    application: target.application.clone(),
+                    application: target.application.to_string(),
                 })
             }
             None => Ok(None),
@@ -343,7 +343,7 @@ impl Delivery<'_> {
         self.metrics.uploads.inc();
         self.metrics
             .upload_sizes
-            .with_label_values(&[&target.application])
+            .with_label_values(&[target.application.as_str()])
             .observe(ingested.bytes as f64);
         tracing::info!(
             source_id = %target.source_id,

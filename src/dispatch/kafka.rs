@@ -8,7 +8,7 @@ use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
@@ -24,7 +24,7 @@ const STUCK_BATCHES: u32 = 3;
 pub enum KafkaSetupError {
     /// The client could not be created (bad properties).
     #[error("cannot create the Kafka client: {0}")]
-    Client(#[source] rdkafka::error::KafkaError),
+    Client(#[source] KafkaError),
     /// The topic could not be created.
     #[error("cannot create topic {topic}: {reason}")]
     Topic {
@@ -33,6 +33,20 @@ pub enum KafkaSetupError {
         /// What the broker said.
         reason: String,
     },
+}
+
+/// Why one event was not acknowledged; it stays in the outbox and is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The producer's queue refused the message (full, or the producer failed).
+    #[error("not queued: {0}")]
+    NotQueued(#[source] KafkaError),
+    /// The broker did not acknowledge the message (timed out, or refused it).
+    #[error("{0}")]
+    NotAcknowledged(#[source] KafkaError),
+    /// The producer was replaced before the message's delivery report arrived.
+    #[error("the producer was dropped before delivery")]
+    ProducerDropped,
 }
 
 /// The librdkafka configuration for `config` (brokers must be set).
@@ -148,7 +162,7 @@ impl KafkaPublisher {
 
     /// Publishes `events` concurrently and waits for every delivery report. The result for each
     /// event (same order) is `Ok` only once the broker acknowledged it.
-    pub async fn publish(&self, events: &[OutboxEvent]) -> Vec<Result<(), String>> {
+    pub async fn publish(&self, events: &[OutboxEvent]) -> Vec<Result<(), PublishError>> {
         let producer = self.producer().clone();
         let deliveries = events
             .iter()
@@ -208,7 +222,7 @@ impl KafkaPublisher {
         &self,
         producer: &FutureProducer,
         event: &OutboxEvent,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let started = Instant::now();
         let key = event.export_id.to_string();
         let headers = OwnedHeaders::new()
@@ -226,7 +240,7 @@ impl KafkaPublisher {
             .headers(headers);
         let delivery = producer
             .send_result(record)
-            .map_err(|(error, _)| format!("not queued: {error}"))?;
+            .map_err(|(error, _)| PublishError::NotQueued(error))?;
         match delivery.await {
             Ok(Ok(_)) => {
                 self.metrics
@@ -235,8 +249,8 @@ impl KafkaPublisher {
                     .observe(started.elapsed().as_secs_f64());
                 Ok(())
             }
-            Ok(Err((error, _))) => Err(error.to_string()),
-            Err(_) => Err("the producer was dropped before delivery".into()),
+            Ok(Err((error, _))) => Err(PublishError::NotAcknowledged(error)),
+            Err(_) => Err(PublishError::ProducerDropped),
         }
     }
 

@@ -106,7 +106,7 @@ impl Relay {
                     );
                     if let Err(db_error) = self
                         .outbox
-                        .reschedule(claimed.event.id, delay, &error)
+                        .reschedule(claimed.event.id, delay, &error.to_string())
                         .await
                     {
                         // The lease expires and the event is retried anyway.

@@ -4,6 +4,7 @@
 pub mod create;
 pub mod export;
 pub mod identity;
+pub mod ids;
 pub mod listing;
 pub mod outbox;
 pub mod progress;
@@ -16,4 +17,5 @@ pub use export::{
     Archive, Delivery, Export, ExportSummary, IdentityKind, NewExport, NewSource, Owner,
     PluginStamp, Source,
 };
+pub use ids::{Application, ExportId, InvalidId, OrgId, Resource, SourceId};
 pub use status::{ExportStatus, Format, SourceStatus};

@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::AppState;
 use super::body::read_limited;
@@ -21,6 +20,7 @@ use super::upload_slots::UploadSlot;
 use crate::db::sources::{Settled, SourceTarget};
 use crate::delivery::{Delivered, DeliveryError, Refusal, Upload};
 use crate::domain::psk::{Grant, PskError, authorize};
+use crate::domain::{Application, ExportId, InvalidId, SourceId};
 use crate::ingest::rows::format_of_content_type;
 
 /// The header carrying the pre-shared key.
@@ -66,9 +66,9 @@ async fn count_request(
 
 /// The path of an upload or error call, validated in the upstream's order.
 pub struct SourcePath {
-    export_id: Uuid,
-    application: String,
-    source_id: Uuid,
+    export_id: ExportId,
+    application: Application,
+    source_id: SourceId,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SourcePath {
@@ -81,18 +81,21 @@ impl<S: Send + Sync> FromRequestParts<S> for SourcePath {
                 .map_err(|rejection| {
                     ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))
                 })?;
-        let export_id = Uuid::try_parse(&export)
-            .map_err(|_| ApiError::bad_request(format!("'{export}' is not a valid export UUID")))?;
-        let source_id = Uuid::try_parse(&source).map_err(|_| {
-            ApiError::bad_request(format!("'{source}' is not a valid resource UUID"))
-        })?;
+        let export_id: ExportId = export.parse()?;
+        let source_id: SourceId = source.parse()?;
         let span = tracing::Span::current();
         span.record("export_id", tracing::field::display(export_id));
         Ok(Self {
             export_id,
-            application,
+            application: application.into(),
             source_id,
         })
+    }
+}
+
+impl From<InvalidId> for ApiError {
+    fn from(error: InvalidId) -> Self {
+        ApiError::bad_request(error.to_string())
     }
 }
 
@@ -128,7 +131,11 @@ fn authorize_caller(
         .iter()
         .map(|value| value.as_bytes())
         .collect();
-    Ok(authorize(&state.config.psks, &keys, &path.application)?)
+    Ok(authorize(
+        &state.config.psks,
+        &keys,
+        path.application.as_str(),
+    )?)
 }
 
 /// Finds the pending source of `path` that an authorised caller with `grant` may write to.
@@ -154,7 +161,7 @@ pub async fn upload(
     // A slot before any database work or byte of the body: refusing costs nothing. (The path's
     // application is the one the key was checked against; the lookup below confirms it owns
     // the source.)
-    let _slot = take_upload_slot(&state, &path.application)?;
+    let _slot = take_upload_slot(&state, path.application.as_str())?;
     let target = pending_target(&state, &path, grant).await?;
     let header = |name| headers.get(name).and_then(|value| value.to_str().ok());
     let upload = Upload {
@@ -248,7 +255,7 @@ pub async fn report_error(
         .iter()
         .map(|value| value.as_bytes())
         .collect();
-    authorize(&state.config.psks, &keys, &path.application)?;
+    authorize(&state.config.psks, &keys, path.application.as_str())?;
     let body = read_limited(body, MAX_ERROR_BODY, state.config.private_timeouts.read).await?;
     let (code, message) = parse_error_report(&body)?;
     let target = authorised_target(&state, &headers, &path).await?;

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::domain::Format;
+use crate::domain::{ExportId, Format, OrgId, SourceId};
 
 /// Renders object keys from the configured template
 /// (default `{org_id}/{export_id}/{source_id}.{format}`).
@@ -23,13 +23,13 @@ impl KeyLayout {
     /// The key of a source's data.
     pub fn source_key(
         &self,
-        org_id: &str,
-        export_id: Uuid,
-        source_id: Uuid,
+        org_id: &OrgId,
+        export_id: ExportId,
+        source_id: SourceId,
         format: Format,
     ) -> String {
         self.template
-            .replace("{org_id}", &escape_segment(org_id))
+            .replace("{org_id}", &escape_segment(org_id.as_str()))
             .replace("{export_id}", &export_id.to_string())
             .replace("{source_id}", &source_id.to_string())
             .replace("{format}", format.extension())
@@ -85,7 +85,7 @@ mod tests {
         let export = Uuid::nil();
         let source = Uuid::from_u128(1);
         assert_eq!(
-            layout.source_key("org1", export, source, Format::Csv),
+            layout.source_key(&"org1".into(), export.into(), source.into(), Format::Csv),
             format!("org1/{export}/{source}.csv")
         );
         assert_eq!(
@@ -101,7 +101,12 @@ mod tests {
     #[test]
     fn hostile_org_ids_cannot_escape_their_segment() {
         let layout = KeyLayout::new("exports/{org_id}/{export_id}/{source_id}.{format}");
-        let key = layout.source_key("../../etc/passwd", Uuid::nil(), Uuid::nil(), Format::Json);
+        let key = layout.source_key(
+            &"../../etc/passwd".into(),
+            Uuid::nil().into(),
+            Uuid::nil().into(),
+            Format::Json,
+        );
         assert!(
             key.starts_with("exports/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd/"),
             "{key}"
