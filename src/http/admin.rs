@@ -78,11 +78,11 @@ struct Gate {
 async fn authenticate_first(State(gate): State<Gate>, request: Request, next: Next) -> Response {
     if let Err(refusal) = operator(&gate.state, request.headers()) {
         gate.state.metrics.refuse("admin_token");
-        return refusal.into_response();
+        return ApiError::from(refusal).into_response();
     }
     if request.method() == Method::POST && request.uri().path().ends_with("/plugins") {
         let Ok(_permit) = gate.pushes.clone().acquire_owned().await else {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+            return ApiError::from(AdminError::ShuttingDown).into_response();
         };
         // A push holds as much memory as several uploads: it borrows their slots, so the
         // replica's worst case (docs/OPERATIONS.md, "Sizing") holds during a push too.
@@ -91,15 +91,7 @@ async fn authenticate_first(State(gate): State<Gate>, request: Request, next: Ne
             Ok(slots) => slots,
             Err(_) => {
                 gate.state.metrics.refuse("upload_slots");
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "a push needs {count} of this replica's upload slots \
-                         (MAX_CONCURRENT_UPLOADS) and uploads hold them now; retry shortly"
-                    ),
-                )
-                .retry_after(5)
-                .into_response();
+                return ApiError::from(AdminError::SlotsTaken { count }).into_response();
             }
         };
         return next.run(request).await;
@@ -108,12 +100,9 @@ async fn authenticate_first(State(gate): State<Gate>, request: Request, next: Ne
 }
 
 /// The operator behind a request: checks the bearer token; returns who is asking.
-fn operator(state: &AppState, headers: &HeaderMap) -> Result<(Registry, String), ApiError> {
+fn operator(state: &AppState, headers: &HeaderMap) -> Result<(Registry, String), AdminError> {
     let Some(expected) = &state.config.registry.admin_token else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "the admin API is disabled: set ADMIN_TOKEN to enable it",
-        ));
+        return Err(AdminError::Disabled);
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -121,16 +110,10 @@ fn operator(state: &AppState, headers: &HeaderMap) -> Result<(Registry, String),
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(presented) = presented else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing 'Authorization: Bearer <token>' header",
-        ));
+        return Err(AdminError::NoToken);
     };
     if !bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "the admin token is not valid",
-        ));
+        return Err(AdminError::BadToken);
     }
     let who = headers
         .get(OPERATOR_HEADER)
@@ -139,38 +122,119 @@ fn operator(state: &AppState, headers: &HeaderMap) -> Result<(Registry, String),
         .filter(|who| !who.is_empty())
         .map(|who| who.chars().take(100).collect())
         .unwrap_or_else(|| "operator".to_owned());
-    let registry = state
-        .registry
-        .clone()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no registry"))?;
+    let registry = state.registry.clone().ok_or(AdminError::NoRegistry)?;
     Ok((registry, who))
+}
+
+/// Why an admin request was refused: the operator's credentials, the push itself, or the
+/// registry's answer. Mapped to HTTP here, in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No `ADMIN_TOKEN` is configured.
+    #[error("the admin API is disabled: set ADMIN_TOKEN to enable it")]
+    Disabled,
+    /// No bearer token was presented.
+    #[error("missing 'Authorization: Bearer <token>' header")]
+    NoToken,
+    /// The bearer token is wrong.
+    #[error("the admin token is not valid")]
+    BadToken,
+    /// The replica runs without a registry.
+    #[error("no registry")]
+    NoRegistry,
+    /// The replica is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// A push could not borrow the upload slots it needs.
+    #[error(
+        "a push needs {count} of this replica's upload slots (MAX_CONCURRENT_UPLOADS) and \
+         uploads hold them now; retry shortly"
+    )]
+    SlotsTaken {
+        /// Slots a push borrows.
+        count: usize,
+    },
+    /// The push request is malformed.
+    #[error("{0}")]
+    BadPush(String),
+    /// The component is larger than `PLUGIN_MAX_COMPONENT_SIZE`.
+    #[error("the component is larger than {limit_mib} MiB (PLUGIN_MAX_COMPONENT_SIZE)")]
+    ComponentTooLarge {
+        /// The limit, in MiB.
+        limit_mib: usize,
+    },
+    /// No plugin has this name.
+    #[error("no plugin named '{0}'")]
+    NoPlugin(String),
+    /// The plugin has no such version.
+    #[error("plugin {name} has no version {version}")]
+    NoVersion {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+    },
+    /// The registry refused or failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        let message = error.to_string();
+        match error {
+            AdminError::Disabled => ApiError::new(StatusCode::FORBIDDEN, message),
+            AdminError::NoToken | AdminError::BadToken => {
+                ApiError::new(StatusCode::UNAUTHORIZED, message)
+            }
+            AdminError::NoRegistry | AdminError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            }
+            AdminError::SlotsTaken { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(5)
+            }
+            AdminError::BadPush(_) => ApiError::bad_request(message),
+            AdminError::ComponentTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+            }
+            AdminError::NoPlugin(_) | AdminError::NoVersion { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, message)
+            }
+            AdminError::Registry(error) => registry_error(error),
+        }
+    }
 }
 
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
-        let message = error.to_string();
-        match error {
-            RegistryError::Refused(_) | RegistryError::BadConfig(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-            }
-            RegistryError::SelfTest { violations, .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_violations(violations)
-            }
-            RegistryError::UnknownVersion { .. } | RegistryError::UnknownTarget(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-            }
-            RegistryError::VersionExists { .. }
-            | RegistryError::NoPrevious { .. }
-            | RegistryError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, message),
-            RegistryError::Db(error) => error.into(),
-            RegistryError::Store(_) => {
-                tracing::warn!(%message, "registry storage failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the object store is unavailable; retry shortly",
-                )
-                .retry_after(2)
-            }
+        AdminError::Registry(error).into()
+    }
+}
+
+/// The answer to a registry failure.
+fn registry_error(error: RegistryError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        RegistryError::Refused(_) | RegistryError::BadConfig(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+        }
+        RegistryError::SelfTest { violations, .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_violations(violations)
+        }
+        RegistryError::UnknownVersion { .. } | RegistryError::UnknownTarget(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+        }
+        RegistryError::VersionExists { .. }
+        | RegistryError::NoPrevious { .. }
+        | RegistryError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, message),
+        RegistryError::Db(error) => error.into(),
+        RegistryError::Store(_) => {
+            tracing::warn!(%message, "registry storage failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the object store is unavailable; retry shortly",
+            )
+            .retry_after(2)
         }
     }
 }
@@ -246,12 +310,10 @@ pub async fn push_plugin(
         .is_some_and(|value| value.starts_with("application/json"));
     let (component, self_test) = if is_json {
         let request: PushRequest = serde_json::from_slice(&body)
-            .map_err(|error| ApiError::bad_request(format!("invalid push request: {error}")))?;
+            .map_err(|error| AdminError::BadPush(format!("invalid push request: {error}")))?;
         let component = base64::engine::general_purpose::STANDARD
             .decode(request.component.trim())
-            .map_err(|error| {
-                ApiError::bad_request(format!("'component' is not base64: {error}"))
-            })?;
+            .map_err(|error| AdminError::BadPush(format!("'component' is not base64: {error}")))?;
         let self_test = request.self_test.map(|test| SelfTest {
             input: test.input.into_bytes(),
             from: test.from,
@@ -263,16 +325,13 @@ pub async fn push_plugin(
         (body.to_vec(), None)
     };
     if component.is_empty() {
-        return Err(ApiError::bad_request("the component is empty"));
+        return Err(AdminError::BadPush("the component is empty".into()).into());
     }
     if component.len() > state.config.registry.max_component_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the component is larger than {} MiB (PLUGIN_MAX_COMPONENT_SIZE)",
-                state.config.registry.max_component_bytes / (1024 * 1024)
-            ),
-        ));
+        return Err(AdminError::ComponentTooLarge {
+            limit_mib: state.config.registry.max_component_bytes / (1024 * 1024),
+        }
+        .into());
     }
     let pushed = registry.push(component, self_test, &who).await?;
     tracing::info!(
@@ -330,10 +389,7 @@ pub async fn show_plugin(
     let (registry, _) = operator(&state, &headers)?;
     let versions = registry.repository().versions(Some(&name)).await?;
     if versions.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no plugin named '{name}'"),
-        ));
+        return Err(AdminError::NoPlugin(name).into());
     }
     Ok(Json(Listed { data: versions }))
 }
@@ -356,12 +412,7 @@ pub async fn show_version(
         .version(&name, &version)
         .await?
         .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("plugin {name} has no version {version}"),
-            )
-        })
+        .ok_or_else(|| AdminError::NoVersion { name, version }.into())
 }
 
 /// Delete a version no binding uses (refused with 409 while one does).
@@ -386,10 +437,9 @@ pub async fn delete_version(
             tracing::info!(plugin = %name, %version, by = %who, "plugin version deleted");
             Ok(StatusCode::NO_CONTENT)
         }
-        Err(RegistryError::UnknownVersion { .. }) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("plugin {name} has no version {version}"),
-        )),
+        Err(RegistryError::UnknownVersion { .. }) => {
+            Err(AdminError::NoVersion { name, version }.into())
+        }
         Err(error) => Err(error.into()),
     }
 }
