@@ -2,12 +2,12 @@
 # Runs the service locally and shows the whole flow working:
 #   1. makes sure PostgreSQL, the Kafka-protocol broker and the S3-compatible server are up
 #      (installing them on first use), creates the `export_service` database if needed;
-#   2. builds the reference plugins and the release binary;
+#   2. builds the reference plugins and the release binaries (the service and the demo);
 #   3. starts `export-service serve` with exampleApp's uploads bound to the csv-json plugin, and
-#      the demo source application (`export-service demo source`), which answers the requests
-#      it reads from Kafka by uploading CSV through the internal API;
+#      the demo source application (`export-demo source`), which answers the requests it reads
+#      from Kafka by uploading CSV through the internal API;
 #   4. as a tenant, creates a JSON export over HTTP, shows its progress, downloads the archive
-#      and prints its manifest (`export-service demo export`);
+#      and prints its manifest (`export-demo export`);
 #   5. keeps the service and the demo source running until Ctrl-C.
 # `scripts/run.sh --serve-only` skips the demo and runs the service in the foreground.
 # Settings come from the environment (see the README's configuration table).
@@ -48,9 +48,11 @@ export CLEANER_INTERVAL=${CLEANER_INTERVAL:-1h}
 
 target=${CARGO_TARGET_DIR:-/var/tmp/export-service/target}
 binary=$target/release/export-service
-echo "run.sh: building the plugins and the release binary (the first build takes several minutes)" >&2
+# The demo is its own crate (crates/export-demo) and binary.
+demo_binary=$target/release/export-demo
+echo "run.sh: building the plugins and the release binaries (the first build takes several minutes)" >&2
 scripts/build-plugins.sh >/dev/null 2>&1 || scripts/build-plugins.sh
-cargo build --locked --release --bin export-service
+cargo build --locked --release --workspace --bins
 
 # exampleApp's uploads go through the csv-json plugin (PLUGINS_DIR bindings).
 if [ -z "${PLUGINS_DIR:-}" ]; then
@@ -88,7 +90,7 @@ done
 curl -sf "$metrics/readyz" >/dev/null || { echo "run.sh: the service is not ready; see $logs/service.log" >&2; exit 1; }
 echo "run.sh: service ready — public $public, internal $internal, metrics $metrics (log: $logs/service.log)" >&2
 
-LOG_LEVEL=${DEMO_LOG_LEVEL:-info} "$binary" demo source --brokers "$KAFKA_BROKERS" \
+LOG_LEVEL=${DEMO_LOG_LEVEL:-info} "$demo_binary" source --brokers "$KAFKA_BROKERS" \
   --internal-url "$internal" --application exampleApp \
   --psk "$(python3 -c 'import json,os; print(json.loads(os.environ["EXPORTS_PSKS"])["exampleApp"])')" \
   >"$logs/demo-source.log" 2>&1 &
@@ -96,7 +98,7 @@ pids+=($!)
 echo "run.sh: demo source application consuming platform.export.requests (log: $logs/demo-source.log)" >&2
 
 echo "run.sh: requesting a JSON export of exampleApp's two resources as org1/alice…" >&2
-if ! "$binary" demo export --url "$public" --output export.zip --timeout 120; then
+if ! "$demo_binary" export --url "$public" --output export.zip --timeout 120; then
   echo "run.sh: the demo export did not finish; last lines of the logs:" >&2
   tail -n 20 "$logs/service.log" "$logs/demo-source.log" >&2
   exit 1

@@ -10,7 +10,6 @@
 pub mod config;
 pub mod db;
 pub mod delivery;
-pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod http;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod admin_cli;
-mod demo_cli;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -45,12 +44,6 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
-    },
-    /// The demo: a source application answering requests from Kafka, and a tenant that
-    /// requests an export and prints its manifest (no service configuration needed).
-    Demo {
-        #[command(subcommand)]
-        command: demo_cli::DemoCommand,
     },
 }
 
@@ -118,9 +111,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Command::Demo { command } = cli.command {
-        return demo(command);
-    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -144,7 +134,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(&config).await,
             Command::Clean => clean(&config).await,
-            Command::Plugin { .. } | Command::Demo { .. } => {
+            Command::Plugin { .. } => {
                 unreachable!("handled before the configuration is loaded")
             }
         }
@@ -154,32 +144,6 @@ fn main() -> ExitCode {
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "export-service failed");
             eprintln!("export-service: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Runs a demo role with readable logs (`RUST_LOG` or `LOG_LEVEL` filter them).
-fn demo(command: demo_cli::DemoCommand) -> ExitCode {
-    let filter = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into());
-    telemetry::init(
-        &filter.to_lowercase(),
-        export_service::config::LogFormat::Text,
-    );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("export-service demo: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(demo_cli::run(command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("export-service demo: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -225,9 +225,9 @@ mod tests {
         // The default of MAX_STORED_EXPANSION leaves room over what realistic records need:
         // the demo's hosts and events (about 1.8× as JSON).
         for resource in ["exampleResource", "anotherExampleResource"] {
-            let data = crate::demo::data::Dataset::generate(resource, uuid::Uuid::nil(), 2000)
+            let data = export_demo::data::Dataset::generate(resource, uuid::Uuid::nil(), 2000)
                 .expect("a demo resource");
-            let csv = data.render(Format::Csv);
+            let csv = data.render(export_demo::Format::Csv);
             let json = export_convert::convert_all(&mut CsvToJson::new(), &csv).unwrap();
             let expansion = json.len() as f64 / csv.len() as f64;
             assert!(

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use export_service::demo::data::Dataset;
-use export_service::demo::source::{self, SourceSettings, UploadFormat};
-use export_service::demo::tenant::{self, ExportSettings};
+use export_demo::data::Dataset;
+use export_demo::source::{self, SourceSettings, UploadFormat};
+use export_demo::tenant::{self, ExportSettings};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -134,7 +134,7 @@ async fn the_demo_source_answers_requests_from_kafka_and_the_tenant_gets_the_arc
         150,
     )
     .unwrap()
-    .render(export_service::domain::Format::Json);
+    .render(export_demo::Format::Json);
     let expected: Value = serde_json::from_slice(&expected).unwrap();
     let as_text = |value: &Value| match value {
         Value::String(text) => text.clone(),

@@ -131,6 +131,7 @@ fn the_compose_file_sets_only_settings_the_service_knows() {
         "minio",
         "export-service",
         "demo-source",
+        "demo-tenant",
     ] {
         assert!(services.contains_key(wanted), "no {wanted} service");
     }
@@ -146,19 +147,64 @@ fn the_compose_file_sets_only_settings_the_service_knows() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(ports, ["8000:8000", "10000:10000", "9000:9000"]);
-    // Every service running our image runs a command the binary has.
+    // Every service running our image runs a binary the image installs (the entrypoint, the
+    // service's, unless it names another) with a subcommand that binary has.
+    let dockerfile = std::fs::read_to_string(repository_path("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains(&format!("ENTRYPOINT [\"{SERVICE_BINARY}\"]")),
+        "the image's entrypoint is not {SERVICE_BINARY}"
+    );
     for (name, service) in services {
-        if service["image"].as_str() == Some("export-service:dev")
-            && let Some(command) = service["command"].as_sequence()
-        {
+        if service["image"].as_str() != Some("export-service:dev") {
+            continue;
+        }
+        let binary = service["entrypoint"][0].as_str().unwrap_or(SERVICE_BINARY);
+        let (_, subcommands) = IMAGE_BINARIES
+            .iter()
+            .find(|(path, _)| *path == binary)
+            .unwrap_or_else(|| panic!("{name:?} runs {binary}, which the image does not have"));
+        let file = binary.rsplit('/').next().unwrap();
+        assert!(
+            dockerfile.contains(&format!("target/release/{file}")),
+            "the Dockerfile does not take {file} from the build"
+        );
+        assert!(
+            dockerfile
+                .lines()
+                .any(|line| line.starts_with("COPY --from=build ")
+                    && line.ends_with(&format!(" {binary}"))),
+            "the Dockerfile does not install {binary}"
+        );
+        if let Some(command) = service["command"].as_sequence() {
             let first = command[0].as_str().unwrap();
             assert!(
-                ["serve", "demo", "migrate", "clean", "plugin"].contains(&first),
-                "{name:?} runs {first}"
+                subcommands.contains(&first),
+                "{name:?} runs {binary} {first}"
             );
         }
     }
+    // The demo services run the demo's two roles.
+    for (name, role) in [("demo-source", "source"), ("demo-tenant", "export")] {
+        let service = &services[name];
+        assert_eq!(
+            service["entrypoint"][0].as_str(),
+            Some(DEMO_BINARY),
+            "{name}"
+        );
+        assert_eq!(service["command"][0].as_str(), Some(role), "{name}");
+    }
 }
+
+/// Where the image installs the service's binary, its entrypoint.
+const SERVICE_BINARY: &str = "/usr/local/bin/export-service";
+/// Where the image installs the demo's binary (crates/export-demo).
+const DEMO_BINARY: &str = "/usr/local/bin/export-demo";
+
+/// The binaries of our image and their subcommands.
+const IMAGE_BINARIES: [(&str, &[&str]); 2] = [
+    (SERVICE_BINARY, &["serve", "migrate", "clean", "plugin"]),
+    (DEMO_BINARY, &["source", "export"]),
+];
 
 #[test]
 fn a_compose_environment_list_is_read_too() {

@@ -15,9 +15,8 @@ use rdkafka::message::Message;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::DemoError;
-use super::data::{Dataset, KNOWN_RESOURCES};
-use crate::domain::Format;
+use crate::data::{Dataset, KNOWN_RESOURCES};
+use crate::{DemoError, Format};
 
 /// Which format the demo uploads in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

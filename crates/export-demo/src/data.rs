@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::domain::Format;
+use crate::Format;
 
 /// The resources the demo source knows, with a one-line description each.
 pub const KNOWN_RESOURCES: &[(&str, &str)] = &[

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::DemoError;
+use crate::DemoError;
 
 /// What to request and where to put it.
 #[derive(Debug, Clone)]

@@ -1,18 +1,29 @@
-//! `export-service demo source|export`: the demo source application and the demo tenant.
+//! `export-demo source|export`: the demo source application and the demo tenant, run next to
+//! the export service (they reach it only over Kafka and HTTP; no service configuration needed).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
-use export_service::demo::source::{self, SourceSettings, UploadFormat};
-use export_service::demo::tenant::{self, ExportSettings, Progress};
-use export_service::server::shutdown_signal;
+use clap::{Args, Parser, Subcommand};
+use export_demo::source::{self, SourceSettings, UploadFormat};
+use export_demo::tenant::{self, ExportSettings, Progress};
+use tracing_subscriber::EnvFilter;
+
+/// The export service's demo: a source application answering requests from Kafka, and a tenant
+/// that requests an export and prints its manifest.
+#[derive(Parser)]
+#[command(name = "export-demo", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: DemoCommand,
+}
 
 /// The demo's two roles.
 #[derive(Subcommand)]
-pub enum DemoCommand {
+enum DemoCommand {
     /// A source application: consume export requests from Kafka (consumer group) and answer
     /// each through the internal API with generated data (or an error for unknown resources).
     Source(SourceArgs),
@@ -23,7 +34,7 @@ pub enum DemoCommand {
 
 /// Settings of the demo source application.
 #[derive(Args)]
-pub struct SourceArgs {
+struct SourceArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
@@ -57,7 +68,7 @@ pub struct SourceArgs {
 
 /// Settings of the demo tenant.
 #[derive(Args)]
-pub struct ExportArgs {
+struct ExportArgs {
     /// Base URL of the service's public API.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
@@ -102,8 +113,73 @@ fn parse_source(text: &str) -> Result<(String, String), String> {
     }
 }
 
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("export-demo: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("export-demo: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs readable logs on stderr, filtered by `LOG_LEVEL` (the service's variable: `INFO`,
+/// `debug`, or any tracing directive), else by `RUST_LOG`, else at `info`.
+fn init_logging() {
+    let directive = std::env::var("LOG_LEVEL")
+        .map(|level| level.to_lowercase())
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .compact()
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Resolves on SIGTERM (how containers are stopped) or Ctrl-C. The handlers are installed by the
+/// call, not at the first poll: the source's loop may not poll this future before a signal comes
+/// (when its Kafka branch is ready first), and an unhandled SIGTERM would kill it mid-answer.
+#[cfg(unix)]
+fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind| signal(kind).expect("installing a signal handler");
+    let (mut terminate, mut interrupt) = (
+        install(SignalKind::terminate()),
+        install(SignalKind::interrupt()),
+    );
+    async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    }
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Runs a demo command to its end.
-pub async fn run(command: DemoCommand) -> anyhow::Result<()> {
+async fn run(command: DemoCommand) -> anyhow::Result<()> {
     match command {
         DemoCommand::Source(args) => {
             let settings = SourceSettings {
