@@ -1,6 +1,7 @@
 //! Domain types as SQL columns. Statuses and formats are bound and read as the text the columns
-//! store, so no query spells a status as a string literal and a row with an unknown status
-//! fails to decode instead of passing as text; ids are bound and read as what they wrap.
+//! store, so queries do not spell statuses as literals (the one exception, for a partial index,
+//! says why) and a row with an unknown status fails to decode instead of passing as text; ids are
+//! bound and read as what they wrap.
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;

@@ -280,14 +280,16 @@ impl SourceRepository {
         code: i32,
         message: &str,
     ) -> Result<u64, DbError> {
+        // The one status spelled in SQL: the partial index `sources_pending_idx` serves this
+        // scan only when the planner sees the literal (a bound parameter's generic plan
+        // cannot prove it equals 'pending').
         let stale: Vec<(ExportId, SourceId)> = sqlx::query_as(
             "SELECT s.export_id, s.id FROM sources s JOIN exports e ON e.id = s.export_id \
-             WHERE s.status = $2 AND e.created_at < now() - make_interval(secs => $1) \
+             WHERE s.status = 'pending' AND e.created_at < now() - make_interval(secs => $1) \
                AND (s.upload_lease_until IS NULL OR s.upload_lease_until < now()) \
              ORDER BY e.created_at LIMIT 1000",
         )
         .bind(timeout.as_secs_f64())
-        .bind(SourceStatus::Pending)
         .fetch_all(&self.pool)
         .await?;
         let mut failed = 0;

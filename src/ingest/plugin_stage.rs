@@ -38,9 +38,17 @@ enum Input {
     End,
 }
 
+/// What the session thread sends on. `Done` is explicit so that a session that died without
+/// saying so (a panic) is a failure, not a short but complete output.
+enum Output {
+    Data(Bytes),
+    Failed(IngestError),
+    Done,
+}
+
 /// The plugin's output, chunk by chunk; the stage's figures come from [`PluginStage::finish`].
 pub struct PluginStage<S> {
-    output: mpsc::Receiver<Result<Bytes, IngestError>>,
+    output: mpsc::Receiver<Output>,
     /// Forwards the input to the plugin's thread, and gives the input stage back at its end.
     /// Aborted when the stage is dropped: an abandoned upload stops reading its body.
     forwarder: Option<JoinHandle<S>>,
@@ -78,7 +86,7 @@ where
                     Err(error) => {
                         // The input's own failure ends the upload; the session is abandoned.
                         drop(input_sender);
-                        let _ = failures.send(Err(error)).await;
+                        let _ = failures.send(Output::Failed(error)).await;
                         return input;
                     }
                 }
@@ -120,10 +128,10 @@ fn run_session(
     plugin: &Arc<LoadedPlugin>,
     options: &SessionOptions,
     mut input: mpsc::Receiver<Input>,
-    output: &mpsc::Sender<Result<Bytes, IngestError>>,
+    output: &mpsc::Sender<Output>,
 ) -> Option<SessionFigures> {
     let stop = |failure: PluginFailure| {
-        let _ = output.blocking_send(Err(IngestError::Plugin(failure)));
+        let _ = output.blocking_send(Output::Failed(IngestError::Plugin(failure)));
         None
     };
     let mut session = match host.open(plugin, options) {
@@ -147,7 +155,11 @@ fn run_session(
         // The one copy out of the plugin's memory.
         let mut produced = Vec::new();
         step.append_output_to(&mut produced);
-        if !produced.is_empty() && output.blocking_send(Ok(Bytes::from(produced))).is_err() {
+        if !produced.is_empty()
+            && output
+                .blocking_send(Output::Data(Bytes::from(produced)))
+                .is_err()
+        {
             return None;
         }
         if at_end {
@@ -159,7 +171,9 @@ fn run_session(
         fuel: session.fuel_consumed(),
         peak_memory: session.peak_memory(),
     };
-    if !violations.is_empty() {
+    if violations.is_empty() {
+        let _ = output.blocking_send(Output::Done);
+    } else {
         stop(PluginFailure::Rejected {
             plugin: plugin.info.name.clone(),
             violations,
@@ -183,11 +197,53 @@ impl<S> Stream for PluginStage<S> {
         if self.ended {
             return Poll::Ready(None);
         }
-        let next = ready!(self.output.poll_recv(context));
-        if !matches!(next, Some(Ok(_))) {
-            self.ended = true;
-        }
-        // The channel closes when the session ended without a failure.
+        let next = match ready!(self.output.poll_recv(context)) {
+            Some(Output::Data(chunk)) => return Poll::Ready(Some(Ok(chunk))),
+            Some(Output::Failed(error)) => Some(Err(error)),
+            Some(Output::Done) => None,
+            None => Some(Err(IngestError::Body(
+                "the plugin stage stopped unexpectedly".into(),
+            ))),
+        };
+        self.ended = true;
         Poll::Ready(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Idle = futures::stream::Empty<Result<Bytes, IngestError>>;
+
+    fn stage(sent: Vec<Output>) -> PluginStage<Idle> {
+        let (sender, output) = mpsc::channel(sent.len().max(1));
+        for item in sent {
+            assert!(sender.try_send(item).is_ok());
+        }
+        PluginStage {
+            output,
+            forwarder: None,
+            session: None,
+            ended: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_that_says_it_is_done_ends_the_output() {
+        let mut stage = stage(vec![Output::Data(Bytes::from_static(b"a")), Output::Done]);
+        assert_eq!(stage.next().await.unwrap().unwrap(), "a");
+        assert!(stage.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_session_that_dies_without_saying_so_fails_the_upload() {
+        let mut stage = stage(vec![Output::Data(Bytes::from_static(b"a"))]);
+        assert_eq!(stage.next().await.unwrap().unwrap(), "a");
+        assert!(matches!(
+            stage.next().await,
+            Some(Err(IngestError::Body(reason))) if reason.contains("stopped unexpectedly")
+        ));
+        assert!(stage.next().await.is_none());
     }
 }

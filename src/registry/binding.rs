@@ -28,7 +28,7 @@ pub enum BindingError {
     #[error("the configuration is not JSON: {0}")]
     NotJson(#[source] serde_json::Error),
     /// The configuration is JSON but not an object (the admin API binds objects only).
-    #[error("the configuration must be a JSON object")]
+    #[error("must be a JSON object")]
     NotAnObject,
     /// The configuration's `"schema"` does not compile.
     #[error("\"schema\" is not a JSON Schema: {0}")]
