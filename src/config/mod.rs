@@ -6,12 +6,10 @@ mod clowder;
 mod duration;
 mod kafka;
 mod registry;
-mod secret;
 mod settings;
 mod sizing;
 mod storage;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -19,15 +17,17 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+pub use crate::domain::psk::PskConfig;
+pub use crate::domain::secret::Secret;
+pub use crate::domain::{EnabledApps, InvalidEnabledApps};
 pub use duration::parse_go_duration;
 pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
 pub use registry::RegistryConfig;
-pub use secret::Secret;
 pub use settings::Settings;
 pub use sizing::{MemoryBudget, MemoryTerm, push_slots};
 pub use storage::{
-    DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION, DataPathConfig, ObjectLayout, PskConfig,
-    S3Config, StoreConfig,
+    DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION, DataPathConfig, ObjectLayout, S3Config,
+    StoreConfig,
 };
 
 /// Every setting the service reads. Deployment manifests are checked against this list.
@@ -181,36 +181,6 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines (development).
     Text,
-}
-
-/// Which (application, resource) pairs tenants may request, from `EXPORT_ENABLE_APPS`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EnabledApps(BTreeMap<String, BTreeSet<String>>);
-
-impl EnabledApps {
-    /// Parses the upstream's JSON shape: `{"<application>": ["<resource>", …], …}`.
-    pub fn parse(json: &str) -> Result<Self, String> {
-        let map: BTreeMap<String, Vec<String>> = serde_json::from_str(json).map_err(|error| {
-            format!("expected a JSON object of application → list of resources ({error})")
-        })?;
-        Ok(Self(
-            map.into_iter()
-                .map(|(app, resources)| (app, resources.into_iter().collect()))
-                .collect(),
-        ))
-    }
-
-    /// The resources of `application`, if tenants may export it.
-    pub fn resources(&self, application: &str) -> Option<&BTreeSet<String>> {
-        self.0.get(application)
-    }
-
-    /// Whether tenants may export `resource` of `application` (exact, case-sensitive match).
-    pub fn allows(&self, application: &str, resource: &str) -> bool {
-        self.0
-            .get(application)
-            .is_some_and(|resources| resources.contains(resource))
-    }
 }
 
 /// Connection settings for PostgreSQL.
@@ -398,7 +368,7 @@ impl Config {
                     .get("EXPORT_ENABLE_APPS")
                     .unwrap_or(DEFAULT_ENABLED_APPS),
             )
-            .map_err(|reason| invalid("EXPORT_ENABLE_APPS", reason))?,
+            .map_err(|reason| invalid("EXPORT_ENABLE_APPS", reason.to_string()))?,
             rate_limit: RateLimitConfig {
                 rate: reader.parsed("RATE_LIMIT_RATE", 100.0)?,
                 burst: reader.parsed("RATE_LIMIT_BURST", 60)?,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, Reader, Secret, invalid};
+use super::{ConfigError, PskConfig, Reader, Secret, invalid};
 
 /// Where objects (uploads and archives) are kept.
 #[derive(Debug, Clone)]
@@ -49,19 +49,6 @@ pub struct ObjectLayout {
     pub source_key_template: String,
     /// Multipart part size in bytes (upstream `AWS_UPLOADER_BUFFER_SIZE`).
     pub part_size: usize,
-}
-
-/// The internal API's pre-shared keys (`EXPORTS_PSKS`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PskConfig {
-    /// No keys: the internal API refuses everything.
-    None,
-    /// Authentication switched off (`DISABLE_SERVICE_TO_SERVICE_PSK_AUTH=true`).
-    Disabled,
-    /// Keys bound to applications: a key is valid only for its application's sources.
-    PerApplication(BTreeMap<String, Secret<String>>),
-    /// Legacy flat list: any key is valid for any source.
-    Shared(Vec<Secret<String>>),
 }
 
 /// Limits and timings of uploads, packaging and cleaning.

@@ -6,8 +6,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::EnabledApps;
 use super::{Format, NewExport, NewSource, Owner};
-use crate::config::EnabledApps;
 
 /// The most sources one export may request.
 pub const MAX_SOURCES: usize = 100;

@@ -5,8 +5,8 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::secret::Secret;
 use super::{IdentityKind, Owner};
-use crate::config::Secret;
 
 /// Why an identity header was refused. The `Display` text is the message the client receives.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! the HTTP layer parses into these types and the database layer stores them.
 
 pub mod create;
+mod enabled;
 pub mod export;
 pub mod identity;
 pub mod ids;
@@ -10,9 +11,11 @@ pub mod outbox;
 pub mod progress;
 pub mod psk;
 pub mod range;
+pub mod secret;
 pub mod status;
 pub mod timestamp;
 
+pub use enabled::{EnabledApps, InvalidEnabledApps};
 pub use export::{
     Archive, Delivery, Export, ExportSummary, IdentityKind, NewExport, NewSource, Owner,
     PluginStamp, Source,

@@ -5,7 +5,22 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{PskConfig, Secret};
+use std::collections::BTreeMap;
+
+use super::secret::Secret;
+
+/// The internal API's pre-shared keys (`EXPORTS_PSKS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PskConfig {
+    /// No keys: the internal API refuses everything.
+    None,
+    /// Authentication switched off (`DISABLE_SERVICE_TO_SERVICE_PSK_AUTH=true`).
+    Disabled,
+    /// Keys bound to applications: a key is valid only for its application's sources.
+    PerApplication(BTreeMap<String, Secret<String>>),
+    /// Legacy flat list: any key is valid for any source.
+    Shared(Vec<Secret<String>>),
+}
 
 /// Why a request was refused. The `Display` text is the client's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
