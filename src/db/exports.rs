@@ -10,7 +10,8 @@ use super::DbError;
 use crate::domain::listing::{Direction, ListFilters, ListQuery, SortKey};
 use crate::domain::outbox::OutboxEvent;
 use crate::domain::{
-    Archive, Delivery, Export, ExportStatus, ExportSummary, NewExport, Owner, PluginStamp, Source,
+    Archive, Delivery, Export, ExportId, ExportStatus, ExportSummary, NewExport, Owner,
+    PluginStamp, Source,
 };
 
 const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.identity_type, e.username, \
@@ -64,7 +65,11 @@ impl ExportRepository {
         .execute(&mut *transaction)
         .await?;
 
-        let ids: Vec<Uuid> = export.sources.iter().map(|source| source.id).collect();
+        let ids: Vec<Uuid> = export
+            .sources
+            .iter()
+            .map(|source| source.id.as_uuid())
+            .collect();
         let positions: Vec<i32> = (0..).take(export.sources.len()).collect();
         let applications: Vec<&str> = export
             .sources
@@ -102,7 +107,7 @@ impl ExportRepository {
     }
 
     /// The export `id` with its sources, if `owner` may see it.
-    pub async fn find_owned(&self, owner: &Owner, id: Uuid) -> Result<Option<Export>, DbError> {
+    pub async fn find_owned(&self, owner: &Owner, id: ExportId) -> Result<Option<Export>, DbError> {
         let row = sqlx::query(&format!(
             "SELECT {EXPORT_COLUMNS} FROM exports e \
              WHERE e.id = $1 AND e.org_id = $2 AND e.username = $3 AND e.identity_type = $4 \
@@ -123,7 +128,7 @@ impl ExportRepository {
     }
 
     /// The export `id` with its sources, whoever owns it (for the packaging worker).
-    pub async fn find(&self, id: Uuid) -> Result<Option<Export>, DbError> {
+    pub async fn find(&self, id: ExportId) -> Result<Option<Export>, DbError> {
         let row = sqlx::query(&format!(
             "SELECT {EXPORT_COLUMNS} FROM exports e WHERE e.id = $1"
         ))
@@ -137,7 +142,7 @@ impl ExportRepository {
         export_from_row(&row, sources).map(Some)
     }
 
-    async fn sources_of(&self, export_id: Uuid) -> Result<Vec<Source>, DbError> {
+    async fn sources_of(&self, export_id: ExportId) -> Result<Vec<Source>, DbError> {
         sqlx::query(
             "SELECT id, application, resource, filters::text AS filters, status, code, message, \
                                         object_key, sha256, bytes, rows, plugin_name, plugin_version, plugin_digest \
@@ -208,7 +213,7 @@ impl ExportRepository {
     pub async fn delete_owned(
         &self,
         owner: &Owner,
-        id: Uuid,
+        id: ExportId,
         object_prefix: &str,
     ) -> Result<bool, DbError> {
         let mut transaction = self.pool.begin().await?;

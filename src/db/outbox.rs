@@ -41,8 +41,14 @@ pub(super) async fn insert(
     let column =
         |field: fn(&OutboxEvent) -> &str| -> Vec<&str> { events.iter().map(field).collect() };
     let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
-    let export_ids: Vec<Uuid> = events.iter().map(|event| event.export_id).collect();
-    let source_ids: Vec<Uuid> = events.iter().map(|event| event.source_id).collect();
+    let export_ids: Vec<Uuid> = events
+        .iter()
+        .map(|event| event.export_id.as_uuid())
+        .collect();
+    let source_ids: Vec<Uuid> = events
+        .iter()
+        .map(|event| event.source_id.as_uuid())
+        .collect();
     sqlx::query(
         "INSERT INTO outbox (id, export_id, source_id, application, identity, payload) \
          SELECT id, export_id, source_id, application, identity, payload FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[]) \

@@ -4,16 +4,15 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::DbError;
-use crate::domain::{Archive, ExportStatus};
+use crate::domain::{Archive, ExportId, ExportStatus};
 
 /// A claimed job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimedJob {
     /// The export to package.
-    pub export_id: Uuid,
+    pub export_id: ExportId,
     /// Attempts so far, this one included.
     pub attempts: i32,
     /// How long ago the job was created (when the export's last source answered).
@@ -34,7 +33,7 @@ impl JobRepository {
 
     /// Claims the oldest due job for `lease`.
     pub async fn claim(&self, lease: Duration) -> Result<Option<ClaimedJob>, DbError> {
-        let claimed: Option<(Uuid, i32, f64)> = sqlx::query_as(
+        let claimed: Option<(ExportId, i32, f64)> = sqlx::query_as(
             "UPDATE package_jobs SET available_at = now() + make_interval(secs => $1), attempts = attempts + 1 \
              WHERE export_id = ( \
                  SELECT export_id FROM package_jobs \
@@ -119,7 +118,7 @@ impl JobRepository {
     }
 
     /// Closes a job whose export no longer exists or needs no archive.
-    pub async fn abandon(&self, export_id: Uuid, reason: &str) -> Result<(), DbError> {
+    pub async fn abandon(&self, export_id: ExportId, reason: &str) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE package_jobs SET finished_at = now(), last_error = $2 WHERE export_id = $1",
         )

@@ -56,7 +56,7 @@ pub fn events_for(export: &NewExport, identity: &str, config: &EventConfig) -> V
                 id,
                 export_id: export.id,
                 source_id: source.id,
-                application: source.application.clone(),
+                application: source.application.to_string(),
                 identity: identity.to_owned(),
                 payload: cloud_event(id, export, source, identity, config),
             }
@@ -79,19 +79,19 @@ fn cloud_event(
         specversion: &config.specversion,
         event_type: &config.event_type,
         time: whole_seconds(&export.created_at),
-        redhatorgid: &export.owner.org_id,
+        redhatorgid: export.owner.org_id.as_str(),
         dataschema: &config.dataschema,
         data: EventData {
             resource_request: ResourceRequest {
-                application: &source.application,
-                export_request_uuid: export.id,
+                application: source.application.as_str(),
+                export_request_uuid: export.id.as_uuid(),
                 filters: source
                     .filters
                     .as_deref()
                     .filter(|filters| !is_empty(filters)),
                 format: export.format,
-                resource: &source.resource,
-                uuid: source.id,
+                resource: source.resource.as_str(),
+                uuid: source.id.as_uuid(),
                 identity,
             },
         },
@@ -117,7 +117,7 @@ mod tests {
 
     fn export(filters: &[Option<&str>]) -> NewExport {
         NewExport {
-            id: Uuid::new_v4(),
+            id: Uuid::new_v4().into(),
             owner: Owner {
                 org_id: "org-7".into(),
                 account_id: String::new(),
@@ -135,8 +135,8 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(index, filters)| NewSource {
-                    id: Uuid::new_v4(),
-                    application: format!("app{index}"),
+                    id: Uuid::new_v4().into(),
+                    application: format!("app{index}").into(),
                     resource: "res".into(),
                     filters: filters.map(|text| RawValue::from_string(text.into()).unwrap()),
                 })

@@ -4,10 +4,9 @@
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::EnabledApps;
-use super::{Format, NewExport, NewSource, Owner};
+use super::{ExportId, Format, NewExport, NewSource, Owner, SourceId};
 
 /// The most sources one export may request.
 pub const MAX_SOURCES: usize = 100;
@@ -119,7 +118,7 @@ pub fn parse_create_request(
     }
 
     Ok(NewExport {
-        id: Uuid::new_v4(),
+        id: ExportId::random(),
         owner: context.owner.clone(),
         name,
         format,
@@ -130,9 +129,9 @@ pub fn parse_create_request(
         sources: sources
             .into_iter()
             .map(|source| NewSource {
-                id: Uuid::new_v4(),
-                application: source.application,
-                resource: source.resource,
+                id: SourceId::random(),
+                application: source.application.into(),
+                resource: source.resource.into(),
                 filters: source.filters.map(to_raw),
             })
             .collect(),

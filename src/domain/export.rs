@@ -1,8 +1,8 @@
 //! Exports and their sources as the service knows them.
 
+use super::ids::{Application, ExportId, OrgId, Resource, SourceId};
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use uuid::Uuid;
 
 use super::{ExportStatus, Format, SourceStatus};
 
@@ -48,7 +48,7 @@ impl std::str::FromStr for IdentityKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     /// The organisation (`identity.org_id`).
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The legacy account number; empty when the identity has none.
     pub account_id: String,
     /// What kind of identity `username` names.
@@ -61,7 +61,7 @@ pub struct Owner {
 #[derive(Debug, Clone)]
 pub struct Export {
     /// Server-generated id.
-    pub id: Uuid,
+    pub id: ExportId,
     /// Who requested it.
     pub owner: Owner,
     /// The tenant's label for it (may be empty).
@@ -127,11 +127,11 @@ pub struct PluginStamp {
 #[derive(Debug, Clone)]
 pub struct Source {
     /// Server-generated id; the source application uses it to upload.
-    pub id: Uuid,
+    pub id: SourceId,
     /// The application that owns the data.
-    pub application: String,
+    pub application: Application,
     /// The resource within that application.
-    pub resource: String,
+    pub resource: Resource,
     /// The tenant's filters: a JSON object, kept verbatim (key order included).
     pub filters: Option<Box<RawValue>>,
     /// Where it is in its lifecycle.
@@ -148,7 +148,7 @@ pub struct Source {
 #[derive(Debug, Clone)]
 pub struct NewExport {
     /// The id the export will have.
-    pub id: Uuid,
+    pub id: ExportId,
     /// Who requested it.
     pub owner: Owner,
     /// The tenant's label.
@@ -169,11 +169,11 @@ pub struct NewExport {
 #[derive(Debug, Clone)]
 pub struct NewSource {
     /// The id the source will have.
-    pub id: Uuid,
+    pub id: SourceId,
     /// The application that owns the data.
-    pub application: String,
+    pub application: Application,
     /// The resource within that application.
-    pub resource: String,
+    pub resource: Resource,
     /// The tenant's filters (a JSON object), compacted, in the client's key order.
     pub filters: Option<Box<RawValue>>,
 }
@@ -222,7 +222,7 @@ impl Export {
 #[derive(Debug, Clone)]
 pub struct ExportSummary {
     /// Server-generated id.
-    pub id: Uuid,
+    pub id: ExportId,
     /// The tenant's label.
     pub name: String,
     /// The format the tenant receives.

@@ -143,12 +143,12 @@ impl Identity {
             _ => return Err(IdentityError::UnsupportedType(kind_text)),
         };
         let owner = Owner {
-            org_id,
+            org_id: org_id.into(),
             account_id: body.account_number.unwrap_or_default(),
             kind,
             username,
         };
-        if [&owner.org_id, &owner.account_id, &owner.username]
+        if [owner.org_id.as_str(), &owner.account_id, &owner.username]
             .iter()
             .any(|field| field.contains('\0'))
         {
@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn org_falls_back_to_internal() {
         let identity = parse(json!({"identity": {"type": "User", "internal": {"org_id": "o9"}, "user": {"username": "u"}}})).unwrap();
-        assert_eq!(identity.owner.org_id, "o9");
+        assert_eq!(identity.owner.org_id.as_str(), "o9");
     }
 
     #[test]

@@ -8,7 +8,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
-use uuid::Uuid;
 
 use super::AppState;
 use super::body::read_limited;
@@ -20,7 +19,7 @@ use crate::domain::create::{CreateContext, CreateError, parse_create_request};
 use crate::domain::identity::Identity;
 use crate::domain::listing::{page_links, parse_list_query};
 use crate::domain::range::{RangeRequest, parse_range};
-use crate::domain::timestamp;
+use crate::domain::{ExportId, timestamp};
 use crate::storage::{ByteRange, StoreError};
 use crate::worker::cleaner::remove_objects;
 
@@ -40,7 +39,7 @@ impl From<CreateError> for ApiError {
 /// The export id of the path, in any form the upstream accepts (hyphenated, 32 hex digits,
 /// braces, `urn:uuid:`). Anything else — including percent-encoded bytes that are not UTF-8 —
 /// is a 400 in the JSON envelope.
-pub struct ExportIdPath(pub Uuid);
+pub struct ExportIdPath(pub ExportId);
 
 impl<S: Send + Sync> FromRequestParts<S> for ExportIdPath {
     type Rejection = ApiError;
@@ -54,8 +53,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ExportIdPath {
                     rejection.body_text()
                 ))
             })?;
-        let id = Uuid::try_parse(&raw)
-            .map_err(|_| ApiError::bad_request(format!("'{raw}' is not a valid export UUID")))?;
+        let id: ExportId = raw.parse()?;
         tracing::Span::current().record("export_id", tracing::field::display(id));
         Ok(Self(id))
     }
@@ -303,7 +301,7 @@ pub async fn delete_export(
     axum::Extension(identity): axum::Extension<Identity>,
     ExportIdPath(id): ExportIdPath,
 ) -> Result<Response, ApiError> {
-    let prefix = state.keys.export_prefix(&identity.owner.org_id, id);
+    let prefix = state.keys.export_prefix(identity.owner.org_id.as_str(), id);
     if !state
         .exports
         .delete_owned(&identity.owner, id, &prefix)

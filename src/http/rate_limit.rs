@@ -95,7 +95,7 @@ pub async fn rate_limit(
     let org = request
         .extensions()
         .get::<Identity>()
-        .map(|identity| identity.owner.org_id.clone())
+        .map(|identity| identity.owner.org_id.to_string())
         .unwrap_or_default();
     match limiter.reserve(&org, Instant::now()) {
         Ok(wait) => {

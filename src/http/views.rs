@@ -126,7 +126,7 @@ pub struct ExportList {
 impl From<Export> for ExportDetail {
     fn from(export: Export) -> Self {
         Self {
-            id: export.id,
+            id: export.id.as_uuid(),
             created_at: export.created_at,
             completed_at: export.completed_at,
             expires_at: export.expires_at,
@@ -144,10 +144,10 @@ impl From<Export> for ExportDetail {
 impl From<Source> for SourceView {
     fn from(source: Source) -> Self {
         Self {
-            id: source.id,
-            application: source.application,
+            id: source.id.as_uuid(),
+            application: source.application.into(),
             status: source.status,
-            resource: source.resource,
+            resource: source.resource.into(),
             filters: source.filters,
             message: source.message.filter(|message| !message.is_empty()),
             error: source.code.filter(|code| *code != 0),
@@ -158,7 +158,7 @@ impl From<Source> for SourceView {
 impl From<ExportSummary> for ExportListItem {
     fn from(export: ExportSummary) -> Self {
         Self {
-            id: export.id,
+            id: export.id.as_uuid(),
             name: export.name,
             created_at: export.created_at,
             completed_at: export.completed_at,

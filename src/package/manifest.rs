@@ -63,8 +63,8 @@ pub fn meta_json(export: &Export) -> String {
             let delivery = source.delivery.as_ref()?;
             (source.status == SourceStatus::Complete).then(|| FileMeta {
                 filename: file_name(export, source),
-                application: &source.application,
-                resource: &source.resource,
+                application: source.application.as_str(),
+                resource: source.resource.as_str(),
                 filters: source.filters.as_deref(),
                 sha256: &delivery.sha256,
                 bytes: delivery.bytes,
@@ -79,8 +79,8 @@ pub fn meta_json(export: &Export) -> String {
         .filter(|source| source.status == SourceStatus::Failed)
         .map(|source| FailedFile {
             filename: file_name(export, source),
-            application: &source.application,
-            resource: &source.resource,
+            application: source.application.as_str(),
+            resource: source.resource.as_str(),
             filters: source.filters.as_deref(),
             error: FailedError {
                 code: source.code.unwrap_or_default().to_string(),
@@ -91,7 +91,7 @@ pub fn meta_json(export: &Export) -> String {
     serde_json::to_string(&Meta {
         exported_by: &export.owner.username,
         export_date: export.created_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        export_org_id: &export.owner.org_id,
+        export_org_id: export.owner.org_id.as_str(),
         file_meta,
         help_string: HELP_STRING,
         failed_files,
@@ -189,9 +189,9 @@ mod tests {
 
     fn export() -> Export {
         let source = |id: u128, status, filters: Option<&str>| Source {
-            id: Uuid::from_u128(id),
+            id: Uuid::from_u128(id).into(),
             application: "app".into(),
-            resource: format!("res{id}"),
+            resource: format!("res{id}").into(),
             filters: filters.map(|text| RawValue::from_string(text.into()).unwrap()),
             status,
             code: (status == SourceStatus::Failed).then_some(503),
@@ -205,7 +205,7 @@ mod tests {
             }),
         };
         Export {
-            id: Uuid::nil(),
+            id: Uuid::nil().into(),
             owner: Owner {
                 org_id: "org1".into(),
                 account_id: String::new(),

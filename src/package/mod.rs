@@ -204,7 +204,7 @@ impl Packager {
         };
         let key = self
             .keys
-            .archive_key(&export.owner.org_id, export.id, job.attempts);
+            .archive_key(export.owner.org_id.as_str(), export.id, job.attempts);
         // Keep the claim alive while building makes progress, so no other worker takes a
         // live job over, and a stalled one is re-driven after its lease.
         let progress = Arc::new(AtomicU64::new(0));
@@ -246,7 +246,9 @@ impl Packager {
 
     /// Deletes archives of earlier attempts that died after storing theirs.
     async fn remove_other_archives(&self, export: &Export, kept: &str) {
-        let prefix = self.keys.export_prefix(&export.owner.org_id, export.id);
+        let prefix = self
+            .keys
+            .export_prefix(export.owner.org_id.as_str(), export.id);
         let archive_prefix = format!("{prefix}{}.", export.id);
         match self.store.list(&archive_prefix).await {
             Ok(keys) => {
@@ -356,7 +358,7 @@ pub async fn build_archive(
                 Ok(object) => object,
                 Err(StoreError::NotFound(_)) => {
                     return Err(PackageError::SourceMissing {
-                        source_id: source.id,
+                        source_id: source.id.as_uuid(),
                     });
                 }
                 Err(error) => return Err(error.into()),
@@ -377,7 +379,7 @@ pub async fn build_archive(
             let sha256 = hex::encode(verified.hasher.finalize());
             if written.uncompressed != delivery.bytes || sha256 != delivery.sha256 {
                 return Err(PackageError::SourceAltered {
-                    source_id: source.id,
+                    source_id: source.id.as_uuid(),
                     detail: format!(
                         "{} bytes, sha256 {sha256}; expected {} bytes, sha256 {}",
                         written.uncompressed, delivery.bytes, delivery.sha256
@@ -511,7 +513,7 @@ mod tests {
 
     fn job(attempts: i32, age_secs: u64) -> ClaimedJob {
         ClaimedJob {
-            export_id: uuid::Uuid::nil(),
+            export_id: uuid::Uuid::nil().into(),
             attempts,
             age: Duration::from_secs(age_secs),
         }

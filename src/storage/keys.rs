@@ -1,8 +1,6 @@
 //! Object keys: where an export's sources and archive live. All of an export's objects share
 //! one prefix, so deleting an export is deleting a prefix.
 
-use uuid::Uuid;
-
 use crate::domain::{ExportId, Format, OrgId, SourceId};
 
 /// Renders object keys from the configured template
@@ -36,7 +34,7 @@ impl KeyLayout {
     }
 
     /// The prefix every object of the export starts with (ends with `/`).
-    pub fn export_prefix(&self, org_id: &str, export_id: Uuid) -> String {
+    pub fn export_prefix(&self, org_id: &str, export_id: ExportId) -> String {
         let end = self
             .template
             .find("{export_id}/")
@@ -50,7 +48,7 @@ impl KeyLayout {
     /// The key of the archive built by packaging attempt `attempt`: inside the export's prefix,
     /// and distinct per attempt, so two workers never write the same object; the attempt that
     /// records its archive deletes the others.
-    pub fn archive_key(&self, org_id: &str, export_id: Uuid, attempt: i32) -> String {
+    pub fn archive_key(&self, org_id: &str, export_id: ExportId, attempt: i32) -> String {
         format!(
             "{}{export_id}.{attempt}.zip",
             self.export_prefix(org_id, export_id)
@@ -78,6 +76,7 @@ pub fn escape_segment(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn default_layout() {
@@ -89,11 +88,11 @@ mod tests {
             format!("org1/{export}/{source}.csv")
         );
         assert_eq!(
-            layout.export_prefix("org1", export),
+            layout.export_prefix("org1", export.into()),
             format!("org1/{export}/")
         );
         assert_eq!(
-            layout.archive_key("org1", export, 2),
+            layout.archive_key("org1", export.into(), 2),
             format!("org1/{export}/{export}.2.zip")
         );
     }

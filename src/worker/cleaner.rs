@@ -78,7 +78,7 @@ impl Cleaner {
             let expired = self
                 .cleanup
                 .expire(self.config.cleaner_grace, BATCH, |org_id, id| {
-                    keys.export_prefix(org_id, id)
+                    keys.export_prefix(org_id, id.into())
                 })
                 .await?;
             report.expired += expired.len();
