@@ -20,7 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 pub use crate::domain::psk::PskConfig;
 pub use crate::domain::secret::Secret;
 pub use crate::domain::{EnabledApps, InvalidEnabledApps};
-pub use duration::parse_go_duration;
+pub use duration::{DurationError, parse_go_duration};
 pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
 pub use registry::RegistryConfig;
 pub use settings::Settings;
@@ -491,7 +491,9 @@ impl Reader<'_> {
     fn duration(&self, name: &'static str, default_secs: u64) -> Result<Duration, ConfigError> {
         match self.0.get(name) {
             None => Ok(Duration::from_secs(default_secs)),
-            Some(text) => parse_go_duration(text).map_err(|reason| invalid(name, reason)),
+            Some(text) => {
+                parse_go_duration(text).map_err(|reason| invalid(name, reason.to_string()))
+            }
         }
     }
 

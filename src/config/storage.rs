@@ -225,7 +225,8 @@ pub(super) fn object_layout(reader: &Reader<'_>) -> Result<ObjectLayout, ConfigE
         .get("OBJECT_KEY_TEMPLATE")
         .unwrap_or("{org_id}/{export_id}/{source_id}.{format}")
         .to_owned();
-    validate_template(&template).map_err(|reason| invalid("OBJECT_KEY_TEMPLATE", reason))?;
+    validate_template(&template)
+        .map_err(|reason| invalid("OBJECT_KEY_TEMPLATE", reason.to_string()))?;
     let part_size: usize = reader.parsed("AWS_UPLOADER_BUFFER_SIZE", DEFAULT_PART_SIZE)?;
     if !(5 * 1024 * 1024..=512 * 1024 * 1024).contains(&part_size) {
         return Err(invalid(
@@ -239,30 +240,44 @@ pub(super) fn object_layout(reader: &Reader<'_>) -> Result<ObjectLayout, ConfigE
     })
 }
 
+/// Why an `OBJECT_KEY_TEMPLATE` cannot lay out an export's objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// No `{export_id}/`: an export's objects would not share a prefix.
+    #[error("must contain '{{export_id}}/' (all of an export's objects share that prefix)")]
+    NoExportPrefix,
+    /// No `{source_id}` after the prefix: sources would share a key.
+    #[error("must contain '{{source_id}}' after '{{export_id}}/'")]
+    NoSourceId,
+    /// A placeholder the layout does not fill.
+    #[error(
+        "unknown placeholder: only {{org_id}}, {{export_id}}, {{source_id}} and {{format}} exist"
+    )]
+    UnknownPlaceholder,
+    /// An absolute key, or one that climbs out with `..`.
+    #[error("must be a relative key without '..'")]
+    NotRelative,
+}
+
 /// Every export's objects must share a prefix ending in `{export_id}/` (so deletion is one
 /// prefix), and each source needs its own key.
-fn validate_template(template: &str) -> Result<(), String> {
+fn validate_template(template: &str) -> Result<(), TemplateError> {
     let Some(prefix_end) = template.find("{export_id}/") else {
-        return Err(
-            "must contain '{export_id}/' (all of an export's objects share that prefix)".into(),
-        );
+        return Err(TemplateError::NoExportPrefix);
     };
     let rest = &template[prefix_end + "{export_id}/".len()..];
     if !rest.contains("{source_id}") {
-        return Err("must contain '{source_id}' after '{export_id}/'".into());
+        return Err(TemplateError::NoSourceId);
     }
     let mut remainder = template.to_owned();
     for placeholder in PLACEHOLDERS {
         remainder = remainder.replace(placeholder, "");
     }
     if remainder.contains('{') || remainder.contains('}') {
-        return Err(
-            "unknown placeholder: only {org_id}, {export_id}, {source_id} and {format} exist"
-                .into(),
-        );
+        return Err(TemplateError::UnknownPlaceholder);
     }
     if template.starts_with('/') || template.contains("..") {
-        return Err("must be a relative key without '..'".into());
+        return Err(TemplateError::NotRelative);
     }
     Ok(())
 }
@@ -531,6 +546,18 @@ mod tests {
                 "{bad}"
             );
         }
+        assert_eq!(
+            validate_template("{export_id}-{source_id}"),
+            Err(TemplateError::NoExportPrefix)
+        );
+        assert_eq!(
+            TemplateError::UnknownPlaceholder.to_string(),
+            "unknown placeholder: only {org_id}, {export_id}, {source_id} and {format} exist"
+        );
+        assert_eq!(
+            validate_template("{export_id}/{source}"),
+            Err(TemplateError::NoSourceId)
+        );
     }
 
     #[test]
