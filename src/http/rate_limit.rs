@@ -1,6 +1,12 @@
 //! Per-organisation rate limiting of the public API. Like the upstream, a request over the rate
 //! waits for its turn rather than failing at once; unlike it, one organisation's burst cannot
 //! slow the others down, and a request that would wait too long gets 429 with `Retry-After`.
+//!
+//! Hand-written rather than `governor`'s keyed limiter for a missing feature: governor answers
+//! "not until T" without taking the token, so N requests waiting on one organisation all wake
+//! at T and N−1 of them wait again, in no order, and the wait of the last one cannot be known
+//! up front. Taking the token ahead (Go's `rate.Limiter.Reserve`, which the upstream's waiting
+//! follows) queues them in arrival order and refuses at once the one that would wait too long.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

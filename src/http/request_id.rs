@@ -1,5 +1,9 @@
 //! Request ids: taken from the caller's header when it is sane, generated otherwise, echoed in
 //! the response and attached to every log line of the request.
+//!
+//! Not tower-http's `SetRequestId`: it keeps any caller-supplied header verbatim, and these
+//! ids go into every log line, so an id with control characters or of any length must be
+//! replaced, which its `MakeRequestId` hook (called only when the header is absent) cannot do.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
