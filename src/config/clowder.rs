@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::FileError;
 use super::settings::Settings;
 
 #[derive(Deserialize)]
@@ -98,18 +99,17 @@ pub fn settings_from_app_config(
     text: &str,
     base: &Settings,
     certificates: &Path,
-) -> Result<Settings, String> {
+) -> Result<Settings, FileError> {
     let config: AppConfig = serde_json::from_str(text).map_err(|error| {
         // Type errors quote the offending value, which may be a secret: say where it is.
         let text = error.to_string();
         if text.starts_with("missing field") {
-            format!("not a Clowder app config: {text}")
+            FileError::AppConfigIncomplete(text)
         } else {
-            format!(
-                "not a Clowder app config: invalid at line {} column {}",
-                error.line(),
-                error.column()
-            )
+            FileError::AppConfigInvalid {
+                line: error.line(),
+                column: error.column(),
+            }
         }
     })?;
     let mut pairs: Vec<(String, String)> = Vec::new();
@@ -228,11 +228,14 @@ pub fn settings_from_app_config(
 }
 
 /// Writes an inline PEM certificate to `directory/name` and returns the file's path.
-fn write_certificate(directory: &Path, name: &str, pem: &str) -> Result<String, String> {
+fn write_certificate(directory: &Path, name: &str, pem: &str) -> Result<String, FileError> {
     let path = directory.join(name);
     std::fs::create_dir_all(directory)
         .and_then(|()| std::fs::write(&path, pem))
-        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        .map_err(|source| FileError::Certificate {
+            path: path.display().to_string(),
+            source,
+        })?;
     Ok(path.display().to_string())
 }
 
@@ -338,7 +341,8 @@ mod tests {
             &Settings::from_pairs([]),
             &certificates(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("not a Clowder app config"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
     }

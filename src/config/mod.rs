@@ -146,23 +146,63 @@ pub enum ConfigError {
         reason: String,
     },
     /// The config file could not be read or parsed.
-    #[error("config file {path}: {reason}")]
+    #[error("config file {path}: {source}")]
     File {
         /// The file's path.
         path: String,
         /// What went wrong.
-        reason: String,
+        source: FileError,
+    },
+}
+
+/// Why a config file (TOML settings or Clowder's app config) was refused. Messages say where
+/// the problem is, never the offending value: it may be a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    /// The TOML does not parse; the line, when the parser knows it.
+    #[error(
+        "not valid TOML{} (values must be quoted strings, numbers, booleans or tables)",
+        .line.map(|line| format!(" at line {line}")).unwrap_or_default()
+    )]
+    Toml {
+        /// The line of the error, from 1.
+        line: Option<usize>,
+    },
+    /// A TOML key that is no setting of the service.
+    #[error("unknown setting '{0}'")]
+    UnknownSetting(String),
+    /// Clowder's app config lacks a field the service needs (serde's message names it).
+    #[error("not a Clowder app config: {0}")]
+    AppConfigIncomplete(String),
+    /// Clowder's app config has a value of the wrong type or bad JSON at this place.
+    #[error("not a Clowder app config: invalid at line {line} column {column}")]
+    AppConfigInvalid {
+        /// The line, from 1.
+        line: usize,
+        /// The column, from 1.
+        column: usize,
+    },
+    /// An inline certificate of the app config could not be written out.
+    #[error("cannot write {path}: {source}")]
+    Certificate {
+        /// Where it was to be written.
+        path: String,
+        /// Why it could not be.
+        source: std::io::Error,
     },
 }
 
 /// `settings` with what Clowder's app config at `path` provides on top (as the upstream, Clowder
 /// wins over the environment; a database from Clowder replaces a `DATABASE_URL`).
 fn with_clowder(settings: Settings, path: &Path) -> Result<Settings, ConfigError> {
-    let file_error = |reason: String| ConfigError::File {
+    let file_error = |source: FileError| ConfigError::File {
         path: path.display().to_string(),
-        reason,
+        source,
     };
-    let text = std::fs::read_to_string(path).map_err(|error| file_error(error.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|error| file_error(error.into()))?;
     let certificates = std::env::temp_dir().join("export-service-clowder");
     let clowder =
         clowder::settings_from_app_config(&text, &settings, &certificates).map_err(file_error)?;

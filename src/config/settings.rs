@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::ConfigError;
+use super::{ConfigError, FileError};
 
 /// Flat `NAME → value` settings. Later layers override earlier ones.
 #[derive(Debug, Default, Clone)]
@@ -27,32 +27,27 @@ impl Settings {
     /// Tables and arrays are passed on as JSON text, so `EXPORT_ENABLE_APPS` can be written as a
     /// TOML table. Unknown keys are refused: a typo in a config file should not pass silently.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::File {
+        let file_error = |source: FileError| ConfigError::File {
             path: path.display().to_string(),
-            reason: error.to_string(),
-        })?;
-        Self::from_toml_str(&text).map_err(|reason| ConfigError::File {
-            path: path.display().to_string(),
-            reason,
-        })
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(|error| file_error(error.into()))?;
+        Self::from_toml_str(&text).map_err(file_error)
     }
 
-    fn from_toml_str(text: &str) -> Result<Self, String> {
+    fn from_toml_str(text: &str) -> Result<Self, FileError> {
         // The parser's message quotes the offending line, which may hold a secret: report where
         // the error is, not what the line says.
         let table: toml::Table = toml::from_str(text).map_err(|error| {
             let line = error
                 .span()
                 .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            match line {
-                Some(line) => format!("not valid TOML at line {line} (values must be quoted strings, numbers, booleans or tables)"),
-                None => "not valid TOML".to_string(),
-            }
+            FileError::Toml { line }
         })?;
         let mut values = BTreeMap::new();
         for (name, value) in table {
             if !super::KNOWN_SETTINGS.contains(&name.as_str()) {
-                return Err(format!("unknown setting '{name}'"));
+                return Err(FileError::UnknownSetting(name));
             }
             let text = match value {
                 toml::Value::String(text) => text,
@@ -129,15 +124,18 @@ mod tests {
 
     #[test]
     fn parse_errors_do_not_quote_the_file() {
-        let error =
-            Settings::from_toml_str("PUBLIC_PORT = 1\nPGSQL_PASSWORD = hunter2\n").unwrap_err();
+        let error = Settings::from_toml_str("PUBLIC_PORT = 1\nPGSQL_PASSWORD = hunter2\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("line 2"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]
     fn unknown_file_keys_are_refused() {
-        let error = Settings::from_toml_str("PUBLC_PORT = 1").unwrap_err();
+        let error = Settings::from_toml_str("PUBLC_PORT = 1")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("PUBLC_PORT"), "{error}");
     }
 
