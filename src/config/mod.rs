@@ -195,17 +195,27 @@ pub enum FileError {
     },
 }
 
+/// Reads the config file at `path` and parses it with `parse`; either failure names the file.
+fn parse_config_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, FileError>,
+) -> Result<T, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(FileError::from)
+        .and_then(|text| parse(&text))
+        .map_err(|source| ConfigError::File {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
 /// `settings` with what Clowder's app config at `path` provides on top (as the upstream, Clowder
 /// wins over the environment; a database from Clowder replaces a `DATABASE_URL`).
 fn with_clowder(settings: Settings, path: &Path) -> Result<Settings, ConfigError> {
-    let file_error = |source: FileError| ConfigError::File {
-        path: path.display().to_string(),
-        source,
-    };
-    let text = std::fs::read_to_string(path).map_err(|error| file_error(error.into()))?;
     let certificates = std::env::temp_dir().join("export-service-clowder");
-    let clowder =
-        clowder::settings_from_app_config(&text, &settings, &certificates).map_err(file_error)?;
+    let clowder = parse_config_file(path, |text| {
+        clowder::settings_from_app_config(text, &settings, &certificates)
+    })?;
     let settings = if clowder.get("PGSQL_HOSTNAME").is_some() {
         settings.without("DATABASE_URL")
     } else {

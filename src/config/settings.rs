@@ -27,12 +27,7 @@ impl Settings {
     /// Tables and arrays are passed on as JSON text, so `EXPORT_ENABLE_APPS` can be written as a
     /// TOML table. Unknown keys are refused: a typo in a config file should not pass silently.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
-        let file_error = |source: FileError| ConfigError::File {
-            path: path.display().to_string(),
-            source,
-        };
-        let text = std::fs::read_to_string(path).map_err(|error| file_error(error.into()))?;
-        Self::from_toml_str(&text).map_err(file_error)
+        super::parse_config_file(path, Self::from_toml_str)
     }
 
     fn from_toml_str(text: &str) -> Result<Self, FileError> {
