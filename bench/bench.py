@@ -29,6 +29,7 @@ TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/export-servic
 BINARY = TARGET / "release" / "export-service"
 CONVERT = TARGET / "release" / "examples" / "convert-file"
 PLUGIN_RATIO = TARGET / "release" / "examples" / "plugin-ratio"
+ARCHIVE_WRITER = TARGET / "release" / "examples" / "archive-writer"
 S3_ENDPOINT = os.environ.get("BENCH_S3_ENDPOINT", "http://127.0.0.1:9099")
 S3_KEY, S3_SECRET = "export-service-dev", "export-service-dev-secret"
 PSK = "bench-psk"
@@ -419,6 +420,27 @@ def list_latency(args, work, results):
                     "<= 1.5", f"medians {small_median * 1000:.2f} / {large_median * 1000:.2f} ms"))
 
 
+def archive_writer(args, results):
+    """The archive writer (the zip crate on a blocking thread, fed over channels) against DEFLATE,
+    CRC-32 and SHA-256 of the same bytes in one loop: what framing and the hand-offs cost."""
+    log("archive writer (archive-writer)")
+    mib, rounds = (64, 3) if args.quick else (256, 5)
+    printed = subprocess.run([str(ARCHIVE_WRITER), str(mib), str(rounds)], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout
+    for line in printed.splitlines():
+        fields = line.split()
+        if fields[0] == "peak-rss-growth":
+            results.append(("archive writer, peak RSS growth", f"{float(fields[1]):.1f} MiB", "limit 32 MiB",
+                            float(fields[1]) / 32, "<= 1.0", f"{mib} MiB, levels 1 and 0"))
+            continue
+        level, ours, theirs, ratio, low, high = fields
+        kind = "stored" if level == "0" else f"DEFLATE level {level}"
+        results.append((f"archive writer ({kind})", f"{float(ours):.1f} MiB/s",
+                        f"{'copy' if level == '0' else 'raw DEFLATE'}+CRC+SHA-256 {float(theirs):.1f} MiB/s",
+                        float(ratio), ">= 0.9" if level != "0" else ">= 0.5",
+                        f"{mib} MiB; median of {rounds} rounds, quartiles {low}–{high}"))
+
+
 def met(ratio, target):
     operator, bound = target.split()
     return "yes" if (ratio >= float(bound) if operator == ">=" else ratio <= float(bound)) else "NO"
@@ -434,11 +456,11 @@ def main():
     parser.add_argument("--list-large", type=int, default=100_000)
     parser.add_argument("--list-requests", type=int, default=2000)
     parser.add_argument("--reload-rounds", type=int, default=5)
-    parser.add_argument("--only", help="comma-separated: data,criterion,reload,list")
+    parser.add_argument("--only", help="comma-separated: data,archive,criterion,reload,list")
     args = parser.parse_args()
     args.size_mib = args.size_mib or (128 if args.quick else 1024)
     args.sources = args.sources or (4 if args.quick else 10)
-    only = set((args.only or "data,criterion,reload,list").split(","))
+    only = set((args.only or "data,archive,criterion,reload,list").split(","))
 
     work = pathlib.Path(os.environ.get("BENCH_WORK", "/var/tmp")) / f"exsvc-bench-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
@@ -448,6 +470,8 @@ def main():
             criterion(args, results)
         if "data" in only:
             data_path(args, work, results)
+        if "archive" in only:
+            archive_writer(args, results)
         if "reload" in only:
             hot_reload(args, work, results)
         if "list" in only:

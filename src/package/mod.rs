@@ -2,8 +2,8 @@
 //! job) streams a ZIP of the delivered sources plus `meta.json` and `README.md` from the object
 //! store back into it, then records the archive and the final status in one transaction.
 
+pub mod archive;
 pub mod manifest;
-pub mod zip;
 
 use std::io;
 use std::sync::Arc;
@@ -11,29 +11,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
-use tokio_util::io::StreamReader;
+use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::Instrument;
 
 use crate::db::packaging::{ClaimedJob, JobRepository};
 use crate::db::sources::PACKAGING_CHANNEL;
 use crate::db::{DbError, ExportRepository};
 use crate::domain::progress::packaged_status;
-use crate::domain::{Archive, Export, SourceStatus};
+use crate::domain::{Archive, Export, SourceId, SourceStatus};
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, pause, retry_delay};
 use crate::storage::{KeyLayout, ObjectStore, PutError, StoreError};
 use crate::worker::lease::{LeaseKeeper, Renewal};
 use crate::worker::wakeup::{Wakeup, Woken};
-use zip::{ArchiveSummary, Sink, ZipStreamWriter};
+use archive::{ArchiveError, ArchiveSummary, Feed, Output};
 
 /// The longest pause between attempts to claim a job while the database fails.
 const CLAIM_MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Archive bytes are handed to the store in chunks of this size.
-const CHUNK: usize = 1024 * 1024;
 
 /// Why packaging failed. Only [`PackageError::SourceMissing`] and
 /// [`PackageError::SourceAltered`] are permanent: anything else may pass, so it is retried.
@@ -45,20 +43,35 @@ pub enum PackageError {
     /// Reading a source or writing the archive failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Building the archive failed (reading a source or handing bytes on broke off).
-    #[error("building the archive failed: {0}")]
-    Archive(String),
+    /// Reading a source's stored data broke off (the store dropped the connection).
+    #[error("reading the stored data of source {source_id} broke off: {error}")]
+    SourceRead {
+        /// The source being read.
+        source_id: SourceId,
+        /// What the store's body reported.
+        #[source]
+        error: io::Error,
+    },
+    /// The archive writer failed.
+    #[error("writing the archive failed: {0}")]
+    Writer(#[from] ArchiveError),
+    /// The archive writer's thread panicked or was cancelled.
+    #[error("the archive writer's thread failed: {0}")]
+    WriterTask(#[from] tokio::task::JoinError),
+    /// A stage stopped before the archive was complete without saying why; never stored.
+    #[error("the archive was not completed: {0}")]
+    Unfinished(&'static str),
     /// A source's object is gone although its upload was recorded.
     #[error("the stored data of source {source_id} is missing from the object store")]
     SourceMissing {
         /// The source whose object is missing.
-        source_id: uuid::Uuid,
+        source_id: SourceId,
     },
     /// A source's object is not what was uploaded (size or SHA-256 differ).
     #[error("the stored data of source {source_id} is not what was uploaded: {detail}")]
     SourceAltered {
         /// The source whose object differs.
-        source_id: uuid::Uuid,
+        source_id: SourceId,
         /// What differs.
         detail: String,
     },
@@ -178,7 +191,10 @@ impl Packager {
                     }
                     NextStep::Retry(delay) => {
                         self.metrics.packaging_retries.inc();
-                        if matches!(error, PackageError::Store(_) | PackageError::Archive(_)) {
+                        if matches!(
+                            error,
+                            PackageError::Store(_) | PackageError::SourceRead { .. }
+                        ) {
                             self.metrics
                                 .store_retries
                                 .with_label_values(&["package"])
@@ -335,7 +351,8 @@ fn keep_claimed(
     })
 }
 
-/// Streams the archive of `export` into `key`.
+/// Streams the archive of `export` into `key`: the sources are fetched and verified here, the
+/// archive writer compresses on its own thread, and the store takes the archive as it grows.
 pub async fn build_archive(
     store: &ObjectStore,
     export: &Export,
@@ -343,169 +360,129 @@ pub async fn build_archive(
     compression_level: u32,
     progress: &AtomicU64,
 ) -> Result<ArchiveSummary, PackageError> {
-    let (sender, receiver) = mpsc::channel::<Message>(4);
-    let producer = async {
-        let sink = ChannelSink {
-            sender,
-            buffer: Vec::with_capacity(CHUNK),
-        };
-        let mut writer = ZipStreamWriter::new(sink, compression_level, export.created_at);
-        for source in &export.sources {
-            let (SourceStatus::Complete, Some(delivery)) = (source.status, &source.delivery) else {
-                continue;
-            };
-            let object = match store.get(&delivery.object_key, None).await {
-                Ok(object) => object,
-                Err(StoreError::NotFound(_)) => {
-                    return Err(PackageError::SourceMissing {
-                        source_id: source.id.as_uuid(),
-                    });
-                }
-                Err(error) => return Err(error.into()),
-            };
-            let mut verified = Verifying {
-                inner: object.body,
-                hasher: Sha256::new(),
-                progress,
-            };
-            let written = writer
-                .add_entry(
-                    &manifest::file_name(export, source),
-                    &mut verified,
-                    delivery.bytes,
-                )
-                .await
-                .map_err(|error| PackageError::Archive(error.to_string()))?;
-            let sha256 = hex::encode(verified.hasher.finalize());
-            if written.uncompressed != delivery.bytes || sha256 != delivery.sha256 {
-                return Err(PackageError::SourceAltered {
-                    source_id: source.id.as_uuid(),
-                    detail: format!(
-                        "{} bytes, sha256 {sha256}; expected {} bytes, sha256 {}",
-                        written.uncompressed, delivery.bytes, delivery.sha256
-                    ),
-                });
-            }
-        }
-        for (name, text) in [
-            ("meta.json", manifest::meta_json(export)),
-            ("README.md", manifest::readme(export)),
-        ] {
-            let mut input: &[u8] = text.as_bytes();
-            writer
-                .add_entry(name, &mut input, text.len() as u64)
-                .await
-                .map_err(|error| PackageError::Archive(error.to_string()))?;
-        }
-        let (sink, summary) = writer
-            .finish()
-            .await
-            .map_err(|error| PackageError::Archive(error.to_string()))?;
-        sink.close()
-            .await
-            .map_err(|error| PackageError::Archive(error.to_string()))?;
-        Ok::<_, PackageError>(summary)
-    };
-    let consumer = async {
+    let (feed, feed_receiver) = mpsc::channel::<Feed>(FEED_DEPTH);
+    let (output, mut output_receiver) = mpsc::channel::<Output>(4);
+    // Each stage owns its end of the channels, so one that stops closes them and the others
+    // stop too instead of waiting.
+    let writer = archive::spawn_writer(compression_level, export.created_at, feed_receiver, output);
+    let consumer = async move {
         // Bytes taken by the store count as progress too: a slow store that keeps accepting
         // parts keeps the claim.
-        let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
-            match receiver.recv().await {
-                Some(Message::Chunk(bytes)) => {
-                    progress.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    Some((Ok(bytes), receiver))
-                }
-                Some(Message::Done) => None,
-                // The producer stopped without finishing: never store a truncated archive.
-                None => Some((
-                    Err(io::Error::other("the archive was not completed")),
-                    receiver,
-                )),
-            }
+        let chunks = futures::stream::poll_fn(|context| {
+            output_receiver
+                .poll_recv(context)
+                .map(|message| match message {
+                    Some(Output::Chunk(bytes)) => {
+                        progress.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        Some(Ok(bytes))
+                    }
+                    Some(Output::Done) => None,
+                    // The writer stopped without finishing: never store a truncated archive.
+                    None => Some(Err(io::Error::other("the archive was not completed"))),
+                })
         });
         let mut reader = StreamReader::new(Box::pin(chunks));
         store.put(key, &mut reader, "application/zip").await
     };
-    let (produced, consumed) = tokio::join!(producer, consumer);
-    match (produced, consumed) {
-        (Ok(summary), Ok(_)) => Ok(summary),
-        (Err(error), _) => Err(error),
-        (Ok(_), Err(PutError::Store(error))) => Err(PackageError::Store(error)),
-        (Ok(_), Err(PutError::Body(error))) => Err(PackageError::Archive(error.to_string())),
-    }
-}
-
-/// Hashes what passes through, to check a source object against what was recorded, and
-/// counts it as progress.
-struct Verifying<'a, R> {
-    inner: R,
-    hasher: Sha256,
-    progress: &'a AtomicU64,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Verifying<'_, R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-        buffer: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let before = buffer.filled().len();
-        let this = &mut *self;
-        let polled = std::pin::Pin::new(&mut this.inner).poll_read(context, buffer);
-        if let std::task::Poll::Ready(Ok(())) = polled {
-            let read = &buffer.filled()[before..];
-            this.hasher.update(read);
-            this.progress
-                .fetch_add(read.len() as u64, Ordering::Relaxed);
+    let (fed, consumed) = tokio::join!(feed_sources(store, export, feed, progress), consumer);
+    let written = writer.await?;
+    // A source problem explains everything after it; then the store's own failure.
+    match (fed, consumed, written) {
+        (Err(Fed::Source(error)), _, _) => Err(error),
+        (_, Err(PutError::Store(error)), _) => Err(PackageError::Store(error)),
+        (_, _, Err(error)) => Err(error.into()),
+        (_, Err(PutError::Body(_)), _) => Err(PackageError::Unfinished(
+            "the writer's output ended without its last chunk",
+        )),
+        (Err(Fed::WriterGone), _, _) => {
+            Err(PackageError::Unfinished("the writer stopped taking input"))
         }
-        polled
+        (Ok(()), Ok(_), Ok(summary)) => Ok(summary),
     }
 }
 
-enum Message {
-    Chunk(Bytes),
-    Done,
+/// How many source chunks may wait for the archive writer: the next source is read while the
+/// current one is compressed, within this many chunks.
+const FEED_DEPTH: usize = 8;
+
+/// Why feeding the archive writer stopped.
+enum Fed {
+    /// A source could not be read or is not what was uploaded.
+    Source(PackageError),
+    /// The writer stopped taking input (its own error says why).
+    WriterGone,
 }
 
-/// Hands archive bytes to the uploader in chunks; `close` marks the end as complete.
-struct ChannelSink {
-    sender: mpsc::Sender<Message>,
-    buffer: Vec<u8>,
-}
-
-impl ChannelSink {
-    async fn flush(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
+/// Sends every delivered source, checked against its recorded size and SHA-256, then
+/// `meta.json` and `README.md`, then `Finish`.
+async fn feed_sources(
+    store: &ObjectStore,
+    export: &Export,
+    feed: mpsc::Sender<Feed>,
+    progress: &AtomicU64,
+) -> Result<(), Fed> {
+    let feed = &feed;
+    let send = |message: Feed| async move { feed.send(message).await.map_err(|_| Fed::WriterGone) };
+    for source in &export.sources {
+        let (SourceStatus::Complete, Some(delivery)) = (source.status, &source.delivery) else {
+            continue;
+        };
+        let object = match store.get(&delivery.object_key, None).await {
+            Ok(object) => object,
+            Err(StoreError::NotFound(_)) => {
+                return Err(Fed::Source(PackageError::SourceMissing {
+                    source_id: source.id,
+                }));
+            }
+            Err(error) => return Err(Fed::Source(error.into())),
+        };
+        send(Feed::Entry {
+            name: manifest::file_name(export, source),
+            size_hint: delivery.bytes,
+        })
+        .await?;
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        let mut body = ReaderStream::with_capacity(object.body, SOURCE_READ);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| {
+                Fed::Source(PackageError::SourceRead {
+                    source_id: source.id,
+                    error,
+                })
+            })?;
+            hasher.update(&chunk);
+            bytes += chunk.len() as u64;
+            progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            send(Feed::Data(chunk)).await?;
         }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(CHUNK),
-        ));
-        self.sender
-            .send(Message::Chunk(chunk))
-            .await
-            .map_err(|_| io::Error::other("the archive upload stopped"))
-    }
-
-    async fn close(mut self) -> io::Result<()> {
-        self.flush().await?;
-        self.sender
-            .send(Message::Done)
-            .await
-            .map_err(|_| io::Error::other("the archive upload stopped"))
-    }
-}
-
-impl Sink for ChannelSink {
-    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() >= CHUNK {
-            self.flush().await?;
+        let sha256 = hex::encode(hasher.finalize());
+        if bytes != delivery.bytes || sha256 != delivery.sha256 {
+            return Err(Fed::Source(PackageError::SourceAltered {
+                source_id: source.id,
+                detail: format!(
+                    "{bytes} bytes, sha256 {sha256}; expected {} bytes, sha256 {}",
+                    delivery.bytes, delivery.sha256
+                ),
+            }));
         }
-        Ok(())
     }
+    for (name, text) in [
+        ("meta.json", manifest::meta_json(export)),
+        ("README.md", manifest::readme(export)),
+    ] {
+        send(Feed::Entry {
+            name: name.to_owned(),
+            size_hint: text.len() as u64,
+        })
+        .await?;
+        send(Feed::Data(Bytes::from(text))).await?;
+    }
+    send(Feed::Finish).await
 }
+
+/// Source objects are read in pieces of this size.
+const SOURCE_READ: usize = 128 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -541,7 +518,10 @@ mod tests {
                 other => panic!("attempt {attempts}: {other:?}"),
             }
         }
-        let broken_read = PackageError::Archive("connection reset".into());
+        let broken_read = PackageError::SourceRead {
+            source_id: SourceId::from(uuid::Uuid::nil()),
+            error: io::Error::from(io::ErrorKind::ConnectionReset),
+        };
         assert!(matches!(
             next_step(&broken_read, job(50, 10), settings(None)),
             NextStep::Retry(_)
@@ -555,7 +535,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_altered_source_fails_the_export_at_once_with_its_reason() {
-        let source_id = uuid::Uuid::from_u128(7);
+        let source_id = SourceId::from(uuid::Uuid::from_u128(7));
         let missing = PackageError::SourceMissing { source_id };
         let NextStep::Fail(reason) = next_step(&missing, job(1, 0), settings(None)) else {
             panic!("a missing object is permanent");
