@@ -217,8 +217,8 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
                 from,
                 to,
                 config,
-                application,
-                resource,
+                application: application.into(),
+                resource: resource.into(),
                 output,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

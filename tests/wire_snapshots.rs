@@ -63,7 +63,7 @@ async fn upload_failures_as_answered() {
     let answers = json!({
         "too_large": answer(DeliveryError::TooLarge { limit: 500 * 1024 * 1024 }).await,
         "plugin_not_loaded": answer(DeliveryError::PluginNotLoaded {
-            application: "exampleApp".to_owned(),
+            application: "exampleApp".into(),
         })
         .await,
         "export_not_found": answer(DeliveryError::ExportNotFound(export_id)).await,

@@ -7,6 +7,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::DbError;
+use crate::domain::Application;
 use crate::domain::outbox::OutboxEvent;
 
 /// The `LISTEN/NOTIFY` channel that wakes relays when events are written.
@@ -58,7 +59,7 @@ pub(super) async fn insert(
     .bind(&ids)
     .bind(&export_ids)
     .bind(&source_ids)
-    .bind(column(|event| &event.application))
+    .bind(column(|event| event.application.as_str()))
     .bind(column(|event| &event.identity))
     .bind(column(|event| &event.payload))
     .execute(&mut **transaction)
@@ -113,7 +114,9 @@ impl OutboxRepository {
                             id: row.try_get("id")?,
                             export_id: row.try_get("export_id")?,
                             source_id: row.try_get("source_id")?,
-                            application: row.try_get("application")?,
+                            application: Application::from(
+                                row.try_get::<String, _>("application")?,
+                            ),
                             identity: row.try_get("identity")?,
                             payload: row.try_get("payload")?,
                         },

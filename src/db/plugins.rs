@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
 
 use super::DbError;
+use crate::domain::{Application, Resource};
 
 /// The `LISTEN/NOTIFY` channel that tells replicas the bindings changed.
 pub const PLUGINS_CHANNEL: &str = "export_plugins";
@@ -40,9 +41,11 @@ pub struct BindingRecord {
     /// The change's sequence number.
     pub id: i64,
     /// The application whose uploads it applies to.
-    pub application: String,
+    #[schema(value_type = String)]
+    pub application: Application,
     /// The resource (`*` = every resource of the application).
-    pub resource: String,
+    #[schema(value_type = String)]
+    pub resource: Resource,
     /// The plugin, or `None` when the binding was removed.
     pub plugin: Option<String>,
     /// The plugin's version.
@@ -98,9 +101,9 @@ pub enum VersionDeleted {
 #[derive(Debug, Clone)]
 pub struct NewBinding<'a> {
     /// The application.
-    pub application: &'a str,
+    pub application: &'a Application,
     /// The resource, or `*`.
-    pub resource: &'a str,
+    pub resource: &'a Resource,
     /// Plugin name and version; `None` removes the binding.
     pub plugin: Option<(&'a str, &'a str)>,
     /// Configuration for the plugin.
@@ -253,8 +256,8 @@ impl PluginRepository {
     /// Binds the application's previous plugin version (and configuration) again.
     pub async fn rollback(
         &self,
-        application: &str,
-        resource: &str,
+        application: &Application,
+        resource: &Resource,
         by: &str,
     ) -> Result<BindOutcome, DbError> {
         let mut transaction = self.pool.begin().await?;
@@ -263,8 +266,8 @@ impl PluginRepository {
             "SELECT plugin_name, plugin_version, config FROM plugin_bindings \
              WHERE application = $1 AND resource = $2 ORDER BY id DESC LIMIT 100",
         )
-        .bind(application)
-        .bind(resource)
+        .bind(application.as_str())
+        .bind(resource.as_str())
         .fetch_all(&mut *transaction)
         .await?;
         type Entry = (Option<String>, Option<String>, Option<serde_json::Value>);
@@ -318,8 +321,8 @@ impl PluginRepository {
     /// Every binding change of an application (of one resource when given), newest first.
     pub async fn history(
         &self,
-        application: &str,
-        resource: Option<&str>,
+        application: &Application,
+        resource: Option<&Resource>,
     ) -> Result<Vec<BindingRecord>, DbError> {
         let rows = sqlx::query(&format!(
             "SELECT {} FROM plugin_bindings b \
@@ -329,8 +332,8 @@ impl PluginRepository {
              ORDER BY b.id DESC LIMIT 1000",
             BINDING_COLUMNS
         ))
-        .bind(application)
-        .bind(resource)
+        .bind(application.as_str())
+        .bind(resource.map(Resource::as_str))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(binding_from_row).collect()
@@ -369,8 +372,8 @@ async fn record_binding(
              (application, resource, plugin_name, plugin_version, config, created_by) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
-    .bind(binding.application)
-    .bind(binding.resource)
+    .bind(binding.application.as_str())
+    .bind(binding.resource.as_str())
     .bind(binding.plugin.map(|(name, _)| name))
     .bind(binding.plugin.map(|(_, version)| version))
     .bind(binding.config)
@@ -411,8 +414,8 @@ fn version_from_row(row: &PgRow) -> Result<PluginVersion, DbError> {
 fn binding_from_row(row: &PgRow) -> Result<BindingRecord, DbError> {
     Ok(BindingRecord {
         id: row.try_get("id")?,
-        application: row.try_get("application")?,
-        resource: row.try_get("resource")?,
+        application: Application::from(row.try_get::<String, _>("application")?),
+        resource: Resource::from(row.try_get::<String, _>("resource")?),
         plugin: row.try_get("plugin_name")?,
         version: row.try_get("plugin_version")?,
         digest: row.try_get("digest")?,

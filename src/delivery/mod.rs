@@ -82,7 +82,7 @@ pub enum DeliveryError {
     )]
     PluginNotLoaded {
         /// The application.
-        application: String,
+        application: Application,
     },
     /// No export has this id.
     #[error("export '{0}' not found")]
@@ -267,18 +267,18 @@ impl Delivery<'_> {
         let Some(bindings) = self.plugins else {
             return Ok(None);
         };
-        match bindings.binding_for(target.application.as_str(), target.resource.as_str()) {
+        match bindings.binding_for(&target.application, &target.resource) {
             Some(binding) => Ok(Some(PluginRun {
                 host: bindings.host.clone(),
                 plugin: binding.plugin.clone(),
                 config: binding.config.clone(),
-                application: target.application.to_string(),
-                resource: target.resource.to_string(),
+                application: target.application.clone(),
+                resource: target.resource.clone(),
                 schema: binding.schema_for(target.resource.as_str()),
             })),
-            None if bindings.is_unloaded(target.application.as_str(), target.resource.as_str()) => {
+            None if bindings.is_unloaded(&target.application, &target.resource) => {
                 Err(DeliveryError::PluginNotLoaded {
-                    application: target.application.to_string(),
+                    application: target.application.clone(),
                 })
             }
             None => Ok(None),

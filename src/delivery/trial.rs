@@ -14,7 +14,7 @@ use tokio_util::io::ReaderStream;
 
 use super::{Disposition, disposition};
 use crate::config::{DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION};
-use crate::domain::Format;
+use crate::domain::{Application, Format, Resource};
 use crate::ingest::plugin_stage::SessionFigures;
 use crate::ingest::{Ingested, Limits, Pipeline, Plan, PluginRun};
 use crate::registry::binding::{Binding, BindingError};
@@ -34,9 +34,9 @@ pub struct Trial {
     /// The binding's configuration (a JSON file), if any.
     pub config: Option<PathBuf>,
     /// The application the binding is for.
-    pub application: String,
+    pub application: Application,
     /// The resource requested.
-    pub resource: String,
+    pub resource: Resource,
     /// Where the stored bytes go; when `None` they are only counted.
     pub output: Option<PathBuf>,
 }
@@ -119,7 +119,7 @@ pub async fn run(trial: &Trial) -> Result<TrialReport, TrialError> {
             config,
             application: trial.application.clone(),
             resource: trial.resource.clone(),
-            schema: binding.schema_for(&trial.resource),
+            schema: binding.schema_for(trial.resource.as_str()),
         }),
     };
     let input = tokio::fs::File::open(&trial.input)

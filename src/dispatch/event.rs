@@ -56,7 +56,7 @@ pub fn events_for(export: &NewExport, identity: &str, config: &EventConfig) -> V
                 id,
                 export_id: export.id,
                 source_id: source.id,
-                application: source.application.to_string(),
+                application: source.application.clone(),
                 identity: identity.to_owned(),
                 payload: cloud_event(id, export, source, identity, config),
             }
@@ -216,7 +216,7 @@ mod tests {
             );
         }
         assert_ne!(events[0].id, events[1].id);
-        assert_eq!(events[2].application, "app2");
+        assert_eq!(events[2].application.as_str(), "app2");
         assert_eq!(events[2].identity, "aWRlbnRpdHk=");
     }
 }

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::ids::{ExportId, SourceId};
+use super::ids::{Application, ExportId, SourceId};
 
 /// One event to publish: the announcement of one source of a new export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub struct OutboxEvent {
     /// The source the event asks for.
     pub source_id: SourceId,
     /// The `application` header.
-    pub application: String,
+    pub application: Application,
     /// The `x-rh-identity` header: the creating request's raw identity.
     pub identity: String,
     /// The serialised CloudEvent.

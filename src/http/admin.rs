@@ -22,7 +22,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use crate::config::push_slots;
 use crate::db::plugins::{BindingRecord, PluginVersion};
-use crate::domain::Format;
+use crate::domain::{Application, Format, Resource};
 use crate::registry::binding::ANY_RESOURCE;
 use crate::registry::{Registry, RegistryError, SelfTest, SelfTestReport};
 
@@ -483,8 +483,8 @@ pub struct ResourceSelector {
     pub resource: Option<String>,
 }
 
-fn resource_of(selector: Option<String>) -> String {
-    selector.unwrap_or_else(|| ANY_RESOURCE.to_owned())
+fn resource_of(selector: Option<String>) -> Resource {
+    Resource::from(selector.unwrap_or_else(|| ANY_RESOURCE.to_owned()))
 }
 
 /// Bind an application (or one of its resources) to a plugin version; every replica applies it
@@ -502,7 +502,7 @@ fn resource_of(selector: Option<String>) -> String {
 pub async fn bind(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(application): Path<String>,
+    Path(application): Path<Application>,
     Json(request): Json<BindRequest>,
 ) -> Result<Json<BindingRecord>, ApiError> {
     let (registry, who) = operator(&state, &headers)?;
@@ -531,7 +531,7 @@ pub async fn bind(
 pub async fn unbind(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(application): Path<String>,
+    Path(application): Path<Application>,
     Query(selector): Query<ResourceSelector>,
 ) -> Result<Json<BindingRecord>, ApiError> {
     let (registry, who) = operator(&state, &headers)?;
@@ -552,7 +552,7 @@ pub async fn unbind(
 pub async fn rollback(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(application): Path<String>,
+    Path(application): Path<Application>,
     Query(selector): Query<ResourceSelector>,
 ) -> Result<Json<BindingRecord>, ApiError> {
     let (registry, who) = operator(&state, &headers)?;
@@ -579,7 +579,10 @@ pub async fn history(
     Ok(Json(Listed {
         data: registry
             .repository()
-            .history(&application, selector.resource.as_deref())
+            .history(
+                &Application::from(application),
+                selector.resource.map(Resource::from).as_ref(),
+            )
             .await?,
     }))
 }

@@ -20,7 +20,7 @@ use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::domain::{Format, PluginStamp};
+use crate::domain::{Application, Format, PluginStamp, Resource};
 use crate::storage::{ObjectStore, PutError, StoreError};
 use convert::Converting;
 use export_plugin_host::Violation;
@@ -59,9 +59,9 @@ pub struct PluginRun {
     /// The binding's configuration (JSON text).
     pub config: Option<String>,
     /// The uploading application.
-    pub application: String,
+    pub application: Application,
     /// The requested resource.
-    pub resource: String,
+    pub resource: Resource,
     /// The JSON Schema the stored records must satisfy, if the binding has one.
     pub schema: Option<Arc<jsonschema::Validator>>,
 }
@@ -194,8 +194,8 @@ impl Pipeline {
                     uploaded_format
                 };
                 let options = SessionOptions {
-                    application: run.application,
-                    resource: run.resource,
+                    application: run.application.into(),
+                    resource: run.resource.into(),
                     input_format: DataFormat::from(uploaded_format),
                     output_format: DataFormat::from(produced),
                     config: run.config,

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use export_plugin_host::{LoadedPlugin, PluginHost};
 
+use crate::domain::{Application, Resource};
 use crate::ingest::schema::{SchemaError, compile};
 
 /// A plugin bound to an application's uploads, with its configuration.
@@ -105,7 +106,10 @@ impl Binding {
 pub const ANY_RESOURCE: &str = "*";
 
 /// Bindings by (application, resource); `*` for every resource of the application.
-pub type BindingTable = HashMap<(String, String), Arc<Binding>>;
+pub type BindingTable = HashMap<BindingKey, Arc<Binding>>;
+
+/// What a binding is for: an application and one of its resources, or [`ANY_RESOURCE`].
+pub type BindingKey = (Application, Resource);
 
 /// The bindings a running service uses: those of the plugin directory and those of the registry
 /// (which win where both bind the same application and resource). Each source is replaced as a
@@ -124,7 +128,7 @@ struct Sources {
     registry: Arc<BindingTable>,
     /// Registry bindings in force in the database that this replica could not load and had no
     /// earlier version of: their uploads must wait, not bypass the plugin.
-    unloaded: Arc<HashSet<(String, String)>>,
+    unloaded: Arc<HashSet<BindingKey>>,
 }
 
 impl LiveBindings {
@@ -146,7 +150,7 @@ impl LiveBindings {
 
     /// Replaces the registry's bindings, and the (application, resource) keys bound in the
     /// registry whose plugin this replica could not load.
-    pub fn set_registry(&self, table: BindingTable, unloaded: HashSet<(String, String)>) {
+    pub fn set_registry(&self, table: BindingTable, unloaded: HashSet<BindingKey>) {
         let mut sources = self
             .sources
             .write()
@@ -157,16 +161,14 @@ impl LiveBindings {
 
     /// Whether uploads of `resource` of `application` are bound to a plugin this replica has
     /// not loaded (its bytes could not be fetched yet, say): they must not run without it.
-    pub fn is_unloaded(&self, application: &str, resource: &str) -> bool {
+    pub fn is_unloaded(&self, application: &Application, resource: &Resource) -> bool {
         let unloaded = self
             .sources
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
             .unloaded
             .clone();
-        [resource, ANY_RESOURCE]
-            .into_iter()
-            .any(|key| unloaded.contains(&(application.to_owned(), key.to_owned())))
+        keys(application, resource).any(|key| unloaded.contains(&key))
     }
 
     /// The registry's bindings now in force.
@@ -180,7 +182,11 @@ impl LiveBindings {
 
     /// The binding for uploads of `resource` of `application`, if any: a binding of that
     /// resource, else one of every resource, whose plugin handles the resource.
-    pub fn binding_for(&self, application: &str, resource: &str) -> Option<Arc<Binding>> {
+    pub fn binding_for(
+        &self,
+        application: &Application,
+        resource: &Resource,
+    ) -> Option<Arc<Binding>> {
         let (directory, registry) = {
             let sources = self
                 .sources
@@ -188,13 +194,16 @@ impl LiveBindings {
                 .unwrap_or_else(|poison| poison.into_inner());
             (sources.directory.clone(), sources.registry.clone())
         };
-        [resource, ANY_RESOURCE]
-            .into_iter()
-            .flat_map(|key| {
-                let key = (application.to_owned(), key.to_owned());
-                [registry.get(&key).cloned(), directory.get(&key).cloned()]
-            })
+        keys(application, resource)
+            .flat_map(|key| [registry.get(&key).cloned(), directory.get(&key).cloned()])
             .flatten()
-            .find(|binding| binding.handles(resource))
+            .find(|binding| binding.handles(resource.as_str()))
     }
+}
+
+/// The keys that may bind uploads of `resource`, most specific first.
+fn keys(application: &Application, resource: &Resource) -> impl Iterator<Item = BindingKey> {
+    [resource.clone(), Resource::from(ANY_RESOURCE)]
+        .into_iter()
+        .map(move |resource| (application.clone(), resource))
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::binding::{ANY_RESOURCE, Binding, BindingTable};
+use crate::domain::{Application, Resource};
 use export_plugin_host::{PluginFailure, PluginHost};
 
 /// Loads every `<application>.wasm` of `directory` (compiling each once).
@@ -35,7 +36,7 @@ pub fn load_directory(host: &PluginHost, directory: &Path) -> Result<BindingTabl
             "plugin bound from the plugin directory"
         );
         table.insert(
-            (application.to_owned(), ANY_RESOURCE.to_owned()),
+            (Application::from(application), Resource::from(ANY_RESOURCE)),
             Arc::new(binding),
         );
     }

@@ -17,7 +17,7 @@ use crate::db::plugins::{
     BindOutcome, BindingRecord, NewBinding, PluginRepository, PluginVersion, VersionDeleted,
     VersionStored,
 };
-use crate::domain::Format;
+use crate::domain::{Application, Format, Resource};
 use crate::registry::binding::{ANY_RESOURCE, Binding, BindingError, LiveBindings};
 use crate::storage::{ObjectStore, StoreError};
 use export_plugin_host::tool::{SessionError, run_session};
@@ -76,9 +76,9 @@ pub enum RegistryError {
     #[error("{application}/{resource} has no earlier binding to roll back to")]
     NoPrevious {
         /// The application.
-        application: String,
+        application: Application,
         /// The resource.
-        resource: String,
+        resource: Resource,
     },
     /// The version is bound and cannot be deleted.
     #[error("{name} {version} is bound to {bindings}; bind another version first")]
@@ -234,8 +234,8 @@ impl Registry {
     /// checking the configuration against the plugin on this replica.
     pub async fn bind(
         &self,
-        application: &str,
-        resource: &str,
+        application: &Application,
+        resource: &Resource,
         name: &str,
         version: &str,
         config: Option<serde_json::Value>,
@@ -278,8 +278,8 @@ impl Registry {
     /// Removes the binding of `application` (one resource, or `*`).
     pub async fn unbind(
         &self,
-        application: &str,
-        resource: &str,
+        application: &Application,
+        resource: &Resource,
         by: &str,
     ) -> Result<BindingRecord, RegistryError> {
         let outcome = self
@@ -301,15 +301,15 @@ impl Registry {
     /// Binds the previous version (and configuration) of `application`'s binding again.
     pub async fn rollback(
         &self,
-        application: &str,
-        resource: &str,
+        application: &Application,
+        resource: &Resource,
         by: &str,
     ) -> Result<BindingRecord, RegistryError> {
         match self.repository.rollback(application, resource, by).await? {
             BindOutcome::Bound(record) => Ok(*record),
             BindOutcome::NoPrevious => Err(RegistryError::NoPrevious {
-                application: application.to_owned(),
-                resource: resource.to_owned(),
+                application: application.clone(),
+                resource: resource.clone(),
             }),
             BindOutcome::UnknownVersion => Err(RegistryError::UnknownTarget(format!(
                 "the previous binding of {application}/{resource} uses a version that was deleted"
@@ -388,13 +388,17 @@ impl Registry {
         Ok(bytes)
     }
 
-    fn check_target(&self, application: &str, resource: &str) -> Result<(), RegistryError> {
-        let Some(resources) = self.applications.resources(application) else {
+    fn check_target(
+        &self,
+        application: &Application,
+        resource: &Resource,
+    ) -> Result<(), RegistryError> {
+        let Some(resources) = self.applications.resources(application.as_str()) else {
             return Err(RegistryError::UnknownTarget(format!(
                 "application '{application}' is not one the service exports (EXPORT_ENABLE_APPS)"
             )));
         };
-        if resource != ANY_RESOURCE && !resources.contains(resource) {
+        if resource.as_str() != ANY_RESOURCE && !resources.contains(resource.as_str()) {
             return Err(RegistryError::UnknownTarget(format!(
                 "application '{application}' has no resource '{resource}'"
             )));
