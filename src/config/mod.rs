@@ -26,8 +26,8 @@ pub use registry::RegistryConfig;
 pub use settings::Settings;
 pub use sizing::{MemoryBudget, MemoryTerm, push_slots};
 pub use storage::{
-    DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION, DataPathConfig, ObjectLayout, S3Config,
-    StoreConfig,
+    DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION, DataPathConfig, DownloadRedirect,
+    MAX_PRESIGNED_EXPIRY, ObjectLayout, S3Config, StoreConfig,
 };
 
 /// Every setting the service reads. Deployment manifests are checked against this list.
@@ -123,6 +123,8 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "MAX_UPLOADS_PER_APPLICATION",
     "HTTP_HEADER_READ_TIMEOUT",
     "MAX_CONNECTIONS",
+    "DOWNLOAD_REDIRECT",
+    "DOWNLOAD_URL_EXPIRY",
 ];
 
 /// The upstream's default allow-list of exportable application resources.
@@ -348,6 +350,8 @@ pub struct Config {
     pub data_path: DataPathConfig,
     /// The plugin registry and its admin API.
     pub registry: RegistryConfig,
+    /// Whether downloads are streamed or redirected to a presigned URL.
+    pub download: DownloadRedirect,
 }
 
 impl Config {
@@ -431,6 +435,7 @@ impl Config {
             psks: storage::psk_config(&reader)?,
             data_path: storage::data_path_config(&reader, export_expiry_days)?,
             registry: registry::registry_config(&reader)?,
+            download: storage::download_redirect(&reader)?,
         };
         config.validate()?;
         Ok(config)

@@ -51,6 +51,45 @@ pub struct ObjectLayout {
     pub part_size: usize,
 }
 
+/// How a tenant's download reaches the archive (`DOWNLOAD_REDIRECT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadRedirect {
+    /// The service streams the archive itself, as the upstream does (`stream`, the default).
+    Stream,
+    /// `GET /exports/{id}` answers 302 to a presigned URL of the archive, made for that request
+    /// and valid for `expires_in` (`DOWNLOAD_URL_EXPIRY`); the bytes then go from the store to
+    /// the tenant directly. Stores that cannot presign (the local directory) stream instead.
+    Presigned {
+        /// How long the URL stays valid.
+        expires_in: Duration,
+    },
+}
+
+/// The longest validity of a presigned URL that S3's signature version 4 accepts (7 days).
+pub const MAX_PRESIGNED_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub(super) fn download_redirect(reader: &Reader<'_>) -> Result<DownloadRedirect, ConfigError> {
+    let expires_in = positive(reader, "DOWNLOAD_URL_EXPIRY", 300)?;
+    if expires_in > MAX_PRESIGNED_EXPIRY {
+        return Err(invalid(
+            "DOWNLOAD_URL_EXPIRY",
+            "must be at most 168h (7 days, the longest a presigned S3 URL may be valid)".into(),
+        ));
+    }
+    let mode = reader
+        .0
+        .get("DOWNLOAD_REDIRECT")
+        .map(|mode| mode.trim().to_ascii_lowercase());
+    match mode.as_deref() {
+        None | Some("stream") => Ok(DownloadRedirect::Stream),
+        Some("presigned") => Ok(DownloadRedirect::Presigned { expires_in }),
+        Some(other) => Err(invalid(
+            "DOWNLOAD_REDIRECT",
+            format!("expected 'stream' or 'presigned', got '{other}'"),
+        )),
+    }
+}
+
 /// Limits and timings of uploads, packaging and cleaning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPathConfig {
@@ -627,5 +666,45 @@ mod tests {
                 .upload_max_duration,
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn downloads_stream_unless_a_presigned_redirect_is_asked_for() {
+        assert_eq!(config(&[]).unwrap().download, DownloadRedirect::Stream);
+        assert_eq!(
+            config(&[("DOWNLOAD_REDIRECT", " Presigned ")])
+                .unwrap()
+                .download,
+            DownloadRedirect::Presigned {
+                expires_in: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(
+            config(&[
+                ("DOWNLOAD_REDIRECT", "presigned"),
+                ("DOWNLOAD_URL_EXPIRY", "168h")
+            ])
+            .unwrap()
+            .download,
+            DownloadRedirect::Presigned {
+                expires_in: MAX_PRESIGNED_EXPIRY
+            }
+        );
+        let unknown = config(&[("DOWNLOAD_REDIRECT", "proxy")]).unwrap_err();
+        assert!(
+            unknown.contains("DOWNLOAD_REDIRECT") && unknown.contains("'stream' or 'presigned'"),
+            "{unknown}"
+        );
+        for (expiry, says) in [("169h", "at most 168h"), ("0s", "greater than zero")] {
+            let error = config(&[
+                ("DOWNLOAD_REDIRECT", "presigned"),
+                ("DOWNLOAD_URL_EXPIRY", expiry),
+            ])
+            .unwrap_err();
+            assert!(
+                error.contains("DOWNLOAD_URL_EXPIRY") && error.contains(says),
+                "{error}"
+            );
+        }
     }
 }

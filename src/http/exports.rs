@@ -1,6 +1,8 @@
 //! Handlers of the tenant-facing export routes. Each one extracts, calls the domain and the
 //! repository, and maps the result to a response.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, OriginalUri, Path, State};
@@ -14,13 +16,14 @@ use super::body::read_limited;
 use super::error::{ApiError, ErrorBody};
 use super::request_id::RequestId;
 use super::views::{ExportDetail, ExportList, ExportListItem, LinksView, ListMeta};
+use crate::config::DownloadRedirect;
 use crate::dispatch::event::events_for;
 use crate::domain::create::{CreateContext, CreateError, parse_create_request};
 use crate::domain::identity::Identity;
 use crate::domain::listing::{page_links, parse_list_query};
 use crate::domain::range::{RangeRequest, parse_range};
 use crate::domain::{ExportId, timestamp};
-use crate::storage::{ByteRange, StoreError};
+use crate::storage::{ByteRange, ResponseHeaders, StoreError};
 use crate::worker::cleaner::remove_objects;
 
 /// The largest create request body accepted.
@@ -182,6 +185,8 @@ pub async fn export_status(
     params(("id" = String, Path, description = "Export id")),
     responses(
         (status = 200, description = "The archive", content_type = "application/zip"),
+        (status = 302, description = "With DOWNLOAD_REDIRECT=presigned and no Range: the archive is at the short-lived URL in Location (fresh for each request)",
+            headers(("Location" = String, description = "A presigned URL of the archive"))),
         (status = 206, description = "The requested range of the archive", content_type = "application/zip"),
         (status = 416, description = "The range lies outside the archive", body = ErrorBody),
         (status = 400, description = "Not ready for download, or invalid id", body = ErrorBody),
@@ -218,6 +223,18 @@ pub async fn download_export(
             )));
         }
     };
+    let completed = export.completed_at.unwrap_or(export.created_at);
+    let filename = format!("{}-{id}.zip", completed.format("%Y-%m-%dT%H:%M:%SZ"));
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    // A ranged request resumes a download against this service's ETag, which the store's
+    // differs from: it is served here.
+    if let DownloadRedirect::Presigned { expires_in } = state.config.download
+        && !headers.contains_key(header::RANGE)
+        && let Some(redirect) =
+            presigned_redirect(&state, &archive.key, expires_in, &disposition).await
+    {
+        return Ok(redirect);
+    }
     let etag = format!("\"{}\"", archive.sha256);
     // A resumed download names the version it started with; if that changed, send it all.
     let range_header = headers
@@ -232,14 +249,9 @@ pub async fn download_export(
     } else {
         RangeRequest::Full
     };
-    let completed = export.completed_at.unwrap_or(export.created_at);
-    let filename = format!("{}-{id}.zip", completed.format("%Y-%m-%dT%H:%M:%SZ"));
     let mut response = Response::builder()
         .header(header::CONTENT_TYPE, "application/zip")
-        .header(
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{filename}\""),
-        )
+        .header(header::CONTENT_DISPOSITION, disposition)
         .header(header::ETAG, &etag)
         .header(header::ACCEPT_RANGES, "bytes");
     let (status, byte_range) = match range {
@@ -283,6 +295,39 @@ pub async fn download_export(
         .header(header::CONTENT_LENGTH, object.length)
         .body(body)
         .map_err(|error| ApiError::internal(&error))
+}
+
+/// A 302 to a presigned URL of the archive, fresh for this request; `None` when the store
+/// cannot presign, so the caller streams instead. A signing failure is logged and streamed
+/// too: the tenant still gets the archive.
+async fn presigned_redirect(
+    state: &AppState,
+    key: &str,
+    expires_in: Duration,
+    disposition: &str,
+) -> Option<Response> {
+    let headers = ResponseHeaders {
+        content_type: "application/zip".to_owned(),
+        content_disposition: disposition.to_owned(),
+    };
+    match state.store.presign_get(key, expires_in, &headers).await {
+        Ok(Some(url)) => Some(
+            (
+                StatusCode::FOUND,
+                [
+                    (header::LOCATION, url),
+                    // Each URL expires: no cache may hand it out again.
+                    (header::CACHE_CONTROL, "no-store".to_owned()),
+                ],
+            )
+                .into_response(),
+        ),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(%error, "cannot presign the archive's URL; streaming it instead");
+            None
+        }
+    }
 }
 
 /// Delete an export.

@@ -7,6 +7,7 @@ mod local;
 mod s3;
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::io::AsyncRead;
 
@@ -41,6 +42,15 @@ pub enum PutError {
     /// Writing to the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The headers a presigned read answers with instead of the object's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    /// `Content-Type`.
+    pub content_type: String,
+    /// `Content-Disposition` (the file name the tenant's browser saves).
+    pub content_disposition: String,
 }
 
 /// An inclusive byte range.
@@ -112,6 +122,20 @@ impl ObjectStore {
         match self {
             Self::S3(store) => store.get(key, range).await,
             Self::Local(store) => store.get(key, range).await,
+        }
+    }
+
+    /// A short-lived URL that reads `key` directly from the store, answering with `headers`;
+    /// `Ok(None)` when the store cannot presign (the local directory).
+    pub async fn presign_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+        headers: &ResponseHeaders,
+    ) -> Result<Option<String>, StoreError> {
+        match self {
+            Self::S3(store) => store.presign_get(key, expires_in, headers).await.map(Some),
+            Self::Local(_) => Ok(None),
         }
     }
 

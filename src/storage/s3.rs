@@ -12,12 +12,13 @@ use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::idle::IdleTimeout;
-use super::{ByteRange, ObjectRead, PutError, StoreError};
+use super::{ByteRange, ObjectRead, PutError, ResponseHeaders, StoreError};
 use crate::config::S3Config;
 
 /// A bucket.
@@ -233,6 +234,30 @@ impl S3Store {
             )),
             length,
         })
+    }
+
+    /// A URL that reads `key` without credentials until `expires_in` has passed, whose response
+    /// carries `headers` in place of the object's own `Content-Type` and `Content-Disposition`.
+    /// Signing is local: no request reaches the store.
+    pub(super) async fn presign_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+        headers: &ResponseHeaders,
+    ) -> Result<String, StoreError> {
+        let presigning = PresigningConfig::expires_in(expires_in)
+            .map_err(|error| StoreError::Other(format!("cannot presign: {error}")))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_type(&headers.content_type)
+            .response_content_disposition(&headers.content_disposition)
+            .presigned(presigning)
+            .await
+            .map_err(|error| StoreError::Other(format!("cannot presign: {error}")))?;
+        Ok(request.uri().to_owned())
     }
 
     pub(super) async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {

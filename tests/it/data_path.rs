@@ -9,14 +9,14 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{Caller, TestApp, export_request};
 
-const EXAMPLE_PSK: Option<&str> = Some("psk-example");
+pub(crate) const EXAMPLE_PSK: Option<&str> = Some("psk-example");
 const OTHER_PSK: Option<&str> = Some("psk-other");
 
-fn id(value: &Value) -> String {
+pub(crate) fn id(value: &Value) -> String {
     value["id"].as_str().unwrap().to_string()
 }
 
-fn source(export: &Value, index: usize) -> String {
+pub(crate) fn source(export: &Value, index: usize) -> String {
     export["sources"][index]["id"].as_str().unwrap().to_string()
 }
 
@@ -25,7 +25,7 @@ fn sha256(data: &[u8]) -> String {
 }
 
 /// Entries of a ZIP archive, name → bytes (CRCs are checked while reading).
-fn unzip(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn unzip(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).expect("a valid ZIP");
     (0..zip.len())
         .map(|index| {
@@ -37,7 +37,7 @@ fn unzip(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+pub(crate) fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
     &entries
         .iter()
         .find(|(entry, _)| entry == name)
@@ -47,7 +47,7 @@ fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
 
 /// Creates a one-source export (exampleApp/exampleResource), delivers `body` and waits until
 /// it is packaged. Returns the export id and the create response.
-async fn delivered_export(
+pub(crate) async fn delivered_export(
     app: &TestApp,
     caller: &Caller,
     name: &str,
@@ -126,7 +126,7 @@ pub(crate) async fn start_streaming_upload(
 }
 
 const JSON_UPLOAD: &str = r#"{"data": [{"id": 1, "name": "alpha"}, {"id": 2, "name": "béta"}]}"#;
-const CSV_UPLOAD: &str = "id,name\n1,alpha\n2,\"multi\nline\"\n3,gamma\n";
+pub(crate) const CSV_UPLOAD: &str = "id,name\n1,alpha\n2,\"multi\nline\"\n3,gamma\n";
 
 #[tokio::test]
 async fn create_upload_package_download() {

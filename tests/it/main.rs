@@ -8,6 +8,7 @@ mod create;
 mod data_path;
 mod demo;
 mod deploy;
+mod downloads;
 mod fairness;
 mod fleet;
 mod helpers;
