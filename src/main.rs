@@ -357,6 +357,7 @@ async fn clean(config: &Config) -> anyhow::Result<()> {
         timed_out = report.timed_out,
         prefixes_deleted = report.prefixes_deleted,
         prefixes_deferred = report.prefixes_deferred,
+        idempotency_keys_forgotten = report.idempotency_keys_forgotten,
         "cleaning pass done"
     );
     Ok(())

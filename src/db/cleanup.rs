@@ -7,6 +7,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::DbError;
+use crate::domain::idempotency::KEY_LIFETIME;
 
 /// Queues `prefix` for deletion inside the caller's transaction.
 pub(super) async fn queue_deletion(
@@ -33,6 +34,17 @@ impl CleanupRepository {
     /// A repository over `pool`.
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Forgets idempotency keys older than [`KEY_LIFETIME`]; returns how many.
+    pub async fn forget_idempotency_keys(&self) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+        )
+        .bind(KEY_LIFETIME.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Deletes up to `limit` exports whose `expires_at` is more than `grace` ago, queueing

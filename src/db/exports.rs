@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::DbError;
+use crate::domain::idempotency::{IdempotencyKey, KEY_LIFETIME};
 use crate::domain::listing::{Direction, ListFilters, ListQuery, SortKey};
 use crate::domain::outbox::OutboxEvent;
 use crate::domain::{
@@ -36,6 +37,20 @@ pub struct ExportPage {
     pub count: i64,
 }
 
+/// What storing an export under an idempotency key did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedInsert {
+    /// The key was new (or past its lifetime): the export is stored.
+    Stored,
+    /// The key created an export earlier; nothing was stored.
+    Replay {
+        /// The fingerprint of the request that created it.
+        fingerprint: String,
+        /// The answer that request got (JSON).
+        response: String,
+    },
+}
+
 impl ExportRepository {
     /// A repository over `pool`.
     pub fn new(pool: PgPool) -> Self {
@@ -46,64 +61,77 @@ impl ExportRepository {
     /// then wakes the outbox relays.
     pub async fn insert(&self, export: &NewExport, events: &[OutboxEvent]) -> Result<(), DbError> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO exports (id, org_id, account_id, identity_type, username, name, format, \
-             status, request_id, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $11, $8, $9, $9, $10)",
-        )
-        .bind(export.id)
-        .bind(&export.owner.org_id)
-        .bind(&export.owner.account_id)
-        .bind(export.owner.kind.as_str())
-        .bind(&export.owner.username)
-        .bind(&export.name)
-        .bind(export.format)
-        .bind(&export.request_id)
-        .bind(export.created_at)
-        .bind(export.expires_at)
-        .bind(ExportStatus::Pending)
-        .execute(&mut *transaction)
-        .await?;
-
-        let ids: Vec<Uuid> = export
-            .sources
-            .iter()
-            .map(|source| source.id.as_uuid())
-            .collect();
-        let positions: Vec<i32> = (0..).take(export.sources.len()).collect();
-        let applications: Vec<&str> = export
-            .sources
-            .iter()
-            .map(|source| source.application.as_str())
-            .collect();
-        let resources: Vec<&str> = export
-            .sources
-            .iter()
-            .map(|source| source.resource.as_str())
-            .collect();
-        let filters: Vec<Option<&str>> = export
-            .sources
-            .iter()
-            .map(|source| source.filters.as_deref().map(RawValue::get))
-            .collect();
-        sqlx::query(
-            "INSERT INTO sources (id, export_id, position, application, resource, filters, updated_at) \
-             SELECT id, $1, position, application, resource, filters::json, $7 \
-             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[]) \
-                  AS s(id, position, application, resource, filters)",
-        )
-        .bind(export.id)
-        .bind(&ids)
-        .bind(&positions)
-        .bind(&applications)
-        .bind(&resources)
-        .bind(&filters)
-        .bind(export.created_at)
-        .execute(&mut *transaction)
-        .await?;
-        super::outbox::insert(&mut transaction, events).await?;
+        insert_export(&mut transaction, export, events).await?;
         transaction.commit().await?;
         Ok(())
+    }
+
+    /// Like [`ExportRepository::insert`], under the owner's idempotency key: stores the export
+    /// with the key, its request's `fingerprint` and the `response` it gets, unless the key
+    /// already created one within [`KEY_LIFETIME`]; then nothing is stored and that earlier
+    /// fingerprint and response are returned. Concurrent requests with one key wait for each
+    /// other on the key's row, so exactly one of them creates an export.
+    pub async fn insert_keyed(
+        &self,
+        export: &NewExport,
+        events: &[OutboxEvent],
+        key: &IdempotencyKey,
+        fingerprint: &str,
+        response: &str,
+    ) -> Result<KeyedInsert, DbError> {
+        // A key the cleaner forgets between the two statements below is simply tried again.
+        for _ in 0..3 {
+            let mut transaction = self.pool.begin().await?;
+            let owner = &export.owner;
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (org_id, username, identity_type, account_id, key, \
+                 fingerprint, export_id, response, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (org_id, username, identity_type, account_id, key) DO UPDATE \
+                 SET fingerprint = EXCLUDED.fingerprint, export_id = EXCLUDED.export_id, \
+                     response = EXCLUDED.response, created_at = EXCLUDED.created_at \
+                 WHERE idempotency_keys.created_at < EXCLUDED.created_at - make_interval(secs => $10) \
+                 RETURNING 1",
+            )
+            .bind(&owner.org_id)
+            .bind(&owner.username)
+            .bind(owner.kind.as_str())
+            .bind(&owner.account_id)
+            .bind(key.as_str())
+            .bind(fingerprint)
+            .bind(export.id)
+            .bind(response)
+            .bind(export.created_at)
+            .bind(KEY_LIFETIME.as_secs_f64())
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if claimed.is_some() {
+                insert_export(&mut transaction, export, events).await?;
+                transaction.commit().await?;
+                return Ok(KeyedInsert::Stored);
+            }
+            let earlier: Option<(String, String)> = sqlx::query_as(
+                "SELECT fingerprint, response FROM idempotency_keys \
+                 WHERE org_id = $1 AND username = $2 AND identity_type = $3 AND account_id = $4 \
+                   AND key = $5",
+            )
+            .bind(&owner.org_id)
+            .bind(&owner.username)
+            .bind(owner.kind.as_str())
+            .bind(&owner.account_id)
+            .bind(key.as_str())
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if let Some((fingerprint, response)) = earlier {
+                return Ok(KeyedInsert::Replay {
+                    fingerprint,
+                    response,
+                });
+            }
+        }
+        Err(DbError::Corrupt(format!(
+            "idempotency key '{key}' neither stored nor found after three attempts"
+        )))
     }
 
     /// The export `id` with its sources, if `owner` may see it.
@@ -388,4 +416,69 @@ fn delivery_from_row(row: &PgRow) -> Result<Option<Delivery>, DbError> {
         }),
         _ => None,
     })
+}
+
+/// Stores a new export, its sources and its outbox events in `transaction`.
+async fn insert_export(
+    transaction: &mut Transaction<'_, Postgres>,
+    export: &NewExport,
+    events: &[OutboxEvent],
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO exports (id, org_id, account_id, identity_type, username, name, format, \
+             status, request_id, created_at, updated_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $11, $8, $9, $9, $10)",
+    )
+    .bind(export.id)
+    .bind(&export.owner.org_id)
+    .bind(&export.owner.account_id)
+    .bind(export.owner.kind.as_str())
+    .bind(&export.owner.username)
+    .bind(&export.name)
+    .bind(export.format)
+    .bind(&export.request_id)
+    .bind(export.created_at)
+    .bind(export.expires_at)
+    .bind(ExportStatus::Pending)
+    .execute(&mut **transaction)
+    .await?;
+
+    let ids: Vec<Uuid> = export
+        .sources
+        .iter()
+        .map(|source| source.id.as_uuid())
+        .collect();
+    let positions: Vec<i32> = (0..).take(export.sources.len()).collect();
+    let applications: Vec<&str> = export
+        .sources
+        .iter()
+        .map(|source| source.application.as_str())
+        .collect();
+    let resources: Vec<&str> = export
+        .sources
+        .iter()
+        .map(|source| source.resource.as_str())
+        .collect();
+    let filters: Vec<Option<&str>> = export
+        .sources
+        .iter()
+        .map(|source| source.filters.as_deref().map(RawValue::get))
+        .collect();
+    sqlx::query(
+        "INSERT INTO sources (id, export_id, position, application, resource, filters, updated_at) \
+             SELECT id, $1, position, application, resource, filters::json, $7 \
+             FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[]) \
+                  AS s(id, position, application, resource, filters)",
+    )
+    .bind(export.id)
+    .bind(&ids)
+    .bind(&positions)
+    .bind(&applications)
+    .bind(&resources)
+    .bind(&filters)
+    .bind(export.created_at)
+    .execute(&mut **transaction)
+    .await?;
+    super::outbox::insert(transaction, events).await?;
+    Ok(())
 }

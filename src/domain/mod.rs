@@ -4,6 +4,7 @@
 pub mod create;
 mod enabled;
 pub mod export;
+pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod listing;

@@ -17,12 +17,14 @@ use super::error::{ApiError, ErrorBody};
 use super::request_id::RequestId;
 use super::views::{ExportDetail, ExportList, ExportListItem, LinksView, ListMeta};
 use crate::config::DownloadRedirect;
+use crate::db::exports::KeyedInsert;
 use crate::dispatch::event::events_for;
 use crate::domain::create::{CreateContext, CreateError, parse_create_request};
+use crate::domain::idempotency::{IdempotencyKey, request_fingerprint};
 use crate::domain::identity::Identity;
 use crate::domain::listing::{page_links, parse_list_query};
 use crate::domain::range::{RangeRequest, parse_range};
-use crate::domain::{ExportId, timestamp};
+use crate::domain::{ExportId, NewExport, timestamp};
 use crate::storage::{ByteRange, ResponseHeaders, StoreError};
 use crate::worker::cleaner::remove_objects;
 
@@ -66,11 +68,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ExportIdPath {
 #[utoipa::path(
     post, path = "/exports", tag = "exports",
     request_body(content = CreateExportRequest, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the create idempotent for 24 hours per owner: resending the same body with the same key answers the export it created (202, the same body, `Idempotent-Replayed: true`) without creating another; another body with that key answers 422. 1 to 255 visible ASCII characters, e.g. a UUID."),
+    ),
     responses(
-        (status = 202, description = "Export accepted; sources are being asked for their data", body = ExportDetail),
-        (status = 400, description = "Malformed request or identity", body = ErrorBody),
+        (status = 202, description = "Export accepted; sources are being asked for their data", body = ExportDetail,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the answer to an earlier request with the same Idempotency-Key"))),
+        (status = 400, description = "Malformed request, identity or Idempotency-Key", body = ErrorBody),
         (status = 406, description = "A requested application resource is not enabled for export", body = ErrorBody),
         (status = 413, description = "Request body over 1 MiB", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different body", body = ErrorBody),
         (status = 429, description = "Too many requests for this organisation", body = ErrorBody),
         (status = 503, description = "Database unavailable; retry", body = ErrorBody),
     ),
@@ -80,8 +87,14 @@ pub async fn create_export(
     State(state): State<AppState>,
     axum::Extension(identity): axum::Extension<Identity>,
     axum::Extension(request_id): axum::Extension<RequestId>,
+    headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<ExportDetail>), ApiError> {
+) -> Result<Response, ApiError> {
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|value| IdempotencyKey::parse(value.as_bytes()))
+        .transpose()
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
     let body = read_limited(
         body,
         MAX_CREATE_BODY_BYTES,
@@ -98,16 +111,74 @@ pub async fn create_export(
             now: timestamp::now(),
         },
     )?;
-    tracing::Span::current().record("export_id", tracing::field::display(new_export.id));
     let events = events_for(&new_export, identity.header.expose(), &state.config.events);
-    state.exports.insert(&new_export, &events).await?;
+    let detail = ExportDetail::from(new_export.clone().into_export());
+    let Some(key) = key else {
+        state.exports.insert(&new_export, &events).await?;
+        record_created(&state, &new_export);
+        return Ok((StatusCode::ACCEPTED, Json(detail)).into_response());
+    };
+    // A body that parsed as a create request is JSON.
+    let request: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|error| ApiError::internal(&error))?;
+    let fingerprint = request_fingerprint(&request);
+    let response = serde_json::to_string(&detail).map_err(|error| ApiError::internal(&error))?;
+    match state
+        .exports
+        .insert_keyed(&new_export, &events, &key, &fingerprint, &response)
+        .await?
+    {
+        KeyedInsert::Stored => {
+            record_created(&state, &new_export);
+            Ok(json_answer(response, false))
+        }
+        KeyedInsert::Replay {
+            fingerprint: earlier,
+            response,
+        } if earlier == fingerprint => {
+            tracing::info!(%key, "create replayed under its idempotency key");
+            Ok(json_answer(response, true))
+        }
+        KeyedInsert::Replay { .. } => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Idempotency-Key '{key}' was used in the last 24 hours with a different request \
+                 body; resend that body to get its export, or use a new key for a new export"
+            ),
+        )),
+    }
+}
+
+/// The header that makes a create idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Set on an answer replayed for a repeated `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+fn record_created(state: &AppState, export: &NewExport) {
+    tracing::Span::current().record("export_id", tracing::field::display(export.id));
     state
         .metrics
         .exports_created
-        .with_label_values(&[new_export.format.as_str()])
+        .with_label_values(&[export.format.as_str()])
         .inc();
-    tracing::info!(sources = new_export.sources.len(), "export created");
-    Ok((StatusCode::ACCEPTED, Json(new_export.into_export().into())))
+    tracing::info!(sources = export.sources.len(), "export created");
+}
+
+/// A 202 carrying `body` (JSON) as it was first answered.
+fn json_answer(body: String, replayed: bool) -> Response {
+    let mut response = (
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// List the caller's exports.

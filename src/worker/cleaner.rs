@@ -28,6 +28,8 @@ pub struct CleanReport {
     pub prefixes_deleted: usize,
     /// Object prefixes left for a later pass (store unavailable).
     pub prefixes_deferred: usize,
+    /// Idempotency keys forgotten past their lifetime.
+    pub idempotency_keys_forgotten: u64,
 }
 
 /// Cleans the database and the object store.
@@ -73,6 +75,7 @@ impl Cleaner {
                 .time_out(timeout, TIMEOUT_CODE, &message)
                 .await?;
         }
+        report.idempotency_keys_forgotten = self.cleanup.forget_idempotency_keys().await?;
         loop {
             let keys = &self.keys;
             let expired = self

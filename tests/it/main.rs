@@ -12,6 +12,7 @@ mod downloads;
 mod fairness;
 mod fleet;
 mod helpers;
+mod idempotency;
 mod identity;
 mod ingest_limits;
 mod isolation;
