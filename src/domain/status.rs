@@ -112,6 +112,11 @@ impl ExportStatus {
     pub fn is_downloadable(self) -> bool {
         matches!(self, Self::Complete | Self::Partial)
     }
+
+    /// Whether the export still waits for sources or for its archive.
+    pub fn is_in_progress(self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
+    }
 }
 
 impl Format {

@@ -227,7 +227,8 @@ pub async fn list_exports(
     get, path = "/exports/{id}/status", tag = "exports",
     params(("id" = String, Path, description = "Export id")),
     responses(
-        (status = 200, description = "The export and its sources", body = ExportDetail),
+        (status = 200, description = "The export and its sources", body = ExportDetail,
+            headers(("Retry-After" = u32, description = "While the export is pending or running: seconds to wait before asking again"))),
         (status = 400, description = "Invalid id or identity", body = ErrorBody),
         (status = 404, description = "No such export for this caller", body = ErrorBody),
     ),
@@ -237,14 +238,25 @@ pub async fn export_status(
     State(state): State<AppState>,
     axum::Extension(identity): axum::Extension<Identity>,
     ExportIdPath(id): ExportIdPath,
-) -> Result<Json<ExportDetail>, ApiError> {
+) -> Result<Response, ApiError> {
     let export = state
         .exports
         .find_owned(&identity.owner, id)
         .await?
         .ok_or_else(|| ApiError::export_not_found(id))?;
-    Ok(Json(export.into()))
+    let in_progress = export.status.is_in_progress();
+    let mut response = Json(ExportDetail::from(export)).into_response();
+    if in_progress {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(STATUS_POLL_SECONDS));
+    }
+    Ok(response)
 }
+
+/// How long `/status` asks a client to wait between polls of an export in progress: sources
+/// answer in seconds to minutes, so polling faster only spends the rate limit.
+pub const STATUS_POLL_SECONDS: u32 = 5;
 
 /// Download the export's archive (a ZIP of every delivered source, `meta.json` and `README.md`).
 ///

@@ -40,6 +40,9 @@ pub struct ExportDetail {
     /// Why a failed export could not be packaged (its sources' own failures are on each source).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// How many of the sources have answered (delivered their data or failed); the export is
+    /// packaged once all have. Not in the upstream.
+    pub sources_answered: usize,
 }
 
 /// One requested resource and its state.
@@ -62,6 +65,13 @@ pub struct SourceView {
     /// The error code the application reported; absent unless it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<i32>,
+    /// Data rows stored for this source; present once it is uploaded, if its format tells rows.
+    /// Not in the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Bytes stored for this source; present once it is uploaded. Not in the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// An export in a list (no sources).
@@ -125,7 +135,13 @@ pub struct ExportList {
 
 impl From<Export> for ExportDetail {
     fn from(export: Export) -> Self {
+        let sources_answered = export
+            .sources
+            .iter()
+            .filter(|source| source.status != SourceStatus::Pending)
+            .count();
         Self {
+            sources_answered,
             id: export.id.as_uuid(),
             created_at: export.created_at,
             completed_at: export.completed_at,
@@ -151,6 +167,8 @@ impl From<Source> for SourceView {
             filters: source.filters,
             message: source.message.filter(|message| !message.is_empty()),
             error: source.code.filter(|code| *code != 0),
+            rows: source.delivery.as_ref().and_then(|delivery| delivery.rows),
+            bytes: source.delivery.as_ref().map(|delivery| delivery.bytes),
         }
     }
 }

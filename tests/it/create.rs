@@ -49,7 +49,9 @@ async fn a_valid_request_is_accepted_and_stored() {
             "name",
             "format",
             "status",
-            "sources"
+            "sources",
+            // Ours, after the upstream's keys (docs/API-DIFFERENCES.md, "Progress").
+            "sources_answered"
         ]
     );
 

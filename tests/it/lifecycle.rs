@@ -179,3 +179,64 @@ async fn wrong_method_gets_405_in_the_json_envelope() {
     .await;
     reply.assert_error(405, "method not allowed on this endpoint");
 }
+
+#[tokio::test]
+async fn status_shows_progress_and_asks_for_patience_while_running() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-1", "alice");
+    let created = app
+        .create(
+            &caller,
+            export_request(
+                "n",
+                "csv",
+                &[("exampleApp", "exampleResource"), ("otherApp", "events")],
+            ),
+        )
+        .await;
+    assert_eq!(created["sources_answered"], 0);
+    let id = created["id"].as_str().unwrap();
+    let source = |index: usize| created["sources"][index]["id"].as_str().unwrap().to_owned();
+    let status = || async {
+        let reply = app.get(&format!("{EXPORTS}/{id}/status"), &caller).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        (reply.header("retry-after").map(str::to_owned), reply.json())
+    };
+
+    let (retry_after, detail) = status().await;
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert_eq!(detail["sources_answered"], 0);
+    assert!(detail["sources"][0].get("rows").is_none());
+    assert!(detail["sources"][0].get("bytes").is_none());
+
+    // Three records, one of them spanning two lines.
+    let csv = "id,name\n1,alpha\n2,\"multi\nline\"\n3,gamma\n";
+    let reply = app
+        .upload(id, "exampleApp", &source(0), Some("psk-example"), csv)
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let (retry_after, detail) = status().await;
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert_eq!(detail["status"], "running");
+    assert_eq!(detail["sources_answered"], 1);
+    assert_eq!(detail["sources"][0]["rows"], 3);
+    assert_eq!(detail["sources"][0]["bytes"], csv.len());
+    assert!(detail["sources"][1].get("bytes").is_none());
+
+    let reply = app
+        .report_error(
+            id,
+            "otherApp",
+            &source(1),
+            Some("psk-other"),
+            json!({"message": "no events", "error": 404}),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    app.wait_for_status(&caller, id, "partial").await;
+    let (retry_after, detail) = status().await;
+    assert_eq!(retry_after, None, "a final export needs no more polling");
+    assert_eq!(detail["sources_answered"], 2);
+    assert_eq!(detail["sources"][0]["rows"], 3);
+    assert!(detail["sources"][1].get("rows").is_none());
+}
