@@ -107,7 +107,9 @@ class Service:
 
     def create(self, fmt, sources, who=identity()):
         request = {"name": "bench", "format": fmt,
-                   "sources": [{"application": "exampleApp", "resource": "exampleResource"}] * sources}
+                   # One part each: the service refuses the same source twice in a request.
+                   "sources": [{"application": "exampleApp", "resource": "exampleResource",
+                                "filters": {"part": index}} for index in range(sources)]}
         status, data = self.call("POST", "/api/export/v1/exports", json.dumps(request),
                                  {"x-rh-identity": who, "content-type": "application/json"})
         if status != 202:

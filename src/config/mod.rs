@@ -57,6 +57,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "DB_MIGRATE_ON_START",
     "DB_STATEMENT_TIMEOUT",
     "EXPORT_EXPIRY_DAYS",
+    "EXPORT_MAX_EXPIRY_DAYS",
     "EXPORT_ENABLE_APPS",
     "RATE_LIMIT_RATE",
     "RATE_LIMIT_BURST",
@@ -133,6 +134,8 @@ pub const DEFAULT_ENABLED_APPS: &str =
 
 /// The longest default lifetime of an export (100 years).
 pub const MAX_EXPIRY_DAYS: u32 = 36_500;
+/// `EXPORT_MAX_EXPIRY_DAYS` when unset (unless `EXPORT_EXPIRY_DAYS` is longer).
+pub const DEFAULT_MAX_EXPIRY_DAYS: u32 = 365;
 /// The lowest rate limit (one request every 1000 s).
 pub const MIN_RATE: f64 = 0.001;
 
@@ -330,6 +333,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Days from creation until an export expires when the request names no `expires_at`.
     pub export_expiry_days: u32,
+    /// The latest `expires_at` a create may ask for, in days from now (`EXPORT_MAX_EXPIRY_DAYS`).
+    pub export_max_expiry_days: u32,
     /// Which application resources may be exported.
     pub enabled_apps: EnabledApps,
     /// Rate limit of the public API.
@@ -417,6 +422,11 @@ impl Config {
                 .unwrap_or_else(local_hostname),
             database: database_config(&reader)?,
             export_expiry_days,
+            // A year, or the default lifetime if that is longer.
+            export_max_expiry_days: reader.parsed(
+                "EXPORT_MAX_EXPIRY_DAYS",
+                export_expiry_days.max(DEFAULT_MAX_EXPIRY_DAYS),
+            )?,
             enabled_apps: EnabledApps::parse(
                 settings
                     .get("EXPORT_ENABLE_APPS")
@@ -446,6 +456,15 @@ impl Config {
             return Err(invalid(
                 "EXPORT_EXPIRY_DAYS",
                 format!("must be between 1 and {MAX_EXPIRY_DAYS}"),
+            ));
+        }
+        if !(self.export_expiry_days..=MAX_EXPIRY_DAYS).contains(&self.export_max_expiry_days) {
+            return Err(invalid(
+                "EXPORT_MAX_EXPIRY_DAYS",
+                format!(
+                    "must be between EXPORT_EXPIRY_DAYS ({}) and {MAX_EXPIRY_DAYS}",
+                    self.export_expiry_days
+                ),
             ));
         }
         if !(self.rate_limit.rate.is_finite() && self.rate_limit.rate >= MIN_RATE) {
@@ -657,6 +676,28 @@ mod tests {
         Config::from_settings(&settings(pairs))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn the_latest_expiry_defaults_to_a_year_and_never_undercuts_the_default_lifetime() {
+        let config = |pairs: &[(&str, &str)]| Config::from_settings(&settings(pairs)).unwrap();
+        assert_eq!(config(&[]).export_max_expiry_days, 365);
+        assert_eq!(
+            config(&[("EXPORT_EXPIRY_DAYS", "400")]).export_max_expiry_days,
+            400
+        );
+        assert_eq!(
+            config(&[("EXPORT_MAX_EXPIRY_DAYS", "30")]).export_max_expiry_days,
+            30
+        );
+        let error = error_of(&[
+            ("EXPORT_EXPIRY_DAYS", "10"),
+            ("EXPORT_MAX_EXPIRY_DAYS", "9"),
+        ]);
+        assert!(
+            error.contains("EXPORT_MAX_EXPIRY_DAYS") && error.contains("(10)"),
+            "{error}"
+        );
     }
 
     #[test]

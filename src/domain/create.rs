@@ -1,7 +1,7 @@
 //! Turning a tenant's create request into a [`NewExport`], with the upstream's validation order
 //! and messages (contract §5.1) and a few limits the upstream lacks.
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, SubsecRound, Utc};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -35,6 +35,8 @@ pub struct CreateContext<'a> {
     pub enabled_apps: &'a EnabledApps,
     /// Default lifetime of an export.
     pub expiry_days: u32,
+    /// The latest `expires_at` a request may ask for, in days from now.
+    pub max_expiry_days: u32,
     /// The current time.
     pub now: DateTime<Utc>,
 }
@@ -114,6 +116,25 @@ pub fn parse_create_request(
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(invalid(format!(
             "'name' is too long: at most {MAX_NAME_CHARS} characters are allowed"
+        )));
+    }
+    if let Some((first, again)) = repeated_source(&sources) {
+        let source = &sources[first];
+        return Err(invalid(format!(
+            "sources[{again}] repeats sources[{first}] ({}/{} with the same filters); request \
+             each source once",
+            source.application, source.resource
+        )));
+    }
+    let latest = context.now + Duration::days(i64::from(context.max_expiry_days));
+    if let Some(expires_at) = expires_at
+        && expires_at > latest
+    {
+        return Err(invalid(format!(
+            "'expires_at' may be at most {} days from now (until {}); got {}",
+            context.max_expiry_days,
+            latest.to_rfc3339_opts(SecondsFormat::Secs, true),
+            expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         )));
     }
 
@@ -201,6 +222,22 @@ fn decode_source(index: usize, item: &Value) -> Result<RawSource, CreateError> {
     })
 }
 
+/// The first pair of sources that ask for the same application, resource and filters (filters
+/// compared as JSON values, so key order does not matter), as indices.
+fn repeated_source(sources: &[RawSource]) -> Option<(usize, usize)> {
+    (1..sources.len()).find_map(|again| {
+        let later = &sources[again];
+        sources[..again]
+            .iter()
+            .position(|earlier| {
+                earlier.application == later.application
+                    && earlier.resource == later.resource
+                    && earlier.filters == later.filters
+            })
+            .map(|first| (first, again))
+    })
+}
+
 fn to_raw(value: Value) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).expect("a serialised JSON value is valid JSON")
 }
@@ -230,6 +267,7 @@ mod tests {
                 request_id: Some("rid"),
                 enabled_apps: &apps,
                 expiry_days: 7,
+                max_expiry_days: 36_500,
                 now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             },
         )
@@ -338,7 +376,13 @@ mod tests {
             message(&format!(r#"{{"format":"csv","sources":[{many}]}}"#))
                 .starts_with("too many sources")
         );
-        let exactly = vec![source; MAX_SOURCES].join(",");
+        // Distinct sources: the same one twice is refused on its own.
+        let exactly = (0..MAX_SOURCES)
+            .map(|index| {
+                format!(r#"{{"application":"app","resource":"res","filters":{{"part":{index}}}}}"#)
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         assert!(parse(&format!(r#"{{"format":"csv","sources":[{exactly}]}}"#)).is_ok());
         let long_name = "é".repeat(MAX_NAME_CHARS + 1);
         assert!(
@@ -346,6 +390,50 @@ mod tests {
                 r#"{{"name":"{long_name}","format":"csv","sources":[{source}]}}"#
             ))
             .contains("too long")
+        );
+    }
+
+    #[test]
+    fn a_source_requested_twice_is_refused_but_other_filters_are_another_source() {
+        let message = message(
+            r#"{"format":"csv","sources":[{"application":"app","resource":"res","filters":{"a":1,"b":2}},{"application":"app","resource":"other"},{"application":"app","resource":"res","filters":{"b":2,"a":1}}]}"#,
+        );
+        assert_eq!(
+            message,
+            "sources[2] repeats sources[0] (app/res with the same filters); request each source once"
+        );
+        let export = parse(
+            r#"{"format":"csv","sources":[{"application":"app","resource":"res","filters":{"a":1}},{"application":"app","resource":"res","filters":{"a":2}},{"application":"app","resource":"res"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(export.sources.len(), 3);
+    }
+
+    #[test]
+    fn expires_at_is_bounded_by_the_configured_maximum_but_may_lie_in_the_past() {
+        let apps = EnabledApps::parse(r#"{"app":["res"]}"#).unwrap();
+        let owner = owner();
+        let with = |expires_at: &str| {
+            parse_create_request(
+                format!(r#"{{"format":"csv","expires_at":"{expires_at}","sources":[{{"application":"app","resource":"res"}}]}}"#).as_bytes(),
+                CreateContext {
+                    owner: &owner,
+                    request_id: None,
+                    enabled_apps: &apps,
+                    expiry_days: 7,
+                    max_expiry_days: 30,
+                    now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+                },
+            )
+        };
+        assert!(with("2026-01-31T00:00:00Z").is_ok());
+        assert!(
+            with("2022-01-01T00:00:00Z").is_ok(),
+            "as upstream: the past is kept"
+        );
+        assert_eq!(
+            with("2026-01-31T00:00:01Z").unwrap_err().to_string(),
+            "'expires_at' may be at most 30 days from now (until 2026-01-31T00:00:00Z); got 2026-01-31T00:00:01Z"
         );
     }
 }

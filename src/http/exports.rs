@@ -108,6 +108,7 @@ pub async fn create_export(
             request_id: Some(&request_id.0),
             enabled_apps: &state.config.enabled_apps,
             expiry_days: state.config.export_expiry_days,
+            max_expiry_days: state.config.export_max_expiry_days,
             now: timestamp::now(),
         },
     )?;

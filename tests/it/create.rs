@@ -128,7 +128,7 @@ async fn a_generated_request_id_is_echoed_and_stored() {
 
 #[tokio::test]
 async fn explicit_expiry_and_case_insensitive_fields() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(&[("EXPORT_MAX_EXPIRY_DAYS", "3650")]).await;
     let caller = Caller::user("org-1", "alice");
     let created = app
         .create(
@@ -272,4 +272,36 @@ async fn a_create_is_never_answered_503_once_it_may_have_committed() {
         .await
         .unwrap();
     assert_eq!(stored, 5, "one export per accepted create");
+}
+
+#[tokio::test]
+async fn repeated_sources_and_expiry_beyond_the_maximum_are_refused() {
+    let app = TestApp::spawn_with(&[("EXPORT_MAX_EXPIRY_DAYS", "30")]).await;
+    let caller = Caller::user("org-1", "alice");
+    let source = json!({"application": "exampleApp", "resource": "exampleResource"});
+    let repeated = json!({"format": "csv", "sources": [source, source]});
+    app.post_raw(EXPORTS, &caller, repeated.to_string())
+        .await
+        .assert_error(
+            400,
+            "sources[1] repeats sources[0] (exampleApp/exampleResource with the same filters); \
+             request each source once",
+        );
+    let far = (Utc::now() + Duration::days(31)).to_rfc3339();
+    let late = json!({"format": "csv", "expires_at": far, "sources": [source]});
+    app.post_raw(EXPORTS, &caller, late.to_string())
+        .await
+        .assert_error_containing(400, "'expires_at' may be at most 30 days from now");
+    let exports: i64 = sqlx::query_scalar("SELECT count(*) FROM exports")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(exports, 0, "a refused request stores nothing");
+
+    let near = (Utc::now() + Duration::days(29)).to_rfc3339();
+    app.create(
+        &caller,
+        json!({"format": "csv", "expires_at": near, "sources": [source]}),
+    )
+    .await;
 }
