@@ -113,12 +113,14 @@ pub async fn create_export(
         },
     )?;
     let events = events_for(&new_export, identity.header.expose(), &state.config.events);
-    let detail = ExportDetail::from(new_export.clone().into_export());
     let Some(key) = key else {
         state.exports.insert(&new_export, &events).await?;
         record_created(&state, &new_export);
+        let detail = ExportDetail::from(new_export.into_export());
         return Ok((StatusCode::ACCEPTED, Json(detail)).into_response());
     };
+    // The answer is stored with the key, so it is made before the insert.
+    let detail = ExportDetail::from(new_export.clone().into_export());
     // A body that parsed as a create request is JSON.
     let request: serde_json::Value =
         serde_json::from_slice(&body).map_err(|error| ApiError::internal(&error))?;
