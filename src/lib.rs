@@ -15,6 +15,7 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod oidc;
 pub mod package;
 pub mod registry;
 pub mod retry;

@@ -284,7 +284,12 @@ fn spawn_workers(
     if config.kafka.brokers.is_some() {
         let publisher = KafkaPublisher::new(&config.kafka, &config.hostname, metrics.clone())
             .map_err(ServeError::Kafka)?;
-        let relay = Relay::new(pool.clone(), publisher, config.outbox);
+        let relay = Relay::new(
+            pool.clone(),
+            publisher,
+            config.outbox,
+            config.events.clone(),
+        );
         workers.push(tokio::spawn(relay.run(pool.clone(), stop.clone())));
     } else {
         tracing::warn!(

@@ -12,6 +12,11 @@ pub struct KafkaConfig {
     pub brokers: Option<String>,
     /// The topic requests are announced on.
     pub topic: String,
+    /// The topic cancels of requested sources go to (default: the request topic, which every
+    /// source application already consumes).
+    pub cancel_topic: String,
+    /// The topic completion events go to.
+    pub completion_topic: String,
     /// `security.protocol` (plaintext, ssl, sasl_plaintext, sasl_ssl).
     pub security_protocol: Option<String>,
     /// `sasl.mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
@@ -43,6 +48,10 @@ pub struct EventConfig {
     pub dataschema: String,
     /// `$schema`.
     pub schema: String,
+    /// `type` of the event that tells an application a requested source was cancelled.
+    pub cancel_type: String,
+    /// `type` of the event that tells other services an export reached a final status.
+    pub completion_type: String,
 }
 
 /// How the outbox relay works.
@@ -69,6 +78,8 @@ impl Default for EventConfig {
                 "https://console.redhat.com/api/schemas/apps/export-service/v1/resource-request.json"
                     .into(),
             schema: "https://console.redhat.com/api/schemas/events/v1/events.json".into(),
+            cancel_type: "com.redhat.console.export-service.request-cancelled".into(),
+            completion_type: "com.redhat.console.export-service.export-completed".into(),
         }
     }
 }
@@ -114,9 +125,17 @@ pub(super) fn kafka_config(reader: &Reader<'_>) -> Result<KafkaConfig, ConfigErr
             ));
         }
     };
+    let topic = text("KAFKA_ANNOUNCE_TOPIC").unwrap_or_else(|| "platform.export.requests".into());
+    let topic_named = |name: &str, default: String| {
+        text(name)
+            .filter(|topic| !topic.is_empty())
+            .unwrap_or(default)
+    };
     Ok(KafkaConfig {
         brokers: text("KAFKA_BROKERS").filter(|brokers| !brokers.is_empty()),
-        topic: text("KAFKA_ANNOUNCE_TOPIC").unwrap_or_else(|| "platform.export.requests".into()),
+        cancel_topic: topic_named("KAFKA_CANCEL_TOPIC", topic.clone()),
+        completion_topic: topic_named("KAFKA_COMPLETION_TOPIC", "platform.export.completed".into()),
+        topic,
         security_protocol,
         sasl_mechanism,
         sasl_username,
@@ -188,6 +207,8 @@ pub(super) fn event_config(reader: &Reader<'_>) -> EventConfig {
         event_type: text("KAFKA_EVENT_TYPE", defaults.event_type),
         dataschema: text("KAFKA_EVENT_DATASCHEMA", defaults.dataschema),
         schema: text("KAFKA_EVENT_SCHEMA", defaults.schema),
+        cancel_type: text("KAFKA_CANCEL_EVENT_TYPE", defaults.cancel_type),
+        completion_type: text("KAFKA_COMPLETION_EVENT_TYPE", defaults.completion_type),
     }
 }
 
@@ -249,6 +270,28 @@ mod tests {
             "com.redhat.console.export-service.request"
         );
         assert_eq!(config.kafka.create_topic_partitions, None);
+        assert_eq!(config.kafka.cancel_topic, "platform.export.requests");
+        assert_eq!(config.kafka.completion_topic, "platform.export.completed");
+        assert_eq!(
+            config.events.completion_type,
+            "com.redhat.console.export-service.export-completed"
+        );
+    }
+
+    #[test]
+    fn cancels_follow_the_request_topic_unless_named() {
+        let moved = config(&[("KAFKA_ANNOUNCE_TOPIC", "requests.x")]).unwrap();
+        assert_eq!(moved.kafka.cancel_topic, "requests.x");
+        let named = config(&[
+            ("KAFKA_ANNOUNCE_TOPIC", "requests.x"),
+            ("KAFKA_CANCEL_TOPIC", "cancels.x"),
+            ("KAFKA_COMPLETION_TOPIC", "done.x"),
+            ("KAFKA_COMPLETION_EVENT_TYPE", "com.example.done"),
+        ])
+        .unwrap();
+        assert_eq!(named.kafka.cancel_topic, "cancels.x");
+        assert_eq!(named.kafka.completion_topic, "done.x");
+        assert_eq!(named.events.completion_type, "com.example.done");
     }
 
     #[test]

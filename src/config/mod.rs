@@ -5,6 +5,7 @@
 mod clowder;
 mod duration;
 mod kafka;
+mod oidc;
 mod registry;
 mod settings;
 mod sizing;
@@ -17,7 +18,9 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+use crate::domain::create::MAX_SOURCES;
 pub use crate::domain::psk::PskConfig;
+pub use crate::domain::quota::Quotas;
 pub use crate::domain::secret::Secret;
 pub use crate::domain::{EnabledApps, InvalidEnabledApps};
 pub use duration::{DurationError, parse_go_duration};
@@ -59,10 +62,15 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "EXPORT_EXPIRY_DAYS",
     "EXPORT_MAX_EXPIRY_DAYS",
     "EXPORT_ENABLE_APPS",
+    "QUOTA_ACTIVE_EXPORTS",
+    "QUOTA_SOURCES_PER_HOUR",
+    "QUOTA_STORED_BYTES",
     "RATE_LIMIT_RATE",
     "RATE_LIMIT_BURST",
     "KAFKA_BROKERS",
     "KAFKA_ANNOUNCE_TOPIC",
+    "KAFKA_CANCEL_TOPIC",
+    "KAFKA_COMPLETION_TOPIC",
     "KAFKA_SECURITY_PROTOCOL",
     "KAFKA_SASL_MECHANISM",
     "KAFKA_SASL_USERNAME",
@@ -76,6 +84,8 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "KAFKA_EVENT_TYPE",
     "KAFKA_EVENT_DATASCHEMA",
     "KAFKA_EVENT_SCHEMA",
+    "KAFKA_CANCEL_EVENT_TYPE",
+    "KAFKA_COMPLETION_EVENT_TYPE",
     "OUTBOX_BATCH_SIZE",
     "OUTBOX_LEASE",
     "OUTBOX_MAX_BACKOFF",
@@ -95,6 +105,13 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "OBJECT_KEY_TEMPLATE",
     "AWS_UPLOADER_BUFFER_SIZE",
     "EXPORTS_PSKS",
+    "OIDC_ENABLED",
+    "OIDC_ISSUER_URL",
+    "OIDC_CLIENT_ID",
+    "OIDC_PROVIDER_TIMEOUT",
+    "OIDC_JWKS_CACHE_DURATION",
+    "OIDC_APPLICATION_CLAIM",
+    "OIDC_APPLICATIONS",
     "DISABLE_SERVICE_TO_SERVICE_PSK_AUTH",
     "MAX_PAYLOAD_SIZE",
     "MAX_STORED_EXPANSION",
@@ -119,6 +136,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "PLUGIN_CACHE_SIZE",
     "CLEANER_INTERVAL",
     "CLEANER_GRACE",
+    "AUDIT_RETENTION",
     "SOURCE_TIMEOUT",
     "UPLOAD_MAX_DURATION",
     "MAX_UPLOADS_PER_APPLICATION",
@@ -335,6 +353,8 @@ pub struct Config {
     pub export_expiry_days: u32,
     /// The latest `expires_at` a create may ask for, in days from now (`EXPORT_MAX_EXPIRY_DAYS`).
     pub export_max_expiry_days: u32,
+    /// Per-organisation quotas on creating exports.
+    pub quotas: Quotas,
     /// Which application resources may be exported.
     pub enabled_apps: EnabledApps,
     /// Rate limit of the public API.
@@ -351,6 +371,8 @@ pub struct Config {
     pub layout: ObjectLayout,
     /// The internal API's keys.
     pub psks: PskConfig,
+    /// Bearer tokens on the internal API (`OIDC_ENABLED`); `None` when off.
+    pub oidc: Option<crate::oidc::OidcConfig>,
     /// Upload, packaging and cleaning limits.
     pub data_path: DataPathConfig,
     /// The plugin registry and its admin API.
@@ -427,6 +449,7 @@ impl Config {
                 "EXPORT_MAX_EXPIRY_DAYS",
                 export_expiry_days.max(DEFAULT_MAX_EXPIRY_DAYS),
             )?,
+            quotas: quotas(&reader)?,
             enabled_apps: EnabledApps::parse(
                 settings
                     .get("EXPORT_ENABLE_APPS")
@@ -443,6 +466,7 @@ impl Config {
             store: storage::store_config(&reader)?,
             layout: storage::object_layout(&reader)?,
             psks: storage::psk_config(&reader)?,
+            oidc: oidc::oidc_config(&reader)?,
             data_path: storage::data_path_config(&reader, export_expiry_days)?,
             registry: registry::registry_config(&reader)?,
             download: storage::download_redirect(&reader)?,
@@ -660,6 +684,37 @@ fn local_hostname() -> String {
         .unwrap_or_else(|| "export-service".into())
 }
 
+/// Default `QUOTA_ACTIVE_EXPORTS`: far above what one tenant's tooling needs at once, low
+/// enough that a runaway script cannot fill the source applications' queues.
+const DEFAULT_ACTIVE_EXPORTS: u64 = 200;
+/// Default `QUOTA_SOURCES_PER_HOUR`: a hundred full-size requests an hour.
+const DEFAULT_SOURCES_PER_HOUR: u64 = 100 * MAX_SOURCES as u64;
+/// Default `QUOTA_STORED_BYTES`: 100 GiB.
+const DEFAULT_STORED_BYTES: u64 = 100 << 30;
+
+/// The `QUOTA_*` settings; `0` turns a quota off.
+fn quotas(reader: &Reader<'_>) -> Result<Quotas, ConfigError> {
+    let limit = |value: u64| (value > 0).then_some(value);
+    let quotas = Quotas {
+        active_exports: limit(reader.parsed("QUOTA_ACTIVE_EXPORTS", DEFAULT_ACTIVE_EXPORTS)?),
+        sources_per_hour: limit(reader.parsed("QUOTA_SOURCES_PER_HOUR", DEFAULT_SOURCES_PER_HOUR)?),
+        stored_bytes: limit(reader.parsed("QUOTA_STORED_BYTES", DEFAULT_STORED_BYTES)?),
+    };
+    // Below one full request the quota would refuse a valid request forever.
+    if quotas
+        .sources_per_hour
+        .is_some_and(|limit| limit < MAX_SOURCES as u64)
+    {
+        return Err(invalid(
+            "QUOTA_SOURCES_PER_HOUR",
+            format!(
+                "must be 0 (no quota) or at least {MAX_SOURCES}, the most sources one request may name"
+            ),
+        ));
+    }
+    Ok(quotas)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,6 +731,31 @@ mod tests {
         Config::from_settings(&settings(pairs))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn quotas_have_defaults_and_zero_turns_one_off() {
+        let config = |pairs: &[(&str, &str)]| Config::from_settings(&settings(pairs));
+        let defaults = config(&[]).unwrap().quotas;
+        assert_eq!(defaults.active_exports, Some(200));
+        assert_eq!(defaults.sources_per_hour, Some(10_000));
+        assert_eq!(defaults.stored_bytes, Some(100 << 30));
+        let off = config(&[
+            ("QUOTA_ACTIVE_EXPORTS", "0"),
+            ("QUOTA_SOURCES_PER_HOUR", "0"),
+            ("QUOTA_STORED_BYTES", "0"),
+        ])
+        .unwrap()
+        .quotas;
+        assert!(!off.any());
+        let error = config(&[("QUOTA_SOURCES_PER_HOUR", "50")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("QUOTA_SOURCES_PER_HOUR") && error.contains("100"),
+            "{error}"
+        );
+        assert!(config(&[("QUOTA_STORED_BYTES", "-1")]).is_err());
     }
 
     #[test]

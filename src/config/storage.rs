@@ -128,6 +128,8 @@ pub struct DataPathConfig {
     pub cleaner_grace: Duration,
     /// Sources that have not answered this long after creation are failed; `None` = never.
     pub source_timeout: Option<Duration>,
+    /// How long audit records are kept (`AUDIT_RETENTION`).
+    pub audit_retention: Duration,
 }
 
 const MIB: usize = 1024 * 1024;
@@ -471,6 +473,7 @@ pub(super) fn data_path_config(
         cleaner_interval: optional(reader.duration("CLEANER_INTERVAL", 0)?),
         cleaner_grace: reader.duration("CLEANER_GRACE", u64::from(expiry_days) * 24 * 3600)?,
         source_timeout: optional(reader.duration("SOURCE_TIMEOUT", 24 * 3600)?),
+        audit_retention: positive(reader, "AUDIT_RETENTION", 90 * 24 * 3600)?,
     })
 }
 
@@ -618,6 +621,15 @@ mod tests {
         }
         assert_eq!(defaults.cleaner_interval, None);
         assert_eq!(defaults.cleaner_grace, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(
+            defaults.audit_retention,
+            Duration::from_secs(90 * 24 * 3600)
+        );
+        assert!(
+            config(&[("AUDIT_RETENTION", "0s")])
+                .unwrap_err()
+                .contains("AUDIT_RETENTION")
+        );
         assert!(
             config(&[("MAX_PAYLOAD_SIZE", "0")])
                 .unwrap_err()

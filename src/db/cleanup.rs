@@ -72,6 +72,15 @@ impl CleanupRepository {
             .bind(&ids)
             .execute(&mut *transaction)
             .await?;
+        // Requests of an expired export that no relay has touched would ask for data nobody
+        // can deliver any more.
+        sqlx::query(
+            "DELETE FROM outbox WHERE export_id = ANY($1) AND kind = 'request' \
+               AND sent_at IS NULL AND attempts = 0",
+        )
+        .bind(&ids)
+        .execute(&mut *transaction)
+        .await?;
         transaction.commit().await?;
         Ok(ids)
     }

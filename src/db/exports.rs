@@ -1,18 +1,22 @@
 //! Storing and reading exports and their sources. Every tenant-facing read is scoped by owner.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::DbError;
+use crate::domain::audit::AuditRecord;
 use crate::domain::idempotency::{IdempotencyKey, KEY_LIFETIME};
 use crate::domain::listing::{Direction, ListFilters, ListQuery, SortKey};
-use crate::domain::outbox::OutboxEvent;
+use crate::domain::outbox::{CancelledSource, OutboxEvent, Withdrawal};
+use crate::domain::quota::{self, QuotaExceeded, Quotas, SOURCE_WINDOW, Usage};
 use crate::domain::{
-    Archive, Delivery, Export, ExportId, ExportStatus, ExportSummary, NewExport, Owner,
-    PluginStamp, Source,
+    Application, Archive, Delivery, Export, ExportId, ExportStatus, ExportSummary, NewExport,
+    Owner, PluginStamp, RefusedUpload, Resource, Source, SourceId, SourceStatus,
 };
 
 const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.identity_type, e.username, \
@@ -21,6 +25,11 @@ const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.identity_type, e.u
      e.archive_key, e.archive_bytes, e.archive_sha256, \
      (SELECT j.last_error FROM package_jobs j \
        WHERE j.export_id = e.id AND j.finished_at IS NOT NULL) AS packaging_error";
+
+/// How many sources a listed export has, and how many have answered (only the page's rows
+/// are counted: the planner evaluates these after the sort and limit).
+const SOURCE_TALLY: &str = "(SELECT count(*) FROM sources s WHERE s.export_id = e.id) AS sources_total, \
+     (SELECT count(*) FROM sources s WHERE s.export_id = e.id AND s.status <> 'pending') AS sources_answered";
 
 /// Exports and sources in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -32,9 +41,23 @@ pub struct ExportRepository {
 #[derive(Debug)]
 pub struct ExportPage {
     /// The exports on this page.
-    pub exports: Vec<ExportSummary>,
+    pub exports: Vec<ListedExport>,
     /// How many exports match, over all pages.
     pub count: i64,
+}
+
+/// A row of the delete's answer: the export, and one of its pending sources (if any).
+type DeletedRow = (Uuid, Option<Uuid>, Option<String>, Option<String>);
+
+/// An export on a list page, with its progress.
+#[derive(Debug)]
+pub struct ListedExport {
+    /// The export.
+    pub summary: ExportSummary,
+    /// How many sources it has.
+    pub sources_total: usize,
+    /// How many of them have answered (delivered or failed).
+    pub sources_answered: usize,
 }
 
 /// What storing an export under an idempotency key did.
@@ -58,10 +81,11 @@ impl ExportRepository {
     }
 
     /// Stores a new export, its sources and the events announcing them in one transaction,
-    /// then wakes the outbox relays.
-    pub async fn insert(&self, export: &NewExport, events: &[OutboxEvent]) -> Result<(), DbError> {
+    /// then wakes the outbox relays — unless it would exceed one of its organisation's
+    /// `quotas`, checked in the same transaction.
+    pub async fn insert(&self, creation: &Creation<'_>) -> Result<(), InsertError> {
         let mut transaction = self.pool.begin().await?;
-        insert_export(&mut transaction, export, events).await?;
+        insert_export(&mut transaction, creation).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -73,12 +97,12 @@ impl ExportRepository {
     /// other on the key's row, so exactly one of them creates an export.
     pub async fn insert_keyed(
         &self,
-        export: &NewExport,
-        events: &[OutboxEvent],
+        creation: &Creation<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
         response: &str,
-    ) -> Result<KeyedInsert, DbError> {
+    ) -> Result<KeyedInsert, InsertError> {
+        let export = creation.export;
         // A key the cleaner forgets between the two statements below is simply tried again.
         for _ in 0..3 {
             let mut transaction = self.pool.begin().await?;
@@ -106,7 +130,7 @@ impl ExportRepository {
             .fetch_optional(&mut *transaction)
             .await?;
             if claimed.is_some() {
-                insert_export(&mut transaction, export, events).await?;
+                insert_export(&mut transaction, creation).await?;
                 transaction.commit().await?;
                 return Ok(KeyedInsert::Stored);
             }
@@ -131,7 +155,8 @@ impl ExportRepository {
         }
         Err(DbError::Corrupt(format!(
             "idempotency key '{key}' neither stored nor found after three attempts"
-        )))
+        ))
+        .into())
     }
 
     /// The export `id` with its sources, if `owner` may see it.
@@ -157,31 +182,13 @@ impl ExportRepository {
 
     /// The export `id` with its sources, whoever owns it (for the packaging worker).
     pub async fn find(&self, id: ExportId) -> Result<Option<Export>, DbError> {
-        let row = sqlx::query(&format!(
-            "SELECT {EXPORT_COLUMNS} FROM exports e WHERE e.id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let sources = self.sources_of(id).await?;
-        export_from_row(&row, sources).map(Some)
+        let mut connection = self.pool.acquire().await?;
+        find_in(&mut connection, id).await
     }
 
     async fn sources_of(&self, export_id: ExportId) -> Result<Vec<Source>, DbError> {
-        sqlx::query(
-            "SELECT id, application, resource, filters::text AS filters, status, code, message, \
-                                        object_key, sha256, bytes, rows, plugin_name, plugin_version, plugin_digest \
-             FROM sources WHERE export_id = $1 ORDER BY position",
-        )
-        .bind(export_id)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(source_from_row)
-        .collect()
+        let mut connection = self.pool.acquire().await?;
+        sources_in(&mut connection, export_id).await
     }
 
     /// One page of `owner`'s exports matching `query`, and the total number that match.
@@ -190,7 +197,9 @@ impl ExportRepository {
         owner: &Owner,
         query: &ListQuery,
     ) -> Result<ExportPage, DbError> {
-        let mut select = QueryBuilder::new(format!("SELECT {EXPORT_COLUMNS} FROM exports e"));
+        let mut select = QueryBuilder::new(format!(
+            "SELECT {EXPORT_COLUMNS}, {SOURCE_TALLY} FROM exports e"
+        ));
         push_conditions(&mut select, owner, query);
         let direction = match query.direction {
             Direction::Asc => "ASC",
@@ -216,7 +225,7 @@ impl ExportRepository {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(summary_from_row)
+            .map(listed_from_row)
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut count = if query.filters == ListFilters::default() {
@@ -235,35 +244,109 @@ impl ExportRepository {
         Ok(ExportPage { exports, count })
     }
 
-    /// Deletes the export `id` (its sources, events and job cascade) if `owner` may see it, and
-    /// queues the deletion of its objects under `object_prefix` in the same transaction.
-    /// Returns whether a row was deleted.
+    /// Deletes the export `id` (its sources and job cascade) if `owner` may see it, and
+    /// queues the deletion of its objects under `object_prefix` and appends `audit` in the
+    /// same transaction. Of its
+    /// pending sources, a request no relay has touched yet is withdrawn from the outbox; every
+    /// other gets the event `cancel` builds, written in the same transaction. `None` when there
+    /// was no such export.
     pub async fn delete_owned(
         &self,
         owner: &Owner,
         id: ExportId,
         object_prefix: &str,
-    ) -> Result<bool, DbError> {
+        cancel: impl Fn(&CancelledSource) -> OutboxEvent,
+        audit: &AuditRecord,
+    ) -> Result<Option<Withdrawal>, DbError> {
         let mut transaction = self.pool.begin().await?;
-        let deleted = sqlx::query(
-            "DELETE FROM exports WHERE id = $1 AND org_id = $2 AND username = $3 \
-             AND identity_type = $4 AND ($5 = '' OR account_id = $5)",
+        // The CTE's select sees the sources as they were before the delete cascades; the left
+        // join yields one row (with no source) for a deleted export with none pending.
+        let rows: Vec<DeletedRow> = sqlx::query_as(
+            "WITH gone AS ( \
+                 DELETE FROM exports WHERE id = $1 AND org_id = $2 AND username = $3 \
+                 AND identity_type = $4 AND ($5 = '' OR account_id = $5) RETURNING id) \
+             SELECT gone.id, s.id, s.application, s.resource FROM gone \
+             LEFT JOIN sources s ON s.export_id = gone.id AND s.status = $6 \
+             ORDER BY s.position",
         )
         .bind(id)
         .bind(&owner.org_id)
         .bind(&owner.username)
         .bind(owner.kind.as_str())
         .bind(&owner.account_id)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        if deleted == 0 {
-            return Ok(false);
+        .bind(SourceStatus::Pending)
+        .fetch_all(&mut *transaction)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
         }
+        // A relay that claimed a request first has raised its attempts, and the delete then
+        // leaves it (and sends a cancel after it).
+        let withdrawn: Vec<Uuid> = sqlx::query_scalar(
+            "DELETE FROM outbox WHERE export_id = $1 AND kind = 'request' \
+               AND sent_at IS NULL AND attempts = 0 RETURNING source_id",
+        )
+        .bind(id)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let events: Vec<OutboxEvent> = rows
+            .into_iter()
+            .filter_map(|(_, source_id, application, resource)| {
+                Some(CancelledSource {
+                    export_id: id,
+                    source_id: SourceId::from(source_id?),
+                    application: Application::from(application?),
+                    resource: Resource::from(resource?),
+                })
+            })
+            .filter(|source| !withdrawn.contains(&source.source_id.as_uuid()))
+            .map(|source| cancel(&source))
+            .collect();
+        super::outbox::insert(&mut transaction, &events).await?;
         super::cleanup::queue_deletion(&mut transaction, object_prefix).await?;
+        super::audit::append_in(&mut transaction, audit).await?;
         transaction.commit().await?;
-        Ok(true)
+        Ok(Some(Withdrawal {
+            withdrawn: withdrawn.len(),
+            cancelled: events.len(),
+        }))
     }
+}
+
+/// The export `id` with its sources, read on `connection` (a transaction sees its own writes).
+pub(super) async fn find_in(
+    connection: &mut PgConnection,
+    id: ExportId,
+) -> Result<Option<Export>, DbError> {
+    let row = sqlx::query(&format!(
+        "SELECT {EXPORT_COLUMNS} FROM exports e WHERE e.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let sources = sources_in(connection, id).await?;
+    export_from_row(&row, sources).map(Some)
+}
+
+async fn sources_in(
+    connection: &mut PgConnection,
+    export_id: ExportId,
+) -> Result<Vec<Source>, DbError> {
+    sqlx::query(
+        "SELECT id, application, resource, filters::text AS filters, status, code, message, \
+                object_key, sha256, bytes, rows, plugin_name, plugin_version, plugin_digest, \
+                last_error_code, last_error_message, last_error_at \
+         FROM sources WHERE export_id = $1 ORDER BY position",
+    )
+    .bind(export_id)
+    .fetch_all(connection)
+    .await?
+    .iter()
+    .map(source_from_row)
+    .collect()
 }
 
 /// `WHERE` the owner's rows (of `exports e` or `export_counts e`).
@@ -335,6 +418,18 @@ fn summary_from_row(row: &PgRow) -> Result<ExportSummary, DbError> {
     })
 }
 
+fn listed_from_row(row: &PgRow) -> Result<ListedExport, DbError> {
+    let count = |column: &str| -> Result<usize, DbError> {
+        let count: i64 = row.try_get(column)?;
+        usize::try_from(count).map_err(|_| DbError::Corrupt(format!("{column} {count}")))
+    };
+    Ok(ListedExport {
+        summary: summary_from_row(row)?,
+        sources_total: count("sources_total")?,
+        sources_answered: count("sources_answered")?,
+    })
+}
+
 fn export_from_row(row: &PgRow, sources: Vec<Source>) -> Result<Export, DbError> {
     let summary = summary_from_row(row)?;
     Ok(Export {
@@ -387,6 +482,21 @@ fn source_from_row(row: &PgRow) -> Result<Source, DbError> {
         code: row.try_get("code")?,
         message: row.try_get("message")?,
         delivery: delivery_from_row(row)?,
+        last_error: refused_from_row(row)?,
+    })
+}
+
+fn refused_from_row(row: &PgRow) -> Result<Option<RefusedUpload>, DbError> {
+    let code: Option<i32> = row.try_get("last_error_code")?;
+    let message: Option<String> = row.try_get("last_error_message")?;
+    let at: Option<DateTime<Utc>> = row.try_get("last_error_at")?;
+    Ok(match (code, message, at) {
+        (Some(code), Some(message), Some(at)) => Some(RefusedUpload {
+            code: u16::try_from(code).map_err(|_| DbError::Corrupt(format!("status {code}")))?,
+            message,
+            at,
+        }),
+        _ => None,
     })
 }
 
@@ -419,11 +529,99 @@ fn delivery_from_row(row: &PgRow) -> Result<Option<Delivery>, DbError> {
 }
 
 /// Stores a new export, its sources and its outbox events in `transaction`.
-async fn insert_export(
+/// A new export to store: the export, the events announcing it, the quotas it must fit and
+/// its audit record, all written in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Creation<'a> {
+    /// The export with its sources.
+    pub export: &'a NewExport,
+    /// One request event per source.
+    pub events: &'a [OutboxEvent],
+    /// The organisation's quotas.
+    pub quotas: &'a Quotas,
+    /// The record of the create in the audit trail.
+    pub audit: &'a AuditRecord,
+}
+
+/// Why a new export was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// It would exceed a quota of its organisation.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+impl From<sqlx::Error> for InsertError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error.into())
+    }
+}
+
+/// Checks the organisation's quotas and records the sources requested, with the
+/// organisation's creates serialised by a transaction-scoped advisory lock (two concurrent
+/// creates must not both fit under the last unit of a quota).
+async fn claim_quota(
     transaction: &mut Transaction<'_, Postgres>,
     export: &NewExport,
-    events: &[OutboxEvent],
-) -> Result<(), DbError> {
+    quotas: &Quotas,
+) -> Result<(), InsertError> {
+    if !quotas.any() {
+        return Ok(());
+    }
+    let org_id = export.owner.org_id.as_str();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('export-quota:' || $1, 0))")
+        .bind(org_id)
+        .execute(&mut **transaction)
+        .await?;
+    let window = SOURCE_WINDOW.as_secs_f64();
+    sqlx::query(
+        "DELETE FROM source_requests WHERE org_id = $1 \
+           AND requested_at < now() - make_interval(secs => $2)",
+    )
+    .bind(org_id)
+    .bind(window)
+    .execute(&mut **transaction)
+    .await?;
+    let (active, recent, oldest, stored): (i64, i64, Option<f64>, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT count(*) FROM exports WHERE org_id = $1 AND status IN ('pending', 'running')), \
+           (SELECT coalesce(sum(sources), 0)::bigint FROM source_requests WHERE org_id = $1), \
+           (SELECT extract(epoch FROM now() - min(requested_at))::float8 \
+              FROM source_requests WHERE org_id = $1), \
+           (SELECT coalesce(sum(archive_bytes), 0)::bigint FROM exports WHERE org_id = $1) \
+           + (SELECT coalesce(sum(s.bytes), 0)::bigint FROM sources s \
+                JOIN exports e ON e.id = s.export_id WHERE e.org_id = $1)",
+    )
+    .bind(org_id)
+    .fetch_one(&mut **transaction)
+    .await?;
+    let count = |value: i64| u64::try_from(value).unwrap_or_default();
+    let usage = Usage {
+        active_exports: count(active),
+        recent_sources: count(recent),
+        oldest_recent: oldest.and_then(|secs| Duration::try_from_secs_f64(secs).ok()),
+        stored_bytes: count(stored),
+    };
+    let sources = export.sources.len() as u64;
+    quota::check(quotas, &usage, sources)?;
+    sqlx::query("INSERT INTO source_requests (org_id, sources) VALUES ($1, $2)")
+        .bind(org_id)
+        .bind(i32::try_from(sources).unwrap_or(i32::MAX))
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
+async fn insert_export(
+    transaction: &mut Transaction<'_, Postgres>,
+    creation: &Creation<'_>,
+) -> Result<(), InsertError> {
+    let export = creation.export;
+    claim_quota(transaction, export, creation.quotas).await?;
+    super::audit::append_in(transaction, creation.audit).await?;
     sqlx::query(
         "INSERT INTO exports (id, org_id, account_id, identity_type, username, name, format, \
              status, request_id, created_at, updated_at, expires_at) \
@@ -479,6 +677,6 @@ async fn insert_export(
     .bind(export.created_at)
     .execute(&mut **transaction)
     .await?;
-    super::outbox::insert(transaction, events).await?;
+    super::outbox::insert(transaction, creation.events).await?;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! PostgreSQL access: the connection pool, migrations and one repository per aggregate.
 
+pub mod audit;
 pub mod cleanup;
 mod columns;
+mod completion;
 pub mod exports;
 pub mod outbox;
 pub mod packaging;
@@ -16,6 +18,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::config::DatabaseConfig;
 
+pub use audit::AuditRepository;
 pub use cleanup::CleanupRepository;
 pub use exports::ExportRepository;
 pub use outbox::OutboxRepository;

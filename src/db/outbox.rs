@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::Application;
-use crate::domain::outbox::OutboxEvent;
+use crate::domain::outbox::{EventKind, OutboxEvent};
 
 /// The `LISTEN/NOTIFY` channel that wakes relays when events are written.
 pub const OUTBOX_CHANNEL: &str = "export_outbox";
@@ -39,29 +39,41 @@ pub(super) async fn insert(
     if events.is_empty() {
         return Ok(());
     }
-    let column =
-        |field: fn(&OutboxEvent) -> &str| -> Vec<&str> { events.iter().map(field).collect() };
     let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
     let export_ids: Vec<Uuid> = events
         .iter()
         .map(|event| event.export_id.as_uuid())
         .collect();
-    let source_ids: Vec<Uuid> = events
+    let source_ids: Vec<Option<Uuid>> = events
         .iter()
-        .map(|event| event.source_id.as_uuid())
+        .map(|event| event.source_id.map(|id| id.as_uuid()))
         .collect();
+    let applications: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.application.as_ref().map(Application::as_str))
+        .collect();
+    let identities: Vec<Option<&str>> = events
+        .iter()
+        .map(|event| event.identity.as_deref())
+        .collect();
+    let payloads: Vec<&str> = events.iter().map(|event| event.payload.as_str()).collect();
+    // An export completes once: a second completion (which the status guards already prevent)
+    // is dropped by the unique index rather than published twice.
     sqlx::query(
-        "INSERT INTO outbox (id, export_id, source_id, application, identity, payload) \
-         SELECT id, export_id, source_id, application, identity, payload FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[]) \
-         WITH ORDINALITY AS e(id, export_id, source_id, application, identity, payload, n) \
-         ORDER BY n",
+        "INSERT INTO outbox (id, kind, export_id, source_id, application, identity, payload) \
+         SELECT id, kind, export_id, source_id, application, identity, payload FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[]) \
+         WITH ORDINALITY AS e(id, kind, export_id, source_id, application, identity, payload, n) \
+         ORDER BY n \
+         ON CONFLICT (export_id) WHERE kind = 'completion' DO NOTHING",
     )
     .bind(&ids)
+    .bind(&kinds)
     .bind(&export_ids)
     .bind(&source_ids)
-    .bind(column(|event| event.application.as_str()))
-    .bind(column(|event| &event.identity))
-    .bind(column(|event| &event.payload))
+    .bind(&applications)
+    .bind(&identities)
+    .bind(&payloads)
     .execute(&mut **transaction)
     .await?;
     sqlx::query("SELECT pg_notify($1, '')")
@@ -69,6 +81,10 @@ pub(super) async fn insert(
         .execute(&mut **transaction)
         .await?;
     Ok(())
+}
+
+fn parse_kind(text: String) -> Result<EventKind, DbError> {
+    text.parse().map_err(|_| DbError::Corrupt(text))
 }
 
 /// Outbox operations of the relay.
@@ -98,7 +114,7 @@ impl OutboxRepository {
              UPDATE outbox o \
              SET available_at = now() + make_interval(secs => $2), attempts = o.attempts + 1 \
              FROM due WHERE o.id = due.id \
-             RETURNING o.id, o.seq, o.export_id, o.source_id, o.application, o.identity, o.payload, o.attempts",
+             RETURNING o.id, o.seq, o.kind, o.export_id, o.source_id, o.application, o.identity, o.payload, o.attempts",
         )
         .bind(limit)
         .bind(lease.as_secs_f64())
@@ -112,11 +128,12 @@ impl OutboxRepository {
                     ClaimedEvent {
                         event: OutboxEvent {
                             id: row.try_get("id")?,
+                            kind: parse_kind(row.try_get("kind")?)?,
                             export_id: row.try_get("export_id")?,
                             source_id: row.try_get("source_id")?,
-                            application: Application::from(
-                                row.try_get::<String, _>("application")?,
-                            ),
+                            application: row
+                                .try_get::<Option<String>, _>("application")?
+                                .map(Application::from),
                             identity: row.try_get("identity")?,
                             payload: row.try_get("payload")?,
                         },
@@ -124,7 +141,7 @@ impl OutboxRepository {
                     },
                 ))
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            .collect::<Result<Vec<_>, DbError>>()?;
         claimed.sort_by_key(|(seq, _)| *seq);
         Ok(claimed.into_iter().map(|(_, event)| event).collect())
     }

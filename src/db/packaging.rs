@@ -113,6 +113,7 @@ impl JobRepository {
         .bind(&archive.sha256)
         .execute(&mut *transaction)
         .await?;
+        super::completion::record(&mut transaction, job.export_id).await?;
         transaction.commit().await?;
         Ok(true)
     }
@@ -148,7 +149,7 @@ impl JobRepository {
             return Ok(());
         }
         let export_id = job.export_id;
-        sqlx::query(
+        let failed = sqlx::query(
             "UPDATE exports SET status = $2, completed_at = now(), updated_at = now() \
              WHERE id = $1 AND status IN ($3, $4)",
         )
@@ -157,7 +158,11 @@ impl JobRepository {
         .bind(ExportStatus::Pending)
         .bind(ExportStatus::Running)
         .execute(&mut *transaction)
-        .await?;
+        .await?
+        .rows_affected();
+        if failed > 0 {
+            super::completion::record(&mut transaction, export_id).await?;
+        }
         transaction.commit().await?;
         Ok(())
     }

@@ -215,6 +215,7 @@ impl SourceRepository {
         let updated = sqlx::query(
                         "UPDATE sources SET status = $10, object_key = $2, sha256 = $3, bytes = $4, rows = $5, \
                     completed_at = now(), updated_at = now(), upload_lease_until = NULL, upload_token = NULL, \
+                    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, \
                     plugin_name = $7, plugin_version = $8, plugin_digest = $9 \
              WHERE id = $1 AND status = $11 AND upload_token = $6",
         )
@@ -238,6 +239,27 @@ impl SourceRepository {
         let progress = advance(&mut transaction, target.export_id).await?;
         transaction.commit().await?;
         Ok(Settled::Recorded(progress))
+    }
+
+    /// Remembers a refused upload on a source that stays pending (a settled source keeps its
+    /// outcome).
+    pub async fn note_refusal(
+        &self,
+        source_id: SourceId,
+        code: u16,
+        message: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE sources SET last_error_code = $2, last_error_message = $3, last_error_at = now() \
+             WHERE id = $1 AND status = $4",
+        )
+        .bind(source_id)
+        .bind(i32::from(code))
+        .bind(message)
+        .bind(SourceStatus::Pending)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Records an application's error report and advances the export.
@@ -382,7 +404,7 @@ async fn advance(
     match progress {
         Progress::Waiting => {}
         Progress::AllFailed => {
-            sqlx::query(
+            let failed = sqlx::query(
                 "UPDATE exports SET status = $2, completed_at = now(), updated_at = now() \
                  WHERE id = $1 AND status IN ($3, $4)",
             )
@@ -391,7 +413,11 @@ async fn advance(
             .bind(ExportStatus::Pending)
             .bind(ExportStatus::Running)
             .execute(&mut **transaction)
-            .await?;
+            .await?
+            .rows_affected();
+            if failed > 0 {
+                super::completion::record(transaction, export_id).await?;
+            }
         }
         Progress::ReadyToPackage => {
             sqlx::query("INSERT INTO package_jobs (export_id) VALUES ($1) ON CONFLICT (export_id) DO NOTHING")

@@ -138,6 +138,22 @@ pub enum DeliveryError {
     Database(#[from] DbError),
 }
 
+impl DeliveryError {
+    /// Whether the upload was refused with its source left pending, so the application may
+    /// upload again (and the tenant should see why it is still waiting).
+    pub fn leaves_source_pending(&self) -> bool {
+        matches!(
+            self,
+            Self::TooLarge { .. }
+                | Self::PluginNotLoaded { .. }
+                | Self::TooSlow(_)
+                | Self::Idle(_)
+                | Self::Body(_)
+                | Self::StoreUnavailable(_)
+        )
+    }
+}
+
 /// The kinds of data refusal, which answer differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -177,6 +193,14 @@ impl Delivery<'_> {
             return Err(DeliveryError::AlreadyProcessed);
         }
         Ok(target)
+    }
+
+    /// Remembers on its source why an upload was refused while the source stays pending.
+    /// Best effort: the uploader already has its answer, and the next attempt overwrites it.
+    pub async fn remember_refusal(&self, source_id: SourceId, code: u16, message: &str) {
+        if let Err(error) = self.sources.note_refusal(source_id, code, message).await {
+            tracing::warn!(%error, %source_id, "cannot record the refused upload on its source");
+        }
     }
 
     /// Stores `upload` as the data of `target` and records it; on any failure the source is

@@ -1,5 +1,7 @@
-//! The CloudEvent announcing one requested resource to its application (contract §7), built
-//! when the export is created and stored in the outbox.
+//! The CloudEvents the service publishes: the request of one resource to its application
+//! (contract §7) and its cancel, both built when they are written to the outbox, and the
+//! completion of an export, whose `data` is written with the final status and wrapped in its
+//! envelope when it is published. Their schemas are in `docs/EVENTS.md`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -7,24 +9,8 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::config::EventConfig;
-use crate::domain::outbox::OutboxEvent;
-use crate::domain::{Format, NewExport, NewSource};
-
-#[derive(Serialize)]
-struct CloudEvent<'a> {
-    id: Uuid,
-    #[serde(rename = "$schema")]
-    schema: &'a str,
-    source: &'a str,
-    subject: String,
-    specversion: &'a str,
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    time: String,
-    redhatorgid: &'a str,
-    dataschema: &'a str,
-    data: EventData<'a>,
-}
+use crate::domain::outbox::{CancelledSource, EventKind, OutboxEvent};
+use crate::domain::{Format, NewExport, NewSource, OrgId};
 
 #[derive(Serialize)]
 struct EventData<'a> {
@@ -54,10 +40,11 @@ pub fn events_for(export: &NewExport, identity: &str, config: &EventConfig) -> V
             let id = Uuid::new_v4();
             OutboxEvent {
                 id,
+                kind: EventKind::Request,
                 export_id: export.id,
-                source_id: source.id,
-                application: source.application.clone(),
-                identity: identity.to_owned(),
+                source_id: Some(source.id),
+                application: Some(source.application.clone()),
+                identity: Some(identity.to_owned()),
                 payload: cloud_event(id, export, source, identity, config),
             }
         })
@@ -71,16 +58,16 @@ fn cloud_event(
     identity: &str,
     config: &EventConfig,
 ) -> String {
-    let event = CloudEvent {
+    let event = Envelope {
         id,
         schema: &config.schema,
         source: &config.source,
-        subject: format!("urn:redhat:subject:export-service:request:{}", export.id),
+        subject: request_subject(export.id),
         specversion: &config.specversion,
         event_type: &config.event_type,
         time: whole_seconds(&export.created_at),
         redhatorgid: export.owner.org_id.as_str(),
-        dataschema: &config.dataschema,
+        dataschema: Some(&config.dataschema),
         data: EventData {
             resource_request: ResourceRequest {
                 application: source.application.as_str(),
@@ -97,6 +84,119 @@ fn cloud_event(
         },
     };
     serde_json::to_string(&event).expect("a CloudEvent always serialises")
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    id: Uuid,
+    #[serde(rename = "$schema")]
+    schema: &'a str,
+    source: &'a str,
+    subject: String,
+    specversion: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    time: String,
+    redhatorgid: &'a str,
+    /// Only the request names a data schema (the upstream's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataschema: Option<&'a str>,
+    data: T,
+}
+
+#[derive(Serialize)]
+struct CancelData<'a> {
+    resource_request: CancelledRequest<'a>,
+}
+
+#[derive(Serialize)]
+struct CancelledRequest<'a> {
+    application: &'a str,
+    export_request_uuid: Uuid,
+    resource: &'a str,
+    uuid: Uuid,
+    reason: &'a str,
+    #[serde(rename = "x-rh-identity")]
+    identity: &'a str,
+}
+
+/// The cancel event of `source`, whose export `org_id` deleted; `identity` is the deleting
+/// request's raw `x-rh-identity` header.
+pub fn cancel_event(
+    source: &CancelledSource,
+    org_id: &OrgId,
+    identity: &str,
+    config: &EventConfig,
+) -> OutboxEvent {
+    let id = Uuid::new_v4();
+    let event = Envelope {
+        id,
+        schema: &config.schema,
+        source: &config.source,
+        subject: request_subject(source.export_id),
+        specversion: &config.specversion,
+        event_type: &config.cancel_type,
+        time: whole_seconds(&Utc::now()),
+        redhatorgid: org_id.as_str(),
+        dataschema: None,
+        data: CancelData {
+            resource_request: CancelledRequest {
+                application: source.application.as_str(),
+                export_request_uuid: source.export_id.as_uuid(),
+                resource: source.resource.as_str(),
+                uuid: source.source_id.as_uuid(),
+                reason: "the export was deleted",
+                identity,
+            },
+        },
+    };
+    OutboxEvent {
+        id,
+        kind: EventKind::Cancel,
+        export_id: source.export_id,
+        source_id: Some(source.source_id),
+        application: Some(source.application.clone()),
+        identity: Some(identity.to_owned()),
+        payload: serde_json::to_string(&event).expect("a CloudEvent always serialises"),
+    }
+}
+
+/// The fields of a completion's stored `data` its envelope repeats.
+#[derive(serde::Deserialize)]
+struct CompletionHead {
+    org_id: String,
+    completed_at: String,
+}
+
+/// The published form of a completion event: its stored `data` (see
+/// [`crate::domain::completion::Completion`]) in the CloudEvent envelope. `None` when the
+/// stored data is not a completion (the row was written by something else).
+pub fn completion_event(event: &OutboxEvent, config: &EventConfig) -> Option<String> {
+    let data: &RawValue = serde_json::from_str(&event.payload).ok()?;
+    let head: CompletionHead = serde_json::from_str(data.get()).ok()?;
+    let time = DateTime::parse_from_rfc3339(&head.completed_at)
+        .map(|time| whole_seconds(&time.with_timezone(&Utc)))
+        .unwrap_or(head.completed_at);
+    let envelope = Envelope {
+        id: event.id,
+        schema: &config.schema,
+        source: &config.source,
+        subject: format!(
+            "urn:redhat:subject:export-service:export:{}",
+            event.export_id
+        ),
+        specversion: &config.specversion,
+        event_type: &config.completion_type,
+        time,
+        redhatorgid: &head.org_id,
+        dataschema: None,
+        data,
+    };
+    Some(serde_json::to_string(&envelope).expect("a CloudEvent always serialises"))
+}
+
+fn request_subject(export_id: crate::domain::ExportId) -> String {
+    format!("urn:redhat:subject:export-service:request:{export_id}")
 }
 
 /// `null` and `{}` count as no filters (they are omitted from the event).
@@ -216,7 +316,8 @@ mod tests {
             );
         }
         assert_ne!(events[0].id, events[1].id);
-        assert_eq!(events[2].application.as_str(), "app2");
-        assert_eq!(events[2].identity, "aWRlbnRpdHk=");
+        assert_eq!(events[2].application.as_ref().unwrap().as_str(), "app2");
+        assert_eq!(events[2].identity.as_deref(), Some("aWRlbnRpdHk="));
+        assert!(events.iter().all(|event| event.kind == EventKind::Request));
     }
 }

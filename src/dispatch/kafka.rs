@@ -13,7 +13,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::config::KafkaConfig;
-use crate::domain::outbox::OutboxEvent;
+use crate::domain::outbox::{EventKind, OutboxEvent};
 use crate::metrics::Metrics;
 
 /// Batches in a row without one acknowledgement after which the producer is replaced.
@@ -76,7 +76,7 @@ pub fn client_config(config: &KafkaConfig, client_id: &str) -> ClientConfig {
     client
 }
 
-/// Publishes events to one topic.
+/// Publishes events, each to the topic of its kind.
 pub struct KafkaPublisher {
     /// Replaced by a new one after a fatal error (an idempotent producer whose broker lost its
     /// producer id cannot send again).
@@ -86,12 +86,14 @@ pub struct KafkaPublisher {
     failed_batches: AtomicU32,
     admin_config: ClientConfig,
     topic: String,
+    cancel_topic: String,
+    completion_topic: String,
     create_topic_partitions: Option<i32>,
     metrics: Metrics,
 }
 
 impl KafkaPublisher {
-    /// A publisher for `config.topic`. No connection is made yet.
+    /// A publisher to the topics of `config`. No connection is made yet.
     pub fn new(
         config: &KafkaConfig,
         client_id: &str,
@@ -117,14 +119,25 @@ impl KafkaPublisher {
             failed_batches: AtomicU32::new(0),
             admin_config: base,
             topic: config.topic.clone(),
+            cancel_topic: config.cancel_topic.clone(),
+            completion_topic: config.completion_topic.clone(),
             create_topic_partitions: config.create_topic_partitions,
             metrics,
         })
     }
 
-    /// The topic events go to.
+    /// The topic requests go to.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The topic events of `kind` go to.
+    pub fn topic_of(&self, kind: EventKind) -> &str {
+        match kind {
+            EventKind::Request => &self.topic,
+            EventKind::Cancel => &self.cancel_topic,
+            EventKind::Completion => &self.completion_topic,
+        }
     }
 
     /// Whether the topic must be created before publishing.
@@ -132,7 +145,7 @@ impl KafkaPublisher {
         self.create_topic_partitions.is_some()
     }
 
-    /// Creates the topic when configured to (an existing topic is fine).
+    /// Creates the topics when configured to (an existing topic is fine).
     pub async fn ensure_topic(&self) -> Result<(), KafkaSetupError> {
         let Some(partitions) = self.create_topic_partitions else {
             return Ok(());
@@ -141,14 +154,25 @@ impl KafkaPublisher {
             .admin_config
             .create()
             .map_err(KafkaSetupError::Client)?;
-        let topic = NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(1));
+        let mut names = vec![
+            self.topic.as_str(),
+            &self.cancel_topic,
+            &self.completion_topic,
+        ];
+        names.dedup();
+        names.sort_unstable();
+        names.dedup();
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+            .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let failed = |reason: String| KafkaSetupError::Topic {
-            topic: self.topic.clone(),
+            topic: names.join(", "),
             reason,
         };
         let results = admin
-            .create_topics([&topic], &options)
+            .create_topics(&topics, &options)
             .await
             .map_err(|error| failed(error.to_string()))?;
         for result in results {
@@ -175,12 +199,14 @@ impl KafkaPublisher {
         } else {
             self.failed_batches.store(0, Ordering::Relaxed);
         }
-        for result in &results {
+        for (event, result) in events.iter().zip(&results) {
             let counter = match result {
                 Ok(_) => &self.metrics.kafka_produced,
                 Err(_) => &self.metrics.kafka_produce_failures,
             };
-            counter.with_label_values(&[&self.topic]).inc();
+            counter
+                .with_label_values(&[self.topic_of(event.kind)])
+                .inc();
         }
         results
     }
@@ -225,16 +251,21 @@ impl KafkaPublisher {
     ) -> Result<(), PublishError> {
         let started = Instant::now();
         let key = event.export_id.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
+        let mut headers = OwnedHeaders::new();
+        if let Some(application) = &event.application {
+            headers = headers.insert(Header {
                 key: "application",
-                value: Some(event.application.as_str()),
-            })
-            .insert(Header {
-                key: "x-rh-identity",
-                value: Some(event.identity.as_str()),
+                value: Some(application.as_str()),
             });
-        let record = FutureRecord::to(&self.topic)
+        }
+        if let Some(identity) = &event.identity {
+            headers = headers.insert(Header {
+                key: "x-rh-identity",
+                value: Some(identity.as_str()),
+            });
+        }
+        let topic = self.topic_of(event.kind);
+        let record = FutureRecord::to(topic)
             .key(&key)
             .payload(&event.payload)
             .headers(headers);
@@ -245,7 +276,7 @@ impl KafkaPublisher {
             Ok(Ok(_)) => {
                 self.metrics
                     .publish_seconds
-                    .with_label_values(&[&self.topic])
+                    .with_label_values(&[topic])
                     .observe(started.elapsed().as_secs_f64());
                 Ok(())
             }

@@ -8,10 +8,12 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::event::completion_event;
 use super::kafka::KafkaPublisher;
-use crate::config::OutboxConfig;
+use crate::config::{EventConfig, OutboxConfig};
 use crate::db::OutboxRepository;
 use crate::db::outbox::{ClaimedEvent, OUTBOX_CHANNEL};
+use crate::domain::outbox::{EventKind, OutboxEvent};
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, pause, retry_delay};
 use crate::worker::wakeup::{Wakeup, Woken};
@@ -29,15 +31,22 @@ pub struct Relay {
     outbox: OutboxRepository,
     publisher: KafkaPublisher,
     config: OutboxConfig,
+    events: EventConfig,
 }
 
 impl Relay {
     /// A relay publishing through `publisher`.
-    pub fn new(pool: PgPool, publisher: KafkaPublisher, config: OutboxConfig) -> Self {
+    pub fn new(
+        pool: PgPool,
+        publisher: KafkaPublisher,
+        config: OutboxConfig,
+        events: EventConfig,
+    ) -> Self {
         Self {
             outbox: OutboxRepository::new(pool),
             publisher,
             config,
+            events,
         }
     }
 
@@ -88,7 +97,29 @@ impl Relay {
     }
 
     async fn publish(&self, batch: Vec<ClaimedEvent>) {
-        let events: Vec<_> = batch.iter().map(|claimed| claimed.event.clone()).collect();
+        let mut publishable = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
+        for claimed in batch {
+            match self.render(&claimed.event) {
+                Some(event) => {
+                    events.push(event);
+                    publishable.push(claimed);
+                }
+                None => {
+                    // Kept, not dropped: it stays in the outbox (and its backlog gauge) for an
+                    // operator to see, retried at the longest backoff.
+                    tracing::error!(event_id = %claimed.event.id, kind = claimed.event.kind.as_str(), "outbox event cannot be rendered; not publishing it");
+                    if let Err(error) = self
+                        .outbox
+                        .reschedule(claimed.event.id, self.config.max_backoff, "unreadable data")
+                        .await
+                    {
+                        tracing::warn!(%error, "cannot reschedule event");
+                    }
+                }
+            }
+        }
+        let batch = publishable;
         let results = self.publisher.publish(&events).await;
         let mut sent: Vec<Uuid> = Vec::with_capacity(batch.len());
         for (claimed, result) in batch.iter().zip(results) {
@@ -116,6 +147,18 @@ impl Relay {
             }
         }
         self.mark_sent(&sent).await;
+    }
+
+    /// The event as published: a completion's stored `data` goes into its envelope now, so the
+    /// envelope follows the configuration of the replica that publishes it.
+    fn render(&self, event: &OutboxEvent) -> Option<OutboxEvent> {
+        match event.kind {
+            EventKind::Request | EventKind::Cancel => Some(event.clone()),
+            EventKind::Completion => Some(OutboxEvent {
+                payload: completion_event(event, &self.events)?,
+                ..event.clone()
+            }),
+        }
     }
 
     /// Records acknowledged events, retrying while the database is briefly unavailable: an

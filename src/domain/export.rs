@@ -142,6 +142,19 @@ pub struct Source {
     pub message: Option<String>,
     /// The stored data of a completed source.
     pub delivery: Option<Delivery>,
+    /// The last upload refused while the source stayed pending.
+    pub last_error: Option<RefusedUpload>,
+}
+
+/// An upload that was refused but left its source pending (it may be retried).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedUpload {
+    /// The HTTP status the uploader got.
+    pub code: u16,
+    /// The message the uploader got.
+    pub message: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// A validated request for a new export, ready to be stored.
@@ -203,6 +216,7 @@ impl NewExport {
                     code: None,
                     message: None,
                     delivery: None,
+                    last_error: None,
                 })
                 .collect(),
             archive: None,

@@ -1,6 +1,8 @@
 //! The export domain: plain types and rules, no I/O. Everything here is unit-tested on its own;
 //! the HTTP layer parses into these types and the database layer stores them.
 
+pub mod audit;
+pub mod completion;
 pub mod create;
 mod enabled;
 pub mod export;
@@ -11,6 +13,7 @@ pub mod listing;
 pub mod outbox;
 pub mod progress;
 pub mod psk;
+pub mod quota;
 pub mod range;
 pub mod secret;
 pub mod status;
@@ -19,7 +22,7 @@ pub mod timestamp;
 pub use enabled::{EnabledApps, InvalidEnabledApps};
 pub use export::{
     Archive, Delivery, Export, ExportSummary, IdentityKind, NewExport, NewSource, Owner,
-    PluginStamp, Source,
+    PluginStamp, RefusedUpload, Source,
 };
 pub use ids::{Application, ExportId, InvalidId, OrgId, Resource, SourceId};
 pub use status::{ExportStatus, Format, SourceStatus};

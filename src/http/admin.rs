@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -19,10 +19,12 @@ use tokio::sync::Semaphore;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
+use super::audit::AuditResource;
 use super::error::{ApiError, ErrorBody};
 use crate::config::push_slots;
 use crate::db::plugins::{BindingRecord, PluginVersion};
-use crate::domain::{Application, Format, Resource};
+use crate::domain::audit::parse_audit_query;
+use crate::domain::{Application, Format, Resource, timestamp};
 use crate::registry::binding::ANY_RESOURCE;
 use crate::registry::{Registry, RegistryError, SelfTest, SelfTestReport};
 
@@ -60,7 +62,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/bindings/{application}/rollback", post(rollback))
         .route("/bindings/{application}/history", get(history))
+        .route("/audit", get(audit_trail))
         .route_layer(from_fn_with_state(gate, authenticate_first))
+        .route_layer(from_fn_with_state(state.clone(), super::audit::audit_admin))
         .route("/openapi.json", get(openapi_json))
 }
 
@@ -101,6 +105,20 @@ async fn authenticate_first(State(gate): State<Gate>, request: Request, next: Ne
 
 /// The operator behind a request: checks the bearer token; returns who is asking.
 fn operator(state: &AppState, headers: &HeaderMap) -> Result<(Registry, String), AdminError> {
+    check_token(state, headers)?;
+    let who = headers
+        .get(OPERATOR_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|who| !who.is_empty())
+        .map(|who| who.chars().take(100).collect())
+        .unwrap_or_else(|| "operator".to_owned());
+    let registry = state.registry.clone().ok_or(AdminError::NoRegistry)?;
+    Ok((registry, who))
+}
+
+/// Checks the operator's bearer token against `ADMIN_TOKEN`.
+fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
     let Some(expected) = &state.config.registry.admin_token else {
         return Err(AdminError::Disabled);
     };
@@ -115,15 +133,7 @@ fn operator(state: &AppState, headers: &HeaderMap) -> Result<(Registry, String),
     if !bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
         return Err(AdminError::BadToken);
     }
-    let who = headers
-        .get(OPERATOR_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|who| !who.is_empty())
-        .map(|who| who.chars().take(100).collect())
-        .unwrap_or_else(|| "operator".to_owned());
-    let registry = state.registry.clone().ok_or(AdminError::NoRegistry)?;
-    Ok((registry, who))
+    Ok(())
 }
 
 /// Why an admin request was refused: the operator's credentials, the push itself, or the
@@ -344,8 +354,13 @@ pub async fn push_plugin(
     } else {
         StatusCode::OK
     };
+    let made = AuditResource(format!(
+        "{}@{}",
+        pushed.version.name, pushed.version.version
+    ));
     Ok((
         status,
+        axum::Extension(made),
         Json(PushResponse {
             plugin: pushed.version,
             created: pushed.created,
@@ -353,6 +368,103 @@ pub async fn push_plugin(
         }),
     )
         .into_response())
+}
+
+/// One page of the audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// The records, newest first.
+    pub data: Vec<AuditView>,
+    /// The next (older) page, absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// One audit record, with the upstream's security-event field names.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    /// Its position in the trail (the cursor of the page that ends with it).
+    pub id: i64,
+    /// When it was recorded.
+    pub time: String,
+    /// The request's id.
+    pub request_id: String,
+    /// Whether it matters for security review (access failures, downloads, deletions, plugin
+    /// changes).
+    pub security_event: bool,
+    /// What was done.
+    pub action: String,
+    /// `export`, `plugin_version`, `plugin_binding` or `request`.
+    pub resource_type: String,
+    /// Which one.
+    pub resource_id: String,
+    /// `success`, `denied` or `failure`.
+    pub outcome: String,
+    /// Who (user, system or service-account name; the `x-admin-user` of an operator).
+    pub principal_user_id: String,
+    /// Their organisation.
+    pub principal_org_id: String,
+    /// `User`, `ServiceAccount`, `System`, `admin` or `anonymous`.
+    pub principal_type: String,
+    /// Why it was refused or failed.
+    pub reason: String,
+}
+
+/// The audit trail, newest first: filters `org_id`, `action`, `resource_id`, `since`, `until`
+/// (RFC 3339), pages of `limit` (default 100, at most 1000) followed with `cursor`.
+#[utoipa::path(
+    get, path = "/audit", tag = "audit",
+    params(
+        ("org_id" = Option<String>, Query, description = "The principal's organisation"),
+        ("action" = Option<String>, Query, description = "create, read_status, list, download, delete, auth_failure, plugin_push, plugin_bind, plugin_unbind, plugin_rollback, plugin_delete"),
+        ("resource_id" = Option<String>, Query, description = "An export id, `name@version` or an application"),
+        ("since" = Option<String>, Query, description = "Recorded at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "Recorded before (RFC 3339)"),
+        ("cursor" = Option<String>, Query, description = "The `next` cursor of the previous page"),
+        ("limit" = Option<i64>, Query, description = "Page size (default 100, at most 1000)"),
+    ),
+    responses(
+        (status = 200, description = "A page", body = AuditPage),
+        (status = 400, description = "A bad filter", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn audit_trail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AuditPage>, ApiError> {
+    check_token(&state, &headers)?;
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let query = parse_audit_query(&pairs).map_err(ApiError::bad_request)?;
+    let entries = state.audit.query(&query).await?;
+    let next = (entries.len() as i64 == query.limit)
+        .then(|| entries.last().map(|entry| entry.id.to_string()))
+        .flatten();
+    Ok(Json(AuditPage {
+        data: entries
+            .into_iter()
+            .map(|entry| AuditView {
+                id: entry.id,
+                time: timestamp::format(&entry.at),
+                request_id: entry.record.request_id,
+                security_event: entry.record.action.is_security_event(),
+                action: entry.record.action.as_str().to_owned(),
+                resource_type: entry.record.action.resource_type().to_owned(),
+                resource_id: entry.record.resource_id,
+                outcome: entry.record.outcome.as_str().to_owned(),
+                principal_user_id: entry.record.principal.user_id,
+                principal_org_id: entry.record.principal.org_id,
+                principal_type: entry.record.principal.kind,
+                reason: entry.record.reason,
+            })
+            .collect(),
+        next,
+    }))
 }
 
 /// Every plugin version, by name, newest first.
@@ -598,16 +710,17 @@ pub async fn history(
     servers((url = "/admin/v1")),
     paths(
         push_plugin, list_plugins, show_plugin, show_version, delete_version,
-        list_bindings, bind, unbind, rollback, history,
+        list_bindings, bind, unbind, rollback, history, audit_trail,
     ),
     components(schemas(
         ErrorBody, PushRequest, SelfTestRequest, PushResponse, PluginVersion, BindingRecord,
-        BindRequest, SelfTestReport, Format
+        BindRequest, SelfTestReport, Format, AuditPage, AuditView
     )),
     modifiers(&AdminTokenScheme),
     tags(
         (name = "plugins", description = "Immutable plugin versions"),
-        (name = "bindings", description = "Which version runs on whose uploads")
+        (name = "bindings", description = "Which version runs on whose uploads"),
+        (name = "audit", description = "Who did what, and how it ended")
     )
 )]
 pub struct AdminApiDoc;

@@ -97,6 +97,11 @@ impl ApiError {
         self.status
     }
 
+    /// The message the caller reads.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 500 for a failure the client cannot fix; `cause` is logged, not sent.
     pub fn internal(cause: &dyn std::error::Error) -> Self {
         tracing::error!(error = %cause, "request failed");
@@ -120,8 +125,14 @@ impl From<DbError> for ApiError {
     }
 }
 
+/// The message of an error answer, kept on the response for the layers around the handler
+/// (the audit trail records it as the reason).
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let message = ErrorMessage(self.message.clone());
         let mut response = (
             self.status,
             Json(ErrorBody {
@@ -143,6 +154,7 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        response.extensions_mut().insert(message);
         response
     }
 }

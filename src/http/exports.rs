@@ -12,17 +12,20 @@ use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
 use super::AppState;
+use super::audit::Audited;
 use super::body::read_limited;
 use super::error::{ApiError, ErrorBody};
 use super::request_id::RequestId;
 use super::views::{ExportDetail, ExportList, ExportListItem, LinksView, ListMeta};
 use crate::config::DownloadRedirect;
-use crate::db::exports::KeyedInsert;
-use crate::dispatch::event::events_for;
+use crate::db::exports::{Creation, InsertError, KeyedInsert};
+use crate::dispatch::event::{cancel_event, events_for};
+use crate::domain::audit::{AuditAction, AuditRecord, Outcome, Principal};
 use crate::domain::create::{CreateContext, CreateError, parse_create_request};
 use crate::domain::idempotency::{IdempotencyKey, request_fingerprint};
 use crate::domain::identity::Identity;
 use crate::domain::listing::{page_links, parse_list_query};
+use crate::domain::outbox::CancelledSource;
 use crate::domain::range::{RangeRequest, parse_range};
 use crate::domain::{ExportId, NewExport, timestamp};
 use crate::storage::{ByteRange, ResponseHeaders, StoreError};
@@ -78,7 +81,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ExportIdPath {
         (status = 406, description = "A requested application resource is not enabled for export", body = ErrorBody),
         (status = 413, description = "Request body over 1 MiB", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used with a different body", body = ErrorBody),
-        (status = 429, description = "Too many requests for this organisation", body = ErrorBody),
+        (status = 429, description = "Too many requests for this organisation, or a quota of the organisation (unfinished exports, sources per hour, bytes stored) would be exceeded; the message names it", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
         (status = 503, description = "Database unavailable; retry", body = ErrorBody),
     ),
     security(("x-rh-identity" = []))
@@ -113,11 +117,31 @@ pub async fn create_export(
         },
     )?;
     let events = events_for(&new_export, identity.header.expose(), &state.config.events);
+    let audit = AuditRecord {
+        action: AuditAction::Create,
+        resource_id: new_export.id.to_string(),
+        outcome: Outcome::Success,
+        principal: Principal::tenant(&identity.owner),
+        reason: String::new(),
+        request_id: request_id.0.clone(),
+    };
+    let creation = Creation {
+        export: &new_export,
+        events: &events,
+        quotas: &state.config.quotas,
+        audit: &audit,
+    };
     let Some(key) = key else {
-        state.exports.insert(&new_export, &events).await?;
+        state
+            .exports
+            .insert(&creation)
+            .await
+            .map_err(|error| not_inserted(&state, error))?;
         record_created(&state, &new_export);
         let detail = ExportDetail::from(new_export.into_export());
-        return Ok((StatusCode::ACCEPTED, Json(detail)).into_response());
+        return Ok(audited(
+            (StatusCode::ACCEPTED, Json(detail)).into_response(),
+        ));
     };
     // The answer is stored with the key, so it is made before the insert.
     let detail = ExportDetail::from(new_export.clone().into_export());
@@ -128,12 +152,13 @@ pub async fn create_export(
     let response = serde_json::to_string(&detail).map_err(|error| ApiError::internal(&error))?;
     match state
         .exports
-        .insert_keyed(&new_export, &events, &key, &fingerprint, &response)
-        .await?
+        .insert_keyed(&creation, &key, &fingerprint, &response)
+        .await
+        .map_err(|error| not_inserted(&state, error))?
     {
         KeyedInsert::Stored => {
             record_created(&state, &new_export);
-            Ok(json_answer(response, false))
+            Ok(audited(json_answer(response, false)))
         }
         KeyedInsert::Replay {
             fingerprint: earlier,
@@ -150,6 +175,26 @@ pub async fn create_export(
             ),
         )),
     }
+}
+
+/// The answer to a create that was not stored: 429 naming the quota it would exceed (counted
+/// as `export_service_refusals_total{limit="quota_<name>"}`), or the database's failure.
+fn not_inserted(state: &AppState, error: InsertError) -> ApiError {
+    match error {
+        InsertError::Quota(exceeded) => {
+            state.metrics.refuse(&format!("quota_{}", exceeded.quota()));
+            tracing::info!(quota = exceeded.quota(), "create refused: quota exceeded");
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, exceeded.to_string())
+                .retry_after(exceeded.retry_after().as_secs().max(1))
+        }
+        InsertError::Database(error) => error.into(),
+    }
+}
+
+/// Marks a response whose action was recorded in the audit trail in its own transaction.
+fn audited(mut response: Response) -> Response {
+    response.extensions_mut().insert(Audited);
+    response
 }
 
 /// The header that makes a create idempotent.
@@ -430,17 +475,38 @@ async fn presigned_redirect(
 pub async fn delete_export(
     State(state): State<AppState>,
     axum::Extension(identity): axum::Extension<Identity>,
+    axum::Extension(request_id): axum::Extension<RequestId>,
     ExportIdPath(id): ExportIdPath,
 ) -> Result<Response, ApiError> {
     let prefix = state.keys.export_prefix(identity.owner.org_id.as_str(), id);
-    if !state
+    let cancel = |source: &CancelledSource| {
+        cancel_event(
+            source,
+            &identity.owner.org_id,
+            identity.header.expose(),
+            &state.config.events,
+        )
+    };
+    let audit = AuditRecord {
+        action: AuditAction::Delete,
+        resource_id: id.to_string(),
+        outcome: Outcome::Success,
+        principal: Principal::tenant(&identity.owner),
+        reason: String::new(),
+        request_id: request_id.0,
+    };
+    let Some(withdrawal) = state
         .exports
-        .delete_owned(&identity.owner, id, &prefix)
+        .delete_owned(&identity.owner, id, &prefix, cancel, &audit)
         .await?
-    {
+    else {
         return Err(ApiError::export_not_found(id));
-    }
-    tracing::info!("export deleted");
+    };
+    tracing::info!(
+        withdrawn_requests = withdrawal.withdrawn,
+        cancelled_sources = withdrawal.cancelled,
+        "export deleted"
+    );
     // The objects go now if the store answers; otherwise the cleaner retries.
     let (store, cleanup, metrics) = (
         state.store.clone(),
@@ -448,7 +514,7 @@ pub async fn delete_export(
         state.metrics.clone(),
     );
     tokio::spawn(async move { remove_objects(&store, &cleanup, &prefix, &metrics).await });
-    Ok(StatusCode::ACCEPTED.into_response())
+    Ok(audited(StatusCode::ACCEPTED.into_response()))
 }
 
 /// The create request body, for the OpenAPI document (parsing is done by the domain, which is

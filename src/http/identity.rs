@@ -1,18 +1,26 @@
 //! The `x-rh-identity` gate of the public API: every request under `/api/export/v1` must carry
 //! a valid identity, which handlers then receive as an extension.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::AppState;
 use super::error::ApiError;
+use super::request_id::RequestId;
+use crate::domain::audit::{AuditAction, AuditRecord, Outcome, Principal};
 use crate::domain::identity::Identity;
 
 /// The identity header's name.
 pub const IDENTITY_HEADER: &str = "x-rh-identity";
 
-/// Parses the identity header; answers 400 with the reason when it is unusable.
-pub async fn require_identity(mut request: Request, next: Next) -> Response {
+/// Parses the identity header; answers 400 with the reason when it is unusable (and records
+/// the refusal in the audit trail).
+pub async fn require_identity(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let header = request
         .headers()
         .get(IDENTITY_HEADER)
@@ -23,6 +31,22 @@ pub async fn require_identity(mut request: Request, next: Next) -> Response {
             request.extensions_mut().insert(identity);
             next.run(request).await
         }
-        Err(error) => ApiError::bad_request(error.to_string()).into_response(),
+        Err(error) => {
+            let reason = error.to_string();
+            let record = AuditRecord {
+                action: AuditAction::AuthFailure,
+                resource_id: request.uri().path().to_owned(),
+                outcome: Outcome::Denied,
+                principal: Principal::anonymous(),
+                reason: reason.clone(),
+                request_id: request
+                    .extensions()
+                    .get::<RequestId>()
+                    .map(|id| id.0.clone())
+                    .unwrap_or_default(),
+            };
+            super::audit::record(&state, &record).await;
+            ApiError::bad_request(reason).into_response()
+        }
     }
 }

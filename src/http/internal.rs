@@ -22,6 +22,7 @@ use crate::delivery::{Delivered, DeliveryError, Refusal, Upload};
 use crate::domain::psk::{Grant, PskError, authorize};
 use crate::domain::{Application, ExportId, InvalidId, SourceId};
 use crate::ingest::rows::format_of_content_type;
+use crate::oidc::OidcError;
 
 /// The header carrying the pre-shared key.
 pub const PSK_HEADER: &str = "x-rh-exports-psk";
@@ -110,32 +111,56 @@ impl From<PskError> for ApiError {
     }
 }
 
-/// Authenticates the caller and finds a pending source it may write to.
-async fn authorised_target(
-    state: &AppState,
-    headers: &HeaderMap,
-    path: &SourcePath,
-) -> Result<SourceTarget, ApiError> {
-    let grant = authorize_caller(state, headers, path)?;
-    pending_target(state, path, grant).await
-}
-
-/// Checks the caller's key against the application in the path (no database work).
-fn authorize_caller(
+/// Checks the caller against the application in the path (no database work): its bearer
+/// token when OIDC is on and it sends one (a failed token is not rescued by a PSK), otherwise
+/// its pre-shared key.
+async fn authorize_caller(
     state: &AppState,
     headers: &HeaderMap,
     path: &SourcePath,
 ) -> Result<Grant, ApiError> {
+    let application = path.application.as_str();
+    if let Some(verifier) = &state.oidc
+        && let Some(token) = bearer_token(headers)
+    {
+        return match verifier.authorize(token, application).await {
+            Ok(()) => Ok(Grant::Application(application.to_owned())),
+            Err(error) => {
+                state.metrics.refuse("oidc_token");
+                tracing::info!(%error, application, "bearer token refused");
+                let status = if error.is_forbidden() {
+                    StatusCode::FORBIDDEN
+                } else if matches!(error, OidcError::ProviderUnavailable(_)) {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                let answer = ApiError::new(status, error.to_string());
+                Err(if status == StatusCode::SERVICE_UNAVAILABLE {
+                    answer.retry_after(5)
+                } else {
+                    answer
+                })
+            }
+        };
+    }
     let keys: Vec<&[u8]> = headers
         .get_all(PSK_HEADER)
         .iter()
         .map(|value| value.as_bytes())
         .collect();
-    Ok(authorize(
-        &state.config.psks,
-        &keys,
-        path.application.as_str(),
-    )?)
+    Ok(authorize(&state.config.psks, &keys, application)?)
+}
+
+/// The token of an `Authorization: Bearer …` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
 }
 
 /// Finds the pending source of `path` that an authorised caller with `grant` may write to.
@@ -157,7 +182,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let grant = authorize_caller(&state, &headers, &path)?;
+    let grant = authorize_caller(&state, &headers, &path).await?;
     // A slot before any database work or byte of the body: refusing costs nothing. (The path's
     // application is the one the key was checked against; the lookup below confirms it owns
     // the source.)
@@ -172,8 +197,19 @@ pub async fn upload(
             .map_err(|error| error.to_string())
             .boxed(),
     };
-    let delivered = state.delivery().accept(target, upload).await?;
-    Ok((StatusCode::ACCEPTED, Json(receipt(&delivered))).into_response())
+    let source_id = target.source_id;
+    let delivery = state.delivery();
+    match delivery.accept(target, upload).await {
+        Ok(delivered) => Ok((StatusCode::ACCEPTED, Json(receipt(&delivered))).into_response()),
+        Err(error) if error.leaves_source_pending() => {
+            let answer = ApiError::from(error);
+            delivery
+                .remember_refusal(source_id, answer.status().as_u16(), answer.message())
+                .await;
+            Err(answer)
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The body of a 202 answer to an upload.
@@ -250,15 +286,10 @@ pub async fn report_error(
     body: Body,
 ) -> Result<Response, ApiError> {
     // Authenticate before reading anything the caller sends.
-    let keys: Vec<&[u8]> = headers
-        .get_all(PSK_HEADER)
-        .iter()
-        .map(|value| value.as_bytes())
-        .collect();
-    authorize(&state.config.psks, &keys, path.application.as_str())?;
+    let grant = authorize_caller(&state, &headers, &path).await?;
     let body = read_limited(body, MAX_ERROR_BODY, state.config.private_timeouts.read).await?;
     let (code, message) = parse_error_report(&body)?;
-    let target = authorised_target(&state, &headers, &path).await?;
+    let target = pending_target(&state, &path, grant).await?;
     match state.sources.fail(&target, code, &message).await? {
         Settled::Recorded(_) => {}
         Settled::AlreadyProcessed => return Err(DeliveryError::AlreadyProcessed.into()),

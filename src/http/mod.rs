@@ -2,6 +2,7 @@
 //! domain results to responses.
 
 pub mod admin;
+pub mod audit;
 pub mod body;
 pub mod error;
 pub mod exports;
@@ -22,14 +23,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
-use crate::db::{CleanupRepository, ExportRepository, SourceRepository};
+use crate::db::{AuditRepository, CleanupRepository, ExportRepository, SourceRepository};
 use crate::metrics::Metrics;
 use crate::storage::{KeyLayout, ObjectStore};
 use error::ApiError;
@@ -48,6 +49,10 @@ pub struct AppState {
     pub sources: SourceRepository,
     /// Deferred object deletion.
     pub cleanup: CleanupRepository,
+    /// The audit trail.
+    pub audit: AuditRepository,
+    /// Bearer-token checks on the internal API, when OIDC is on.
+    pub oidc: Option<Arc<crate::oidc::OidcVerifier>>,
     /// Object storage.
     pub store: ObjectStore,
     /// Object keys.
@@ -76,11 +81,16 @@ impl AppState {
                 metrics.upload_slots_in_use.clone(),
             )),
             upload_holds: Arc::default(),
+            oidc: config
+                .oidc
+                .clone()
+                .map(|oidc| Arc::new(crate::oidc::OidcVerifier::new(oidc))),
             plugins: None,
             registry: None,
             config,
             exports: ExportRepository::new(pool.clone()),
             sources: SourceRepository::new(pool.clone()),
+            audit: AuditRepository::new(pool.clone()),
             cleanup: CleanupRepository::new(pool),
             store,
             metrics,
@@ -118,13 +128,17 @@ pub fn public_router(state: AppState, request_ids: Arc<RequestIdGenerator>) -> R
             get(exports::download_export).delete(exports::delete_export),
         )
         .route("/exports/{id}/status", get(exports::export_status))
-        .route_layer(from_fn_with_state(limiter, rate_limit::rate_limit));
+        .route_layer(from_fn_with_state(limiter, rate_limit::rate_limit))
+        .route_layer(from_fn_with_state(state.clone(), audit::audit_tenant));
     let api = Router::new()
         .merge(exports)
         .route("/ping", get(ping))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(from_fn(identity::require_identity));
+        .layer(from_fn_with_state(
+            state.clone(),
+            identity::require_identity,
+        ));
     let observer = Observer {
         request_ids,
         request_id_header: request_id::PUBLIC_REQUEST_ID_HEADER,

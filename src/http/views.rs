@@ -5,9 +5,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::db::exports::ListedExport;
 use crate::domain::listing::PageLinks;
 use crate::domain::timestamp::serde_format;
-use crate::domain::{Export, ExportStatus, ExportSummary, Format, Source, SourceStatus};
+use crate::domain::{Export, ExportStatus, Format, Source, SourceStatus};
 
 /// An export with its sources (create and status responses).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -72,6 +73,24 @@ pub struct SourceView {
     /// Bytes stored for this source; present once it is uploaded. Not in the upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// The last upload refused while the source stayed pending (too large, too slow, …): the
+    /// application may upload again. Absent when there was none, and once the source settles.
+    /// Not in the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastErrorView>,
+}
+
+/// A refused upload that left its source pending.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LastErrorView {
+    /// The HTTP status the application got.
+    pub code: u16,
+    /// The message it got.
+    pub message: String,
+    /// When.
+    #[serde(serialize_with = "serde_format::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: DateTime<Utc>,
 }
 
 /// An export in a list (no sources).
@@ -100,6 +119,10 @@ pub struct ExportListItem {
     pub format: Format,
     /// Where the export is in its lifecycle.
     pub status: ExportStatus,
+    /// How many sources the export has. Not in the upstream.
+    pub sources_total: usize,
+    /// How many of them have answered (delivered their data or failed). Not in the upstream.
+    pub sources_answered: usize,
 }
 
 /// Pagination links (relative URLs).
@@ -169,12 +192,18 @@ impl From<Source> for SourceView {
             error: source.code.filter(|code| *code != 0),
             rows: source.delivery.as_ref().and_then(|delivery| delivery.rows),
             bytes: source.delivery.as_ref().map(|delivery| delivery.bytes),
+            last_error: source.last_error.map(|refused| LastErrorView {
+                code: refused.code,
+                message: refused.message,
+                at: refused.at,
+            }),
         }
     }
 }
 
-impl From<ExportSummary> for ExportListItem {
-    fn from(export: ExportSummary) -> Self {
+impl From<ListedExport> for ExportListItem {
+    fn from(listed: ListedExport) -> Self {
+        let export = listed.summary;
         Self {
             id: export.id.as_uuid(),
             name: export.name,
@@ -183,6 +212,8 @@ impl From<ExportSummary> for ExportListItem {
             expires_at: export.expires_at,
             format: export.format,
             status: export.status,
+            sources_total: listed.sources_total,
+            sources_answered: listed.sources_answered,
         }
     }
 }

@@ -203,6 +203,7 @@ mod tests {
                 rows: Some(3),
                 plugin: None,
             }),
+            last_error: None,
         };
         Export {
             id: Uuid::nil().into(),

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::config::DataPathConfig;
-use crate::db::{CleanupRepository, DbError, SourceRepository};
+use crate::db::{AuditRepository, CleanupRepository, DbError, SourceRepository};
 use crate::metrics::Metrics;
 use crate::storage::{KeyLayout, ObjectStore};
 
@@ -30,6 +30,8 @@ pub struct CleanReport {
     pub prefixes_deferred: usize,
     /// Idempotency keys forgotten past their lifetime.
     pub idempotency_keys_forgotten: u64,
+    /// Audit records removed past `AUDIT_RETENTION`.
+    pub audit_records_removed: u64,
 }
 
 /// Cleans the database and the object store.
@@ -37,6 +39,7 @@ pub struct CleanReport {
 pub struct Cleaner {
     cleanup: CleanupRepository,
     sources: SourceRepository,
+    audit: AuditRepository,
     store: ObjectStore,
     keys: KeyLayout,
     config: DataPathConfig,
@@ -55,6 +58,7 @@ impl Cleaner {
         Self {
             metrics,
             cleanup: CleanupRepository::new(pool.clone()),
+            audit: AuditRepository::new(pool.clone()),
             sources: SourceRepository::new(pool),
             store,
             keys,
@@ -76,6 +80,7 @@ impl Cleaner {
                 .await?;
         }
         report.idempotency_keys_forgotten = self.cleanup.forget_idempotency_keys().await?;
+        report.audit_records_removed = self.audit.purge(self.config.audit_retention).await?;
         loop {
             let keys = &self.keys;
             let expired = self

@@ -47,6 +47,8 @@ async fn the_demo_source_answers_requests_from_kafka_and_the_tenant_gets_the_arc
         psk: "psk-example".into(),
         rows: 150,
         upload_as: UploadFormat::Other,
+        work_time: Duration::ZERO,
+        cancel_topic: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(async move {
@@ -156,4 +158,61 @@ async fn the_demo_source_answers_requests_from_kafka_and_the_tenant_gets_the_arc
         .expect("the demo source stops cleanly");
     app.stop().await;
     std::fs::remove_dir_all(&plugins).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_source_drops_requests_cancelled_while_it_works_on_them() {
+    let (brokers, topic) = (shared_broker(), unique_topic());
+    let app = spawn_with_kafka_and(&fresh_database().await, &brokers, &topic, &[]).await;
+    let settings = SourceSettings {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        group: format!("demo-{}", uuid::Uuid::new_v4().simple()),
+        internal_url: format!("http://{}", app.private),
+        application: "exampleApp".into(),
+        psk: "psk-example".into(),
+        rows: 10,
+        upload_as: UploadFormat::Requested,
+        work_time: Duration::from_secs(8),
+        cancel_topic: None,
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        source::run(&settings, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let caller = crate::helpers::Caller::user("org-demo-cancel", "dora");
+    let created = app
+        .create(
+            &caller,
+            json!({"name": "cancelled", "format": "csv", "sources": [
+                {"application": "exampleApp", "resource": "exampleResource"},
+                {"application": "exampleApp", "resource": "anotherExampleResource"},
+            ]}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap();
+    // Delete once the requests are published: the source is working on the first one.
+    crate::helpers::wait_until_sent(&app, 2).await;
+    let reply = app
+        .delete(&format!("/api/export/v1/exports/{id}"), &caller)
+        .await;
+    assert_eq!(reply.status, 202);
+    // Both cancels are published, then the source gets past its work time and moves on.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stop.send(()).unwrap();
+    let tally = running
+        .await
+        .unwrap()
+        .expect("the demo source stops cleanly");
+    assert_eq!(
+        tally,
+        source::Tally {
+            answered: 0,
+            cancelled: 2
+        }
+    );
+    app.stop().await;
 }

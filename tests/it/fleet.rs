@@ -215,6 +215,9 @@ async fn a_fleet_switches_plugin_versions_within_two_seconds_and_rolls_back() {
         ("PLUGIN_RESYNC_INTERVAL", "60s".to_owned()),
         ("RATE_LIMIT_RATE", "10000".to_owned()),
         ("RATE_LIMIT_BURST", "10000".to_owned()),
+        // A load of exports from one organisation: quotas are not under test here.
+        ("QUOTA_ACTIVE_EXPORTS", "0".to_owned()),
+        ("QUOTA_SOURCES_PER_HOUR", "0".to_owned()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))

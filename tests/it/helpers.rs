@@ -641,3 +641,22 @@ pub fn plugin_component(name: &str) -> Vec<u8> {
         )
     })
 }
+
+/// Waits until `count` outbox events are marked sent (20 s at most).
+pub async fn wait_until_sent(app: &TestApp, count: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if sent >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sent} of {count} events sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

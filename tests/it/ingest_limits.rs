@@ -143,6 +143,17 @@ async fn converted_data_over_the_stored_limit_is_refused_and_nothing_is_kept() {
             .await,
         Some(1.0)
     );
+    // The source stays pending, and the tenant sees why.
+    let waiting = source_status(&app, &caller, &export, 1).await;
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    assert_eq!(waiting["last_error"]["code"], 413, "{waiting}");
+    assert_eq!(
+        waiting["last_error"]["message"],
+        "payload is too large, max size: 1MB"
+    );
+    assert!(waiting["last_error"]["at"].is_string());
+    // The refused source that failed for good shows its failure, not a last error.
+    assert!(failed.get("last_error").is_none(), "{failed}");
     let mut ordinary = b"id,name,amount\n".to_vec();
     for row in 0..20_000 {
         ordinary.extend_from_slice(format!("{row},name-{row},{}.50\n", row % 1000).as_bytes());
@@ -158,6 +169,11 @@ async fn converted_data_over_the_stored_limit_is_refused_and_nothing_is_kept() {
         )
         .await;
     assert_eq!(accepted.status, 202, "{}", accepted.text);
+    let uploaded = source_status(&app, &caller, &export, 1).await;
+    assert!(
+        uploaded.get("last_error").is_none(),
+        "a settled source forgets its refused attempts: {uploaded}"
+    );
     assert_eq!(accepted.json()["rows"], 20_000);
     app.wait_for_status(&caller, &export, "partial").await;
 }

@@ -57,21 +57,21 @@ pub(crate) async fn spawn_with_kafka_and(
 
 /// A message as consumed.
 #[derive(Debug, Clone)]
-struct Received {
-    key: String,
-    headers: Vec<(String, String)>,
-    value: Value,
+pub(crate) struct Received {
+    pub(crate) key: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) value: Value,
 }
 
 impl Received {
-    fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         self.value["id"].as_str().unwrap().to_string()
     }
 }
 
 /// Consumes `topic` from the beginning with a fresh consumer group until `expected` messages
 /// arrived (or `timeout`), then keeps listening for `linger` to catch duplicates.
-async fn consume(
+pub(crate) async fn consume(
     brokers: &str,
     topic: &str,
     expected: usize,

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp};
+use crate::helpers::{Caller, TestApp, export_request};
 
 const EXPORTS: &str = "/api/export/v1/exports";
 
@@ -159,7 +159,16 @@ async fn filters() {
         .collect();
     assert_eq!(
         keys,
-        ["id", "name", "created_at", "expires_at", "format", "status"]
+        [
+            "id",
+            "name",
+            "created_at",
+            "expires_at",
+            "format",
+            "status",
+            "sources_total",
+            "sources_answered"
+        ]
     );
     assert_eq!(item["created_at"], "2024-01-10T10:00:00Z");
 }
@@ -396,4 +405,63 @@ async fn unfiltered_count_follows_creates_deletes_and_bulk_changes() {
     let mallory = Caller::user("org-1", "mallory");
     let theirs = seeded.app.get(EXPORTS, &mallory).await.json();
     assert_eq!(theirs["meta"]["count"], 1);
+}
+
+#[tokio::test]
+async fn each_listed_export_tells_how_many_sources_answered() {
+    let app = TestApp::spawn().await;
+    let caller = Caller::user("org-progress", "paula");
+    let created = app
+        .create(
+            &caller,
+            export_request(
+                "progress",
+                "csv",
+                &[
+                    ("exampleApp", "exampleResource"),
+                    ("otherApp", "events"),
+                    ("exampleApp", "anotherExampleResource"),
+                ],
+            ),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let listed =
+        || async { app.get("/api/export/v1/exports", &caller).await.json()["data"][0].clone() };
+    let before = listed().await;
+    assert_eq!(
+        (
+            before["sources_total"].clone(),
+            before["sources_answered"].clone()
+        ),
+        (json!(3), json!(0))
+    );
+    let source = |index: usize| created["sources"][index]["id"].as_str().unwrap().to_owned();
+    let reply = app
+        .upload(
+            id,
+            "exampleApp",
+            &source(0),
+            Some("psk-example"),
+            "a,b\n1,2\n",
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    app.report_error(
+        id,
+        "otherApp",
+        &source(1),
+        Some("psk-other"),
+        json!({"message": "nope", "error": 500}),
+    )
+    .await;
+    let after = listed().await;
+    assert_eq!(after["id"], id);
+    assert_eq!(
+        (
+            after["sources_total"].clone(),
+            after["sources_answered"].clone()
+        ),
+        (json!(3), json!(2))
+    );
 }

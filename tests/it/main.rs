@@ -2,6 +2,7 @@
 //! database per test.
 
 mod admission;
+mod audit;
 mod cli;
 mod conformance;
 mod create;
@@ -18,10 +19,13 @@ mod ingest_limits;
 mod isolation;
 mod kafka;
 mod lifecycle;
+mod lifecycle_events;
 mod list;
+mod oidc;
 mod packaging;
 mod plugin_run;
 mod plugins;
 mod probes;
+mod quotas;
 mod rate_limit;
 mod registry;

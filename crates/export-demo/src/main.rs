@@ -64,6 +64,13 @@ struct SourceArgs {
     /// or the application's plugin converts).
     #[arg(long, default_value = "other", value_parser = parse_upload_format)]
     upload_as: UploadFormat,
+    /// Seconds the source works on a request before answering; a cancel that arrives
+    /// meanwhile (its export was deleted) stops it.
+    #[arg(long, default_value_t = 0.0)]
+    work_seconds: f64,
+    /// The topic cancels come on, when not the request topic.
+    #[arg(long, env = "KAFKA_CANCEL_TOPIC")]
+    cancel_topic: Option<String>,
 }
 
 /// Settings of the demo tenant.
@@ -191,6 +198,9 @@ async fn run(command: DemoCommand) -> anyhow::Result<()> {
                 psk: args.psk,
                 rows: args.rows,
                 upload_as: args.upload_as,
+                work_time: Duration::try_from_secs_f64(args.work_seconds)
+                    .map_err(|_| anyhow::anyhow!("--work-seconds must be 0 or more"))?,
+                cancel_topic: args.cancel_topic,
             };
             source::run(&settings, shutdown_signal()).await?;
         }

@@ -5,13 +5,18 @@
 //! Offsets are committed only after a request is answered (or refused for good), so a request
 //! whose answer was cut short by a crash is delivered again; the generated data depends only on
 //! the request, so the answer is the same.
+//!
+//! It honours cancels: the service sends one for each source still pending when its export is
+//! deleted. While the source works on a request (`work_time`) it keeps reading the topic, so a
+//! cancel that arrives meanwhile stops the answer; a request already cancelled is skipped.
 
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -46,6 +51,120 @@ pub struct SourceSettings {
     pub rows: usize,
     /// The format uploads are made in.
     pub upload_as: UploadFormat,
+    /// How long the source works on a request before it answers (a cancel may come meanwhile).
+    pub work_time: Duration,
+    /// The topic cancels come on, when not the request topic.
+    pub cancel_topic: Option<String>,
+}
+
+/// The `type` of the service's cancel events.
+pub const CANCEL_TYPE: &str = "com.redhat.console.export-service.request-cancelled";
+
+/// What an event on the source's topics asks of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// Deliver this resource.
+    Request(ResourceRequest),
+    /// Stop working on this source: its export was deleted.
+    Cancel {
+        /// The application the cancelled source belongs to.
+        application: String,
+        /// The cancelled source.
+        source_id: Uuid,
+    },
+}
+
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(rename = "type", default)]
+    event_type: String,
+}
+
+#[derive(Deserialize)]
+struct CancelEvent {
+    data: CancelData,
+}
+
+#[derive(Deserialize)]
+struct CancelData {
+    resource_request: CancelledRequest,
+}
+
+#[derive(Deserialize)]
+struct CancelledRequest {
+    application: String,
+    uuid: Uuid,
+}
+
+impl Incoming {
+    /// Reads a request or cancel event.
+    pub fn from_event(payload: &[u8]) -> Result<Self, DemoError> {
+        let kind: Kind = serde_json::from_slice(payload)
+            .map_err(|error| DemoError::BadEvent(error.to_string()))?;
+        if kind.event_type != CANCEL_TYPE {
+            return ResourceRequest::from_event(payload).map(Self::Request);
+        }
+        let event: CancelEvent = serde_json::from_slice(payload)
+            .map_err(|error| DemoError::BadEvent(error.to_string()))?;
+        Ok(Self::Cancel {
+            application: event.data.resource_request.application,
+            source_id: event.data.resource_request.uuid,
+        })
+    }
+}
+
+/// How many requests a source run answered and how many it dropped because they were
+/// cancelled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests answered (uploaded, or reported as errors).
+    pub answered: usize,
+    /// Requests not answered because a cancel came first.
+    pub cancelled: usize,
+}
+
+/// The most recent cancelled source ids, bounded so a long-running source does not grow.
+struct Cancelled {
+    order: VecDeque<Uuid>,
+    ids: HashSet<Uuid>,
+}
+
+impl Cancelled {
+    const CAPACITY: usize = 10_000;
+
+    fn new() -> Self {
+        Self {
+            order: VecDeque::new(),
+            ids: HashSet::new(),
+        }
+    }
+
+    fn insert(&mut self, id: Uuid) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.ids.remove(&oldest);
+            }
+        }
+    }
+
+    fn contains(&self, id: Uuid) -> bool {
+        self.ids.contains(&id)
+    }
+
+    /// Notes the cancel `payload` carries, if it is one for `application`.
+    fn note(&mut self, payload: Option<&[u8]>, application: &str) {
+        if let Some(Ok(Incoming::Cancel {
+            application: cancelled_for,
+            source_id,
+        })) = payload.map(Incoming::from_event)
+            && cancelled_for == application
+        {
+            self.insert(source_id);
+        }
+    }
 }
 
 /// One resource request, as the CloudEvent's `data.resource_request` carries it.
@@ -242,11 +361,12 @@ fn content_type(format: Format) -> &'static str {
     }
 }
 
-/// Consumes requests until `shutdown` resolves, answering those of `settings.application`.
+/// Consumes requests until `shutdown` resolves, answering those of `settings.application`
+/// unless they are cancelled first.
 pub async fn run(
     settings: &SourceSettings,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), DemoError> {
+) -> Result<Tally, DemoError> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", &settings.group)
@@ -257,56 +377,107 @@ pub async fn run(
         .set("topic.metadata.refresh.interval.ms", "2000")
         .create()
         .map_err(|error| DemoError::Kafka(error.to_string()))?;
+    let mut topics = vec![settings.topic.as_str()];
+    if let Some(cancels) = settings.cancel_topic.as_deref()
+        && cancels != settings.topic
+    {
+        topics.push(cancels);
+    }
     consumer
-        .subscribe(&[&settings.topic])
+        .subscribe(&topics)
         .map_err(|error| DemoError::Kafka(error.to_string()))?;
     let api = InternalApi::new(&settings.internal_url, &settings.psk);
-    tracing::info!(topic = %settings.topic, group = %settings.group, application = %settings.application, "demo source listening");
+    tracing::info!(topics = ?topics, group = %settings.group, application = %settings.application, "demo source listening");
     tokio::pin!(shutdown);
+    let mut cancelled = Cancelled::new();
+    // Messages read ahead while working on a request, handled (and committed) after it.
+    let mut ahead: VecDeque<OwnedMessage> = VecDeque::new();
+    let mut tally = Tally::default();
     loop {
-        let message = tokio::select! {
-            () = &mut shutdown => break,
-            message = consumer.recv() => message,
+        let message = match ahead.pop_front() {
+            Some(message) => message,
+            None => tokio::select! {
+                () = &mut shutdown => break,
+                message = consumer.recv() => match message {
+                    Ok(message) => message.detach(),
+                    Err(error) => {
+                        // The topic may not exist yet, or the broker may be restarting.
+                        tracing::debug!(%error, "no message");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                },
+            },
         };
-        let message = match message {
-            Ok(message) => message,
-            Err(error) => {
-                // The topic may not exist yet, or the broker may be restarting.
-                tracing::debug!(%error, "no message");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+        cancelled.note(message.payload(), &settings.application);
+        if let Some(request) = message
+            .payload()
+            .and_then(|payload| ours(settings, payload))
+        {
+            // Work on it, reading ahead for cancels; a shutdown now leaves it uncommitted.
+            let done = tokio::time::sleep(settings.work_time);
+            tokio::pin!(done);
+            while !cancelled.contains(request.source_id) {
+                tokio::select! {
+                    () = &mut shutdown => return Ok(tally),
+                    () = &mut done => break,
+                    next = consumer.recv() => if let Ok(next) = next {
+                        let next = next.detach();
+                        cancelled.note(next.payload(), &settings.application);
+                        ahead.push_back(next);
+                    },
+                }
             }
-        };
-        if let Some(payload) = message.payload() {
-            handle(settings, &api, payload).await?;
+            if cancelled.contains(request.source_id) {
+                tracing::info!(export_id = %request.export_id, source_id = %request.source_id, "request cancelled; not answering");
+                tally.cancelled += 1;
+            } else {
+                answer_request(settings, &api, &request).await?;
+                tally.answered += 1;
+            }
         }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(
+                message.topic(),
+                message.partition(),
+                Offset::Offset(message.offset() + 1),
+            )
+            .map_err(|error| DemoError::Kafka(error.to_string()))?;
         consumer
-            .commit_message(&message, CommitMode::Async)
+            .commit(&offsets, CommitMode::Async)
             .map_err(|error| DemoError::Kafka(error.to_string()))?;
     }
-    tracing::info!("demo source stopped");
-    Ok(())
+    tracing::info!(?tally, "demo source stopped");
+    Ok(tally)
 }
 
-/// Answers one event; an event that is not for us, or unreadable, is skipped.
-async fn handle(
-    settings: &SourceSettings,
-    api: &InternalApi,
-    payload: &[u8],
-) -> Result<(), DemoError> {
-    let request = match ResourceRequest::from_event(payload) {
-        Ok(request) => request,
+/// The request `payload` carries, when it is one for our application.
+fn ours(settings: &SourceSettings, payload: &[u8]) -> Option<ResourceRequest> {
+    match Incoming::from_event(payload) {
+        Ok(Incoming::Request(request)) if request.application == settings.application => {
+            Some(request)
+        }
+        Ok(Incoming::Request(request)) => {
+            tracing::debug!(application = %request.application, "not ours");
+            None
+        }
+        Ok(Incoming::Cancel { .. }) => None,
         Err(error) => {
             tracing::warn!(%error, "skipping an unreadable event");
-            return Ok(());
+            None
         }
-    };
-    if request.application != settings.application {
-        tracing::debug!(application = %request.application, "not ours");
-        return Ok(());
     }
-    let reply = answer(&request, settings.rows, settings.upload_as);
-    match api.deliver(&request, &reply).await? {
+}
+
+/// Answers one request of ours.
+async fn answer_request(
+    settings: &SourceSettings,
+    api: &InternalApi,
+    request: &ResourceRequest,
+) -> Result<(), DemoError> {
+    let reply = answer(request, settings.rows, settings.upload_as);
+    match api.deliver(request, &reply).await? {
         Delivered::Accepted => match &reply {
             Answer::Upload { format, rows, body } => tracing::info!(
                 export_id = %request.export_id, source_id = %request.source_id,
@@ -352,6 +523,50 @@ mod tests {
         assert_eq!(request.format, Format::Csv);
         assert!(ResourceRequest::from_event(b"{}").is_err());
         assert!(ResourceRequest::from_event(&event("exampleResource", "xml")).is_err());
+    }
+
+    #[test]
+    fn tells_a_cancel_from_a_request() {
+        let cancel = serde_json::json!({
+            "id": Uuid::new_v4(), "type": CANCEL_TYPE, "specversion": "1.0",
+            "data": {"resource_request": {
+                "application": "exampleApp", "export_request_uuid": Uuid::nil(),
+                "uuid": Uuid::max(), "resource": "exampleResource",
+                "reason": "the export was deleted", "x-rh-identity": "e30="
+            }}
+        })
+        .to_string();
+        assert_eq!(
+            Incoming::from_event(cancel.as_bytes()).unwrap(),
+            Incoming::Cancel {
+                application: "exampleApp".into(),
+                source_id: Uuid::max()
+            }
+        );
+        assert!(matches!(
+            Incoming::from_event(&event("exampleResource", "csv")).unwrap(),
+            Incoming::Request(_)
+        ));
+        let mut cancelled = Cancelled::new();
+        cancelled.note(Some(cancel.as_bytes()), "otherApp");
+        assert!(
+            !cancelled.contains(Uuid::max()),
+            "another application's cancel"
+        );
+        cancelled.note(Some(cancel.as_bytes()), "exampleApp");
+        assert!(cancelled.contains(Uuid::max()));
+    }
+
+    #[test]
+    fn the_cancelled_set_forgets_the_oldest_beyond_its_capacity() {
+        let mut cancelled = Cancelled::new();
+        let first = Uuid::new_v4();
+        cancelled.insert(first);
+        for _ in 0..Cancelled::CAPACITY {
+            cancelled.insert(Uuid::new_v4());
+        }
+        assert!(!cancelled.contains(first));
+        assert_eq!(cancelled.ids.len(), Cancelled::CAPACITY);
     }
 
     #[test]
