@@ -52,6 +52,12 @@ def psql(sql, database="postgres"):
                     "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, stdout=subprocess.DEVNULL)
 
 
+def psql_value(sql, database):
+    return subprocess.run(["psql", "-X", "-q", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", database,
+                           "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def identity(org="bench", user="bench"):
     document = {"identity": {"org_id": org, "type": "User", "account_number": "",
                              "internal": {"org_id": org}, "user": {"username": user}}}
@@ -247,6 +253,146 @@ def data_path(args, work, results):
                     ">= 0.7", gib))
     results.append(("peak RSS, ingesting and zipping", f"{peak:.1f} MiB", "limit 150 MiB", peak / 150,
                     "<= 1.0", gib))
+
+
+S3_CURL = ["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{S3_KEY}:{S3_SECRET}",
+           "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]
+
+
+def curl(*arguments):
+    """Runs curl (discarding the body); returns the status code and the seconds it took."""
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
+                          *arguments], check=True, capture_output=True, text=True).stdout.split()
+    return int(out[0]), float(out[1])
+
+
+def median_ratio(pairs):
+    """The median of measured/baseline over interleaved rounds, with the spread of the ratios."""
+    ratios = sorted(measured / baseline for measured, baseline in pairs)
+    return statistics.median(ratios), ratios[0], ratios[-1]
+
+
+def transfer(args, work, results):
+    """Ingest vs a direct PUT and download vs a direct GET of the same bytes, curl both ways (a
+    client that is not the bottleneck), in interleaved rounds."""
+    path = work / "transfer.csv"
+    log(f"generating {args.size_mib} MiB of CSV")
+    size = generate_csv(path, args.size_mib)
+    run = Run("transfer")
+    service = Service(work, run.database, run.bucket, MAX_PAYLOAD_SIZE=args.size_mib + 64,
+                      PACKAGE_COMPRESSION_LEVEL=0, DOWNLOAD_REDIRECT="presigned")
+    who = identity()
+    ingest, download, redirected = [], [], []
+    try:
+        S3(S3_ENDPOINT, S3_KEY, S3_SECRET).create_bucket(run.bucket)
+        for round_ in range(args.rounds):
+            log(f"transfer round {round_ + 1}/{args.rounds}: direct PUT, then ingest")
+            code, put_s = curl(*S3_CURL, "-T", str(path), f"{S3_ENDPOINT}/{run.bucket}/baseline/put-{round_}")
+            if code != 200:
+                raise RuntimeError(f"direct PUT: {code}")
+            export, (source,) = service.create("csv", 1)
+            code, ingest_s = curl("-X", "POST", "-H", f"x-rh-exports-psk: {PSK}", "-H", "content-type: text/csv",
+                                  "-T", str(path),
+                                  f"http://127.0.0.1:{service.private}/app/export/v1/{export}/exampleApp/{source}/upload")
+            if code != 202:
+                raise RuntimeError(f"ingest: {code}")
+            ingest.append((put_s, ingest_s))
+            if service.wait_final(export) != "complete":
+                raise RuntimeError("packaging failed")
+        key = psql_value(f"SELECT archive_key FROM exports WHERE id = '{export}'", run.database)
+        for round_ in range(args.rounds):
+            log(f"transfer round {round_ + 1}/{args.rounds}: direct GET, streamed, redirected")
+            _, get_s = curl(*S3_CURL, f"{S3_ENDPOINT}/{run.bucket}/{key}")
+            url = f"http://127.0.0.1:{service.public}/api/export/v1/exports/{export}"
+            code, streamed_s = curl("-H", f"x-rh-identity: {who}", "-H", "range: bytes=0-", url)
+            if code != 206:
+                raise RuntimeError(f"streamed download: {code}")
+            code, redirected_s = curl("-L", "-H", f"x-rh-identity: {who}", url)
+            if code != 200:
+                raise RuntimeError(f"redirected download: {code}")
+            download.append((get_s, streamed_s))
+            redirected.append((get_s, redirected_s))
+    finally:
+        service.stop()
+        run.close()
+    note = f"{size / MIB:.0f} MiB, {args.rounds} interleaved rounds, median (min–max)"
+    for figure, pairs, target in (("ingest by curl, same format", ingest, ">= 0.65"),
+                                  ("download streamed by curl", download, ">= 0.9"),
+                                  ("download redirected to S3 by curl", redirected, ">= 0.95")):
+        ratio, low, high = median_ratio(pairs)
+        rate = size / MIB / statistics.median(measured for _, measured in pairs)
+        base = size / MIB / statistics.median(baseline for baseline, _ in pairs)
+        direct = "PUT" if figure.startswith("ingest") else "GET"
+        results.append((figure, f"{rate:.0f} MiB/s", f"direct S3 {direct} by curl {base:.0f} MiB/s", ratio,
+                        target, f"{note}; ratios {low:.2f}–{high:.2f}"))
+
+
+def concurrency(args, work, results):
+    """Peak RSS with 16 uploads at once and their packaging, without and with the csv-json plugin
+    converting to JSON, against the pod's budget."""
+    mib = args.concurrent_mib
+    path = work / "concurrent.csv"
+    log(f"generating {mib} MiB of CSV")
+    size = generate_csv(path, mib)
+    plugins = work / "plugins"
+    plugins.mkdir()
+    for with_plugin in (False, True):
+        run = Run("concurrent")
+        settings = {"MAX_PAYLOAD_SIZE": mib + 64, "MAX_CONCURRENT_UPLOADS": 16,
+                    "MAX_UPLOADS_PER_APPLICATION": 16}
+        if with_plugin:
+            (plugins / "exampleApp.wasm").write_bytes((ROOT / "plugins/dist/csv_json.wasm").read_bytes())
+            settings["PLUGINS_DIR"] = str(plugins)
+        service = Service(work, run.database, run.bucket, name=f"concurrent-{with_plugin}", **settings)
+        try:
+            export, sources = service.create("json" if with_plugin else "csv", 16)
+            log(f"16 concurrent uploads of {mib} MiB{' through csv-json' if with_plugin else ''}")
+            failures = []
+
+            def upload(source):
+                try:
+                    service.upload(export, source, path, size)
+                except RuntimeError as error:
+                    failures.append(str(error))
+
+            threads = [threading.Thread(target=upload, args=(source,)) for source in sources]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if failures:
+                raise RuntimeError(f"concurrent uploads failed: {failures[:2]}")
+            if service.wait_final(export) != "complete":
+                raise RuntimeError("packaging failed")
+            peak = service.peak_rss_mib()
+        finally:
+            service.stop()
+            run.close()
+        label = " with csv-json converting" if with_plugin else ""
+        results.append((f"peak RSS, 16 concurrent uploads + packaging{label}", f"{peak:.0f} MiB",
+                        "budget 384 MiB", peak / 384, "<= 1.0", f"16 × {size / MIB:.0f} MiB"))
+
+
+def chart(rows, out):
+    """The table as an SVG chart: each row's ratio as a bar against its target (a tick)."""
+    height, width, left, scale = 26 * len(rows) + 40, 900, 380, 360
+    bars = []
+    for index, (figure, _, _, ratio, target, met, _) in enumerate(rows):
+        y = 30 + 26 * index
+        value, bound = float(ratio), float(target.split()[1])
+        top = max(value, bound, 1.0)
+        colour = "#2e7d32" if met == "yes" else "#c62828"
+        bars.append(
+            f'<text x="{left - 8}" y="{y + 14}" text-anchor="end">{figure[:52]}</text>'
+            f'<rect x="{left}" y="{y}" width="{scale * min(value, top) / top:.1f}" height="18" fill="{colour}"/>'
+            f'<line x1="{left + scale * bound / top:.1f}" x2="{left + scale * bound / top:.1f}" '
+            f'y1="{y - 3}" y2="{y + 21}" stroke="black" stroke-width="2"/>'
+            f'<text x="{left + scale + 10}" y="{y + 14}">{ratio} (target {target})</text>')
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">'
+           f'<text x="10" y="16" font-weight="bold">ratio to the same-run baseline; '
+           f'tick = target; green = met</text>{"".join(bars)}</svg>\n')
+    out.write_text(svg)
 
 
 CONVERSION_ROUNDS = 3
@@ -460,11 +606,15 @@ def main():
     parser.add_argument("--list-large", type=int, default=100_000)
     parser.add_argument("--list-requests", type=int, default=2000)
     parser.add_argument("--reload-rounds", type=int, default=5)
-    parser.add_argument("--only", help="comma-separated: data,archive,criterion,reload,list")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the transfer figures")
+    parser.add_argument("--concurrent-mib", type=int, help="size of each of the 16 concurrent uploads (default 256)")
+    parser.add_argument("--only",
+                        help="comma-separated: data,transfer,concurrency,archive,criterion,reload,list")
     args = parser.parse_args()
     args.size_mib = args.size_mib or (128 if args.quick else 1024)
     args.sources = args.sources or (4 if args.quick else 10)
-    only = set((args.only or "data,archive,criterion,reload,list").split(","))
+    args.concurrent_mib = args.concurrent_mib or (32 if args.quick else 256)
+    only = set((args.only or "data,transfer,concurrency,archive,criterion,reload,list").split(","))
 
     work = pathlib.Path(os.environ.get("BENCH_WORK", "/var/tmp")) / f"exsvc-bench-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
@@ -474,6 +624,10 @@ def main():
             criterion(args, results)
         if "data" in only:
             data_path(args, work, results)
+        if "transfer" in only:
+            transfer(args, work, results)
+        if "concurrency" in only:
+            concurrency(args, work, results)
         if "archive" in only:
             archive_writer(args, results)
         if "reload" in only:
@@ -495,6 +649,7 @@ def main():
         writer = csv.writer(file)
         writer.writerow(header)
         writer.writerows(rows)
+    chart(rows, out.with_suffix(".svg"))
     widths = [max(len(str(row[index])) for row in [header, *rows]) for index in range(len(header))]
     for row in [header, tuple("-" * width for width in widths), *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::idempotency::KEY_LIFETIME;
+use crate::domain::quota::SOURCE_WINDOW;
 
 /// Queues `prefix` for deletion inside the caller's transaction.
 pub(super) async fn queue_deletion(
@@ -42,6 +43,19 @@ impl CleanupRepository {
             "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
         )
         .bind(KEY_LIFETIME.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Forgets entries of the sources-per-hour ledger older than its window (an organisation's
+    /// creates trim its own; this catches organisations that stopped creating); returns how
+    /// many.
+    pub async fn trim_source_ledger(&self) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "DELETE FROM source_requests WHERE requested_at < now() - make_interval(secs => $1)",
+        )
+        .bind(SOURCE_WINDOW.as_secs_f64())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -46,8 +46,8 @@ pub struct ExportPage {
     pub count: i64,
 }
 
-/// A row of the delete's answer: the export, and one of its pending sources (if any).
-type DeletedRow = (Uuid, Option<Uuid>, Option<String>, Option<String>);
+/// A pending source of an export being deleted: id, application, resource.
+type PendingRow = (Uuid, String, String);
 
 /// An export on a list page, with its progress.
 #[derive(Debug)]
@@ -259,27 +259,34 @@ impl ExportRepository {
         audit: &AuditRecord,
     ) -> Result<Option<Withdrawal>, DbError> {
         let mut transaction = self.pool.begin().await?;
-        // The CTE's select sees the sources as they were before the delete cascades; the left
-        // join yields one row (with no source) for a deleted export with none pending.
-        let rows: Vec<DeletedRow> = sqlx::query_as(
-            "WITH gone AS ( \
-                 DELETE FROM exports WHERE id = $1 AND org_id = $2 AND username = $3 \
-                 AND identity_type = $4 AND ($5 = '' OR account_id = $5) RETURNING id) \
-             SELECT gone.id, s.id, s.application, s.resource FROM gone \
-             LEFT JOIN sources s ON s.export_id = gone.id AND s.status = $6 \
-             ORDER BY s.position",
+        // The export's row lock first: uploads, error reports and timeouts settle sources under
+        // it, so the pending sources read next are the ones still pending at the delete.
+        let owned: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM exports WHERE id = $1 AND org_id = $2 AND username = $3 \
+             AND identity_type = $4 AND ($5 = '' OR account_id = $5) FOR UPDATE",
         )
         .bind(id)
         .bind(&owner.org_id)
         .bind(&owner.username)
         .bind(owner.kind.as_str())
         .bind(&owner.account_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if owned.is_none() {
+            return Ok(None);
+        }
+        let rows: Vec<PendingRow> = sqlx::query_as(
+            "SELECT id, application, resource FROM sources \
+             WHERE export_id = $1 AND status = $2 ORDER BY position",
+        )
+        .bind(id)
         .bind(SourceStatus::Pending)
         .fetch_all(&mut *transaction)
         .await?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
+        sqlx::query("DELETE FROM exports WHERE id = $1")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
         // A relay that claimed a request first has raised its attempts, and the delete then
         // leaves it (and sends a cancel after it).
         let withdrawn: Vec<Uuid> = sqlx::query_scalar(
@@ -291,13 +298,11 @@ impl ExportRepository {
         .await?;
         let events: Vec<OutboxEvent> = rows
             .into_iter()
-            .filter_map(|(_, source_id, application, resource)| {
-                Some(CancelledSource {
-                    export_id: id,
-                    source_id: SourceId::from(source_id?),
-                    application: Application::from(application?),
-                    resource: Resource::from(resource?),
-                })
+            .map(|(source_id, application, resource)| CancelledSource {
+                export_id: id,
+                source_id: SourceId::from(source_id),
+                application: Application::from(application),
+                resource: Resource::from(resource),
             })
             .filter(|source| !withdrawn.contains(&source.source_id.as_uuid()))
             .map(|source| cancel(&source))

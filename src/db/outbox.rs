@@ -100,7 +100,8 @@ impl OutboxRepository {
     }
 
     /// Claims up to `limit` due events, oldest first, reserving them for `lease`: no other relay
-    /// sees them until the lease ends (the claimant died) or they are rescheduled.
+    /// sees them until the lease ends (the claimant died) or they are rescheduled. A cancel waits
+    /// until its source's request is sent, so an application never hears the cancel first.
     pub async fn claim_due(
         &self,
         limit: i64,
@@ -108,8 +109,11 @@ impl OutboxRepository {
     ) -> Result<Vec<ClaimedEvent>, DbError> {
         let rows = sqlx::query(
             "WITH due AS ( \
-                 SELECT id FROM outbox \
+                 SELECT id FROM outbox o \
                  WHERE sent_at IS NULL AND available_at <= now() \
+                   AND NOT (o.kind = 'cancel' AND EXISTS ( \
+                       SELECT 1 FROM outbox r WHERE r.kind = 'request' \
+                         AND r.source_id = o.source_id AND r.sent_at IS NULL)) \
                  ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
              UPDATE outbox o \
              SET available_at = now() + make_interval(secs => $2), attempts = o.attempts + 1 \

@@ -273,7 +273,8 @@ impl SourceRepository {
         lock_export(&mut transaction, target.export_id).await?;
         let updated = sqlx::query(
             "UPDATE sources SET status = $4, code = $2, message = $3, completed_at = now(), \
-                    updated_at = now(), upload_lease_until = NULL \
+                    updated_at = now(), upload_lease_until = NULL, \
+                    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL \
              WHERE id = $1 AND status = $5 \
                AND (upload_lease_until IS NULL OR upload_lease_until < now())",
         )
@@ -319,7 +320,8 @@ impl SourceRepository {
             let mut transaction = self.pool.begin().await?;
             lock_export(&mut transaction, export_id).await?;
             let updated = sqlx::query(
-                "UPDATE sources SET status = $4, code = $2, message = $3, completed_at = now(), updated_at = now() \
+                "UPDATE sources SET status = $4, code = $2, message = $3, completed_at = now(), updated_at = now(), \
+                        last_error_code = NULL, last_error_message = NULL, last_error_at = NULL \
                  WHERE id = $1 AND status = $5 \
                    AND (upload_lease_until IS NULL OR upload_lease_until < now())",
             )

@@ -148,7 +148,7 @@ pub struct Principal {
     /// The organisation; empty when unknown (an operator, or a request that failed
     /// authentication before one was known).
     pub org_id: String,
-    /// `User`, `ServiceAccount`, `System`, `admin` or `anonymous`.
+    /// `User`, `ServiceAccount`, `System`, `admin`, `application` or `anonymous`.
     pub kind: String,
 }
 

@@ -404,7 +404,8 @@ pub struct AuditView {
     pub principal_user_id: String,
     /// Their organisation.
     pub principal_org_id: String,
-    /// `User`, `ServiceAccount`, `System`, `admin` or `anonymous`.
+    /// `User`, `ServiceAccount`, `System`, `admin`, `application` (a source application that
+    /// failed authentication, named by the URL it claimed) or `anonymous`.
     pub principal_type: String,
     /// Why it was refused or failed.
     pub reason: String,

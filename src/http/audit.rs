@@ -14,6 +14,51 @@ use super::request_id::RequestId;
 use crate::domain::audit::{AuditAction, AuditRecord, Outcome, Principal};
 use crate::domain::identity::Identity;
 
+/// Authentication failures written to the trail per second and replica; beyond, they are only
+/// logged and counted, so a flood of unauthenticated requests cannot turn into a flood of
+/// database writes.
+pub const AUTH_FAILURE_WRITES_PER_SECOND: u32 = 20;
+
+/// The per-second allowance of authentication-failure writes.
+#[derive(Debug, Default)]
+pub struct AuthFailureBudget {
+    window: std::sync::Mutex<(u64, u32)>,
+}
+
+impl AuthFailureBudget {
+    /// Takes one write from this second's allowance.
+    fn take(&self) -> bool {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let mut window = self
+            .window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        window.1 += 1;
+        window.1 <= AUTH_FAILURE_WRITES_PER_SECOND
+    }
+}
+
+/// Records a failed authentication, within [`AUTH_FAILURE_WRITES_PER_SECOND`].
+pub async fn record_auth_failure(state: &AppState, record: &AuditRecord) {
+    if state.auth_failure_audits.take() {
+        self::record(state, record).await;
+    } else {
+        state.metrics.refuse("audit_auth_failure_unwritten");
+        tracing::info!(
+            security_event = true,
+            action = record.action.as_str(),
+            outcome = record.outcome.as_str(),
+            reason = %record.reason,
+            "audit (not written: too many authentication failures this second)"
+        );
+    }
+}
+
 /// Marks a response whose action its handler recorded in its transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct Audited;
@@ -98,7 +143,15 @@ pub async fn audit_admin(State(state): State<AppState>, request: Request, next: 
     let status = response.status().as_u16();
     let (action, resource_id, principal) = match change {
         _ if status == 401 || status == 403 => {
-            (AuditAction::AuthFailure, path, Principal::anonymous())
+            let audit = record_of(
+                AuditAction::AuthFailure,
+                path,
+                Principal::anonymous(),
+                request_id,
+                &response,
+            );
+            record_auth_failure(&state, &audit).await;
+            return response;
         }
         Some((action, resource_id)) => {
             let mut principal = Principal::admin();

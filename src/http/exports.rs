@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
 use super::AppState;
-use super::audit::Audited;
+use super::audit::{Audited, record};
 use super::body::read_limited;
 use super::error::{ApiError, ErrorBody};
 use super::request_id::RequestId;
@@ -165,7 +165,17 @@ pub async fn create_export(
             response,
         } if earlier == fingerprint => {
             tracing::info!(%key, "create replayed under its idempotency key");
-            Ok(json_answer(response, true))
+            let export_id = serde_json::from_str::<serde_json::Value>(&response)
+                .ok()
+                .and_then(|stored| stored["id"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let replay = AuditRecord {
+                resource_id: export_id,
+                reason: format!("replayed under Idempotency-Key '{key}'"),
+                ..audit
+            };
+            record(&state, &replay).await;
+            Ok(audited(json_answer(response, true)))
         }
         KeyedInsert::Replay { .. } => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

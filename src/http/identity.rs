@@ -45,7 +45,7 @@ pub async fn require_identity(
                     .map(|id| id.0.clone())
                     .unwrap_or_default(),
             };
-            super::audit::record(&state, &record).await;
+            super::audit::record_auth_failure(&state, &record).await;
             ApiError::bad_request(reason).into_response()
         }
     }

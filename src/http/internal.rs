@@ -14,11 +14,13 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::audit::record_auth_failure;
 use super::body::read_limited;
 use super::error::ApiError;
 use super::upload_slots::UploadSlot;
 use crate::db::sources::{Settled, SourceTarget};
 use crate::delivery::{Delivered, DeliveryError, Refusal, Upload};
+use crate::domain::audit::{AuditAction, AuditRecord, Outcome, Principal};
 use crate::domain::psk::{Grant, PskError, authorize};
 use crate::domain::{Application, ExportId, InvalidId, SourceId};
 use crate::ingest::rows::format_of_content_type;
@@ -115,6 +117,36 @@ impl From<PskError> for ApiError {
 /// token when OIDC is on and it sends one (a failed token is not rescued by a PSK), otherwise
 /// its pre-shared key.
 async fn authorize_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &SourcePath,
+) -> Result<Grant, ApiError> {
+    let checked = check_caller(state, headers, path).await;
+    if let Err(refusal) = &checked
+        && matches!(
+            refusal.status(),
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        )
+    {
+        // The caller is not authenticated: it is named only by the URL it claims.
+        let record = AuditRecord {
+            action: AuditAction::AuthFailure,
+            resource_id: path.source_id.to_string(),
+            outcome: Outcome::Denied,
+            principal: Principal {
+                user_id: path.application.as_str().to_owned(),
+                org_id: String::new(),
+                kind: "application".into(),
+            },
+            reason: refusal.message().to_owned(),
+            request_id: String::new(),
+        };
+        record_auth_failure(state, &record).await;
+    }
+    checked
+}
+
+async fn check_caller(
     state: &AppState,
     headers: &HeaderMap,
     path: &SourcePath,

@@ -51,6 +51,8 @@ pub struct AppState {
     pub cleanup: CleanupRepository,
     /// The audit trail.
     pub audit: AuditRepository,
+    /// How many authentication failures this second may still be written to the audit trail.
+    pub auth_failure_audits: Arc<audit::AuthFailureBudget>,
     /// Bearer-token checks on the internal API, when OIDC is on.
     pub oidc: Option<Arc<crate::oidc::OidcVerifier>>,
     /// Object storage.
@@ -81,6 +83,7 @@ impl AppState {
                 metrics.upload_slots_in_use.clone(),
             )),
             upload_holds: Arc::default(),
+            auth_failure_audits: Arc::default(),
             oidc: config
                 .oidc
                 .clone()
@@ -128,8 +131,9 @@ pub fn public_router(state: AppState, request_ids: Arc<RequestIdGenerator>) -> R
             get(exports::download_export).delete(exports::delete_export),
         )
         .route("/exports/{id}/status", get(exports::export_status))
-        .route_layer(from_fn_with_state(limiter, rate_limit::rate_limit))
-        .route_layer(from_fn_with_state(state.clone(), audit::audit_tenant));
+        // Inside the rate limit: a request refused for its rate costs no audit write.
+        .route_layer(from_fn_with_state(state.clone(), audit::audit_tenant))
+        .route_layer(from_fn_with_state(limiter, rate_limit::rate_limit));
     let api = Router::new()
         .merge(exports)
         .route("/ping", get(ping))

@@ -1,8 +1,9 @@
 //! The issuer's signing keys: found through its discovery document
 //! (`<issuer>/.well-known/openid-configuration` → `jwks_uri`), fetched and kept for
-//! `OIDC_JWKS_CACHE_DURATION`, and fetched again early (at most once per
-//! [`REFRESH_FLOOR`]) when a token names a key the cache does not hold, so a key rotation is
-//! picked up without waiting for the cache to age.
+//! `OIDC_JWKS_CACHE_DURATION`, and fetched again early when a token names a key the cache does
+//! not hold, so a key rotation is picked up without waiting for the cache to age. Fetches, even
+//! failed ones, are at least [`REFRESH_FLOOR`] apart; while the provider is down the keys
+//! already fetched serve for [`STALE_GRACE`] past their lifetime.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,9 +15,14 @@ use tokio::sync::Mutex;
 
 use super::{OidcConfig, OidcError};
 
-/// The least time between two fetches caused by unknown key ids (a flood of forged tokens
-/// must not turn into a flood of calls to the provider).
+/// The least time between two fetches, successful or not, unless the cache lifetime is
+/// shorter (a flood of tokens with made-up key ids, or a provider that is down, must not turn
+/// into a flood of calls to the provider, each holding up token checks).
 const REFRESH_FLOOR: Duration = Duration::from_secs(10);
+
+/// How long past their lifetime fetched keys are still used while the provider cannot be
+/// reached; after that tokens are refused (503) until it answers again.
+const STALE_GRACE: Duration = Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 struct Discovery {
@@ -26,7 +32,10 @@ struct Discovery {
 #[derive(Default)]
 struct Cached {
     keys: HashMap<String, DecodingKey>,
+    /// The last successful fetch.
     fetched: Option<Instant>,
+    /// The last attempt, successful or not.
+    attempted: Option<Instant>,
 }
 
 /// The issuer's keys, by key id.
@@ -66,27 +75,44 @@ impl KeyCache {
     /// The key `kid` (fetching the key set when the cache is stale or lacks it).
     pub async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
         let mut cached = self.cached.lock().await;
-        let age = cached.fetched.map(|fetched| fetched.elapsed());
-        let stale = age.is_none_or(|age| age >= self.lifetime);
+        let stale = cached
+            .fetched
+            .is_none_or(|fetched| fetched.elapsed() >= self.lifetime);
         let missing = !cached.keys.contains_key(kid);
-        if stale || (missing && age.is_none_or(|age| age >= REFRESH_FLOOR)) {
+        let floor = REFRESH_FLOOR.min(self.lifetime);
+        let may_fetch = cached
+            .attempted
+            .is_none_or(|attempted| attempted.elapsed() >= floor);
+        let mut failure = None;
+        if (stale || missing) && may_fetch {
+            cached.attempted = Some(Instant::now());
             match self.fetch().await {
                 Ok(keys) => {
                     cached.keys = keys;
                     cached.fetched = Some(Instant::now());
                 }
-                // Keys fetched before still verify while the provider is briefly away.
-                Err(error) if cached.keys.contains_key(kid) => {
-                    tracing::warn!(%error, "cannot refresh the OIDC keys; using the cached ones");
+                Err(error) => {
+                    tracing::warn!(%error, "cannot fetch the OIDC keys");
+                    failure = Some(error);
                 }
-                Err(error) => return Err(error),
             }
         }
-        cached
-            .keys
-            .get(kid)
-            .cloned()
-            .ok_or_else(|| OidcError::UnknownKey(kid.to_owned()))
+        let expired = cached
+            .fetched
+            .is_some_and(|fetched| fetched.elapsed() >= self.lifetime + STALE_GRACE);
+        if expired {
+            cached.keys.clear();
+        }
+        match cached.keys.get(kid) {
+            Some(key) => Ok(key.clone()),
+            None => Err(match failure {
+                Some(error) => error,
+                None if cached.fetched.is_none() || expired => OidcError::ProviderUnavailable(
+                    "no signing keys fetched yet; retrying shortly".into(),
+                ),
+                None => OidcError::UnknownKey(kid.to_owned()),
+            }),
+        }
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, OidcError> {

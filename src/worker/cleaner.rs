@@ -81,6 +81,7 @@ impl Cleaner {
         }
         report.idempotency_keys_forgotten = self.cleanup.forget_idempotency_keys().await?;
         report.audit_records_removed = self.audit.purge(self.config.audit_retention).await?;
+        self.cleanup.trim_source_ledger().await?;
         loop {
             let keys = &self.keys;
             let expired = self

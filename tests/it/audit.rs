@@ -202,9 +202,51 @@ async fn the_create_record_is_written_with_the_export_or_not_at_all() {
         "{page}"
     );
     assert_eq!(page["data"][0]["resource_id"], "");
+
+    // An idempotent replay is recorded once, naming the export it answers.
+    let tim = Caller::user("org-tx2", "tim");
+    let keyed = |key: &str| {
+        app.request(reqwest::Method::POST, "/api/export/v1/exports", &tim)
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let first: Value = keyed("k-1").await.unwrap().json().await.unwrap();
+    assert_eq!(keyed("k-1").await.unwrap().status(), 202);
+    let (_, replays) = trail(&app, "?org_id=org-tx2").await;
+    assert_eq!(actions(&replays), ["create:success", "create:success"]);
+    for record in replays["data"].as_array().unwrap() {
+        assert_eq!(record["resource_id"], first["id"]);
+    }
+    assert!(
+        replays["data"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("replayed under Idempotency-Key 'k-1'")
+    );
+
+    // A source application with a wrong key is an authentication failure too.
+    let refused = app
+        .upload(
+            first["id"].as_str().unwrap(),
+            "exampleApp",
+            first["sources"][0]["id"].as_str().unwrap(),
+            Some("wrong-key"),
+            "a\n1\n",
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+    let (_, failures) = trail(&app, "?action=auth_failure").await;
+    assert_eq!(failures["data"][0]["principal_type"], "application");
+    assert_eq!(failures["data"][0]["principal_user_id"], "exampleApp");
+    assert_eq!(
+        failures["data"][0]["resource_id"],
+        first["sources"][0]["id"]
+    );
     let stored: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_events a JOIN exports e ON e.id::text = a.resource_id \
-         WHERE a.action = 'create' AND a.outcome = 'success'",
+         WHERE a.action = 'create' AND a.outcome = 'success' AND a.principal_org_id = 'org-tx'",
     )
     .fetch_one(&app.pool)
     .await

@@ -322,3 +322,36 @@ async fn a_sniffed_upload_converts_from_its_first_character() {
     assert_eq!(accepted.json()["sha256"], hex::encode(digest));
     assert_eq!(accepted.json()["uploaded_bytes"], 16);
 }
+
+#[tokio::test]
+async fn a_source_that_fails_forgets_its_refused_uploads() {
+    let app = TestApp::spawn_with(&[("MAX_PAYLOAD_SIZE", "1")]).await;
+    let caller = Caller::user("org-1", "alice");
+    let (export, sources) = export_with_sources(&app, &caller, "csv", 1).await;
+    app.upload(
+        &export,
+        "exampleApp",
+        &sources[0],
+        PSK,
+        vec![b'x'; 1024 * 1024 + 1],
+    )
+    .await
+    .assert_error(413, "payload is too large, max size: 1MB");
+    assert_eq!(
+        source_status(&app, &caller, &export, 0).await["last_error"]["code"],
+        413
+    );
+    let reply = app
+        .report_error(
+            &export,
+            "exampleApp",
+            &sources[0],
+            PSK,
+            serde_json::json!({"message": "gave up", "error": 500}),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let failed = source_status(&app, &caller, &export, 0).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(failed.get("last_error").is_none(), "{failed}");
+}

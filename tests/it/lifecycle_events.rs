@@ -326,4 +326,25 @@ async fn a_request_never_published_is_withdrawn_instead_of_cancelled() {
             .await
             .unwrap();
     assert_eq!(kinds, ["request", "request", "cancel", "cancel"]);
+
+    // A relay publishes the cancels only once their requests are out.
+    let outbox = export_service::db::OutboxRepository::new(app.pool.clone());
+    let kinds_of = |claimed: &[export_service::db::outbox::ClaimedEvent]| -> Vec<&'static str> {
+        claimed
+            .iter()
+            .map(|event| event.event.kind.as_str())
+            .collect()
+    };
+    let first = outbox
+        .claim_due(100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(kinds_of(&first), ["request", "request"]);
+    let ids: Vec<uuid::Uuid> = first.iter().map(|event| event.event.id).collect();
+    outbox.mark_sent(&ids).await.unwrap();
+    let second = outbox
+        .claim_due(100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(kinds_of(&second), ["cancel", "cancel"]);
 }
