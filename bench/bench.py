@@ -8,6 +8,7 @@ wall time of the same bytes on the same machine and servers."""
 import argparse
 import base64
 import csv
+import html
 import http.client
 import json
 import os
@@ -382,17 +383,64 @@ def chart(rows, out):
         value, bound = float(ratio), float(target.split()[1])
         top = max(value, bound, 1.0)
         colour = "#2e7d32" if met == "yes" else "#c62828"
+        figure, target_text = html.escape(figure[:52]), html.escape(target)
         bars.append(
-            f'<text x="{left - 8}" y="{y + 14}" text-anchor="end">{figure[:52]}</text>'
+            f'<text x="{left - 8}" y="{y + 14}" text-anchor="end">{figure}</text>'
             f'<rect x="{left}" y="{y}" width="{scale * min(value, top) / top:.1f}" height="18" fill="{colour}"/>'
             f'<line x1="{left + scale * bound / top:.1f}" x2="{left + scale * bound / top:.1f}" '
             f'y1="{y - 3}" y2="{y + 21}" stroke="black" stroke-width="2"/>'
-            f'<text x="{left + scale + 10}" y="{y + 14}">{ratio} (target {target})</text>')
+            f'<text x="{left + scale + 10}" y="{y + 14}">{ratio} (target {target_text})</text>')
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="12">'
            f'<text x="10" y="16" font-weight="bold">ratio to the same-run baseline; '
            f'tick = target; green = met</text>{"".join(bars)}</svg>\n')
     out.write_text(svg)
+
+
+def profile(args, work, results):
+    """Where the time goes on the data path: perf samples the whole machine while curl uploads
+    (then downloads) the payload through the service; the shares per process and the service's
+    hottest symbols are written to bench/results/profile-<what>-<time>.txt. Adds no rows."""
+    path = work / "profile.csv"
+    size = generate_csv(path, args.size_mib)
+    run = Run("profile")
+    service = Service(work, run.database, run.bucket, MAX_PAYLOAD_SIZE=args.size_mib + 64,
+                      PACKAGE_COMPRESSION_LEVEL=0)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    who = identity()
+
+    def sampled(what, *command):
+        data = work / f"{what}.perf"
+        recorder = subprocess.Popen(["perf", "record", "-a", "-F", "499", "-o", str(data)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        code, seconds = curl(*command)
+        recorder.send_signal(2)
+        recorder.wait()
+        report = [f"# {what}: {size / MIB:.0f} MiB in {seconds:.2f} s ({size / MIB / seconds:.0f} MiB/s), "
+                  f"HTTP {code}; perf record -a -F 499\n"]
+        # The service and s3s-fs both name their threads tokio-rt-worker: split by process.
+        for sort, extra in (("pid", []), ("dso,symbol", ["--pid", str(service.process.pid)])):
+            report.append(subprocess.run(
+                ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", sort,
+                 "--percent-limit", "1", *extra], capture_output=True, text=True).stdout)
+        out = ROOT / "bench" / "results" / f"profile-{what}-{stamp}.txt"
+        out.write_text("".join(report))
+        log(f"{what}: {size / MIB / seconds:.0f} MiB/s; profile in {out.relative_to(ROOT)}")
+        return code
+
+    try:
+        export, (source,) = service.create("csv", 1)
+        code = sampled("upload", "-X", "POST", "-H", f"x-rh-exports-psk: {PSK}", "-H", "content-type: text/csv",
+                       "-T", str(path),
+                       f"http://127.0.0.1:{service.private}/app/export/v1/{export}/exampleApp/{source}/upload")
+        if code != 202 or service.wait_final(export) != "complete":
+            raise RuntimeError(f"upload for the profile failed: {code}")
+        sampled("download", "-H", f"x-rh-identity: {who}",
+                f"http://127.0.0.1:{service.public}/api/export/v1/exports/{export}")
+    finally:
+        service.stop()
+        run.close()
 
 
 CONVERSION_ROUNDS = 3
@@ -609,7 +657,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the transfer figures")
     parser.add_argument("--concurrent-mib", type=int, help="size of each of the 16 concurrent uploads (default 256)")
     parser.add_argument("--only",
-                        help="comma-separated: data,transfer,concurrency,archive,criterion,reload,list")
+                        help="comma-separated: data,transfer,concurrency,archive,criterion,reload,list; "
+                             "profile (not in the default set) writes perf profiles of an upload and a download")
     args = parser.parse_args()
     args.size_mib = args.size_mib or (128 if args.quick else 1024)
     args.sources = args.sources or (4 if args.quick else 10)
@@ -628,6 +677,8 @@ def main():
             transfer(args, work, results)
         if "concurrency" in only:
             concurrency(args, work, results)
+        if "profile" in only:
+            profile(args, work, results)
         if "archive" in only:
             archive_writer(args, results)
         if "reload" in only:
@@ -637,6 +688,8 @@ def main():
     finally:
         subprocess.run(["rm", "-rf", str(work)])
 
+    if not results:
+        return
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     machine = f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
     header = ("figure", "measured", "baseline (same run)", "ratio", "target", "met", "notes")
