@@ -248,16 +248,8 @@ pub(super) fn outbox_config(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, Settings};
 
-    fn config(pairs: &[(&str, &str)]) -> Result<Config, String> {
-        Config::from_settings(&Settings::from_pairs(
-            pairs
-                .iter()
-                .map(|(name, value)| (name.to_string(), value.to_string())),
-        ))
-        .map_err(|error| error.to_string())
-    }
+    use super::super::config_of as config;
 
     #[test]
     fn defaults_disable_publishing_and_match_upstream_strings() {

@@ -715,6 +715,17 @@ fn quotas(reader: &Reader<'_>) -> Result<Quotas, ConfigError> {
     Ok(quotas)
 }
 
+/// The configuration of exactly `pairs`, or its error's text: for the settings modules' tests.
+#[cfg(test)]
+fn config_of(pairs: &[(&str, &str)]) -> Result<Config, String> {
+    Config::from_settings(&Settings::from_pairs(
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string())),
+    ))
+    .map_err(|error| error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,16 +82,8 @@ fn applications(text: &str) -> Result<BTreeMap<String, Vec<String>>, ConfigError
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, Settings};
 
-    fn config(pairs: &[(&str, &str)]) -> Result<Config, String> {
-        Config::from_settings(&Settings::from_pairs(
-            pairs
-                .iter()
-                .map(|(name, value)| (name.to_string(), value.to_string())),
-        ))
-        .map_err(|error| error.to_string())
-    }
+    use super::super::config_of as config;
 
     #[test]
     fn off_by_default_and_complete_when_on() {

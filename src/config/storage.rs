@@ -479,17 +479,9 @@ pub(super) fn data_path_config(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, Settings};
     use super::*;
 
-    fn config(pairs: &[(&str, &str)]) -> Result<Config, String> {
-        Config::from_settings(&Settings::from_pairs(
-            pairs
-                .iter()
-                .map(|(name, value)| (name.to_string(), value.to_string())),
-        ))
-        .map_err(|error| error.to_string())
-    }
+    use super::super::config_of as config;
 
     #[test]
     fn the_plugin_cache_is_sized_in_mib_and_cannot_be_zero() {

@@ -159,7 +159,6 @@ impl KafkaPublisher {
             &self.cancel_topic,
             &self.completion_topic,
         ];
-        names.dedup();
         names.sort_unstable();
         names.dedup();
         let topics: Vec<NewTopic<'_>> = names

@@ -101,7 +101,8 @@ fn admin_action(method: &Method, path: &str) -> Option<(AuditAction, String)> {
     })
 }
 
-fn request_id(request: &Request) -> String {
+/// The request id `observe` assigned, or empty.
+pub(super) fn request_id(request: &Request) -> String {
     request
         .extensions()
         .get::<RequestId>()

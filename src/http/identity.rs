@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use super::request_id::RequestId;
 use crate::domain::audit::{AuditAction, AuditRecord, Outcome, Principal};
 use crate::domain::identity::Identity;
 
@@ -39,11 +38,7 @@ pub async fn require_identity(
                 outcome: Outcome::Denied,
                 principal: Principal::anonymous(),
                 reason: reason.clone(),
-                request_id: request
-                    .extensions()
-                    .get::<RequestId>()
-                    .map(|id| id.0.clone())
-                    .unwrap_or_default(),
+                request_id: super::audit::request_id(&request),
             };
             super::audit::record_auth_failure(&state, &record).await;
             ApiError::bad_request(reason).into_response()

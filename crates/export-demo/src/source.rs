@@ -97,6 +97,14 @@ struct CancelledRequest {
 }
 
 impl Incoming {
+    /// The application the event is for.
+    pub fn application(&self) -> &str {
+        match self {
+            Self::Request(request) => &request.application,
+            Self::Cancel { application, .. } => application,
+        }
+    }
+
     /// Reads a request or cancel event.
     pub fn from_event(payload: &[u8]) -> Result<Self, DemoError> {
         let kind: Kind = serde_json::from_slice(payload)
@@ -152,18 +160,6 @@ impl Cancelled {
 
     fn contains(&self, id: Uuid) -> bool {
         self.ids.contains(&id)
-    }
-
-    /// Notes the cancel `payload` carries, if it is one for `application`.
-    fn note(&mut self, payload: Option<&[u8]>, application: &str) {
-        if let Some(Ok(Incoming::Cancel {
-            application: cancelled_for,
-            source_id,
-        })) = payload.map(Incoming::from_event)
-            && cancelled_for == application
-        {
-            self.insert(source_id);
-        }
     }
 }
 
@@ -390,16 +386,20 @@ pub async fn run(
     tracing::info!(topics = ?topics, group = %settings.group, application = %settings.application, "demo source listening");
     tokio::pin!(shutdown);
     let mut cancelled = Cancelled::new();
-    // Messages read ahead while working on a request, handled (and committed) after it.
-    let mut ahead: VecDeque<OwnedMessage> = VecDeque::new();
+    // Messages read ahead while working on a request (with what they say for us), handled
+    // and committed after it.
+    let mut ahead: VecDeque<(OwnedMessage, Option<Incoming>)> = VecDeque::new();
     let mut tally = Tally::default();
     loop {
-        let message = match ahead.pop_front() {
-            Some(message) => message,
+        let (message, incoming) = match ahead.pop_front() {
+            Some(read_ahead) => read_ahead,
             None => tokio::select! {
                 () = &mut shutdown => break,
                 message = consumer.recv() => match message {
-                    Ok(message) => message.detach(),
+                    Ok(message) => {
+                        let incoming = ours(settings, message.payload());
+                        (message.detach(), incoming)
+                    }
                     Err(error) => {
                         // The topic may not exist yet, or the broker may be restarting.
                         tracing::debug!(%error, "no message");
@@ -409,11 +409,10 @@ pub async fn run(
                 },
             },
         };
-        cancelled.note(message.payload(), &settings.application);
-        if let Some(request) = message
-            .payload()
-            .and_then(|payload| ours(settings, payload))
-        {
+        if let Some(Incoming::Cancel { source_id, .. }) = &incoming {
+            cancelled.insert(*source_id);
+        }
+        if let Some(Incoming::Request(request)) = incoming {
             // Work on it, reading ahead for cancels; a shutdown now leaves it uncommitted.
             let done = tokio::time::sleep(settings.work_time);
             tokio::pin!(done);
@@ -422,9 +421,11 @@ pub async fn run(
                     () = &mut shutdown => return Ok(tally),
                     () = &mut done => break,
                     next = consumer.recv() => if let Ok(next) = next {
-                        let next = next.detach();
-                        cancelled.note(next.payload(), &settings.application);
-                        ahead.push_back(next);
+                        let incoming = ours(settings, next.payload());
+                        if let Some(Incoming::Cancel { source_id, .. }) = &incoming {
+                            cancelled.insert(*source_id);
+                        }
+                        ahead.push_back((next.detach(), incoming));
                     },
                 }
             }
@@ -452,17 +453,15 @@ pub async fn run(
     Ok(tally)
 }
 
-/// The request `payload` carries, when it is one for our application.
-fn ours(settings: &SourceSettings, payload: &[u8]) -> Option<ResourceRequest> {
-    match Incoming::from_event(payload) {
-        Ok(Incoming::Request(request)) if request.application == settings.application => {
-            Some(request)
-        }
-        Ok(Incoming::Request(request)) => {
-            tracing::debug!(application = %request.application, "not ours");
+/// What `payload` asks of our application: a request or a cancel of one of its sources;
+/// `None` for another application's event or an unreadable one.
+fn ours(settings: &SourceSettings, payload: Option<&[u8]>) -> Option<Incoming> {
+    match Incoming::from_event(payload?) {
+        Ok(incoming) if incoming.application() == settings.application => Some(incoming),
+        Ok(incoming) => {
+            tracing::debug!(application = %incoming.application(), "not ours");
             None
         }
-        Ok(Incoming::Cancel { .. }) => None,
         Err(error) => {
             tracing::warn!(%error, "skipping an unreadable event");
             None
@@ -548,12 +547,31 @@ mod tests {
             Incoming::Request(_)
         ));
         let mut cancelled = Cancelled::new();
-        cancelled.note(Some(cancel.as_bytes()), "otherApp");
+        let source_for = |application: &str| SourceSettings {
+            brokers: String::new(),
+            topic: String::new(),
+            group: String::new(),
+            internal_url: String::new(),
+            application: application.into(),
+            psk: String::new(),
+            rows: 0,
+            upload_as: UploadFormat::Requested,
+            work_time: Duration::ZERO,
+            cancel_topic: None,
+        };
+        let note = |cancelled: &mut Cancelled, application: &str| {
+            if let Some(Incoming::Cancel { source_id, .. }) =
+                ours(&source_for(application), Some(cancel.as_bytes()))
+            {
+                cancelled.insert(source_id);
+            }
+        };
+        note(&mut cancelled, "otherApp");
         assert!(
             !cancelled.contains(Uuid::max()),
             "another application's cancel"
         );
-        cancelled.note(Some(cancel.as_bytes()), "exampleApp");
+        note(&mut cancelled, "exampleApp");
         assert!(cancelled.contains(Uuid::max()));
     }
 
