@@ -31,6 +31,7 @@ BINARY = TARGET / "release" / "export-service"
 CONVERT = TARGET / "release" / "examples" / "convert-file"
 PLUGIN_RATIO = TARGET / "release" / "examples" / "plugin-ratio"
 ARCHIVE_WRITER = TARGET / "release" / "examples" / "archive-writer"
+S3_CLIENT = TARGET / "release" / "examples" / "s3-client"
 S3_ENDPOINT = os.environ.get("BENCH_S3_ENDPOINT", "http://127.0.0.1:9099")
 S3_KEY, S3_SECRET = "export-service-dev", "export-service-dev-secret"
 PSK = "bench-psk"
@@ -201,7 +202,8 @@ def data_path(args, work, results):
     size = generate_csv(part, per_source)
     total = size * args.sources
     run = Run("data")
-    service = Service(work, run.database, run.bucket, MAX_PAYLOAD_SIZE=per_source + 64)
+    service = Service(work, run.database, run.bucket, MAX_PAYLOAD_SIZE=per_source + 64,
+                      PACKAGE_COMPRESSION_LEVEL=0)
     try:
         s3 = S3(S3_ENDPOINT, S3_KEY, S3_SECRET)
         s3.create_bucket(run.bucket)
@@ -221,11 +223,10 @@ def data_path(args, work, results):
             raise RuntimeError("packaging failed")
         package_s = time.perf_counter() - started
 
-        log("plain GET+PUT copy of the same objects (baseline)")
-        started = time.perf_counter()
-        for index in range(args.sources):
-            s3.copy_via_client(run.bucket, f"baseline/part-{index}.csv", f"copy/part-{index}.csv")
-        copy_s = time.perf_counter() - started
+        log("GET+PUT copy of the same objects by the Rust S3 client (baseline)")
+        copy_s = rust_s3_client(run.bucket, "copy", *[key for index in range(args.sources)
+                                                      for key in (f"baseline/part-{index}.csv",
+                                                                  f"copy/part-{index}.csv")])
 
         log("ingest with CSV→JSON conversion")
         export, convert_ingest_s = service.timed_uploads("json", args.sources, part, size)
@@ -250,14 +251,24 @@ def data_path(args, work, results):
                     f"in-process conversion {rate(in_process_s):.1f} MiB/s",
                     rate(convert_ingest_s) / rate(in_process_s), ">= 0.8", gib))
     results.append((f"packaging over {args.sources} sources", f"{rate(package_s):.1f} MiB/s",
-                    f"S3 GET+PUT copy {rate(copy_s):.1f} MiB/s", rate(package_s) / rate(copy_s),
-                    ">= 0.7", gib))
+                    f"GET+PUT copy by the Rust client {rate(copy_s):.1f} MiB/s",
+                    rate(package_s) / rate(copy_s), ">= 0.9", f"{gib}, stored (level 0)"))
     results.append(("peak RSS, ingesting and zipping", f"{peak:.1f} MiB", "limit 150 MiB", peak / 150,
                     "<= 1.0", gib))
 
 
 S3_CURL = ["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{S3_KEY}:{S3_SECRET}",
            "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]
+
+
+def rust_s3_client(bucket, *arguments):
+    """Runs bench/s3_client.rs (the service's own S3 SDK) against the bench's S3 server; returns
+    the seconds it reports."""
+    environment = {**os.environ, "S3_ENDPOINT": S3_ENDPOINT, "S3_BUCKET": bucket,
+                   "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+    out = subprocess.run([str(S3_CLIENT), *arguments], check=True, capture_output=True, text=True,
+                         env=environment).stdout
+    return float(out.split()[-1])
 
 
 def curl(*arguments):

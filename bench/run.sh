@@ -16,5 +16,5 @@ cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
 scripts/ensure-s3.sh
 scripts/build-plugins.sh >/dev/null 2>&1 || scripts/build-plugins.sh
-cargo build --locked --release --bin export-service --example convert-file --example plugin-ratio --example archive-writer >&2
+cargo build --locked --release --bin export-service --example convert-file --example plugin-ratio --example archive-writer --example s3-client >&2
 exec python3 bench/bench.py "$@"

@@ -254,6 +254,7 @@ impl Delivery<'_> {
         }
         let plan = Plan {
             declared_format: upload.declared_format,
+            declared_length: upload.declared_length,
             stored_format: target.format,
             limits: Limits {
                 max_bytes: limit,

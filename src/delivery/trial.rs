@@ -106,6 +106,8 @@ pub async fn run(trial: &Trial) -> Result<TrialReport, TrialError> {
     let max_payload = DEFAULT_MAX_PAYLOAD_MIB * 1024 * 1024;
     let plan = Plan {
         declared_format: trial.from,
+        // The trial drains into a file: the length only matters to the object store.
+        declared_length: None,
         stored_format: trial.to,
         limits: Limits {
             max_bytes: max_payload,

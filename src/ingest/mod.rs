@@ -130,6 +130,8 @@ pub struct Limits {
 pub struct Plan {
     /// The format the upload says it is in (`Content-Type`); sniffed when `None`.
     pub declared_format: Option<Format>,
+    /// The body's length, when the request declared it (`Content-Length`).
+    pub declared_length: Option<u64>,
     /// The export's format: what is stored.
     pub stored_format: Format,
     /// The limits the upload runs under.
@@ -161,6 +163,9 @@ impl Stream for Upstream {
 /// store; `export-service plugin run` drives the same pipeline into a file.
 pub struct Pipeline {
     stages: Inspector<Converting<Upstream>>,
+    /// How many bytes will be stored, when that is known before they arrive: the body passes
+    /// through unchanged (no plugin, no conversion) and declared its length.
+    stored_length: Option<u64>,
     uploaded_format: Format,
     stored_format: Format,
     plugin: Option<PluginStamp>,
@@ -172,6 +177,7 @@ impl Pipeline {
     pub async fn start(body: BodyStream, plan: Plan) -> Result<Self, IngestError> {
         let Plan {
             declared_format,
+            declared_length,
             stored_format,
             limits,
             plugin,
@@ -211,8 +217,10 @@ impl Pipeline {
                 (Upstream::Plugin(stage), produced, schema, Some(stamp))
             }
         };
+        let passes_through = stamp.is_none() && uploaded_format == stored_format;
         let converting = Converting::new(upstream, produced, stored_format);
         Ok(Self {
+            stored_length: declared_length.filter(|_| passes_through),
             stages: Inspector::new(converting, stored_format, limits.max_stored_bytes, schema),
             uploaded_format,
             stored_format,
@@ -227,10 +235,12 @@ impl Pipeline {
             chunk: Bytes::new(),
             stopped: None,
         };
-        match store
-            .put(key, &mut feed, content_type(self.stored_format))
-            .await
-        {
+        let content_type = content_type(self.stored_format);
+        let stored = match self.stored_length {
+            Some(length) => store.put_exact(key, length, &mut feed, content_type).await,
+            None => store.put(key, &mut feed, content_type).await,
+        };
+        match stored {
             Ok(_) => {}
             Err(PutError::Store(error)) => return Err(IngestError::Store(error)),
             // The typed reason the pipeline stopped for, kept when the store saw only an

@@ -1,6 +1,7 @@
 //! Object storage for uploads and archives: S3 (or an S3-compatible server) or a local
 //! directory, behind one small interface. Every operation streams.
 
+mod exact_body;
 mod idle;
 pub mod keys;
 mod local;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio::io::AsyncRead;
 
 use crate::config::{ObjectLayout, StoreConfig};
+use exact_body::ExactLength;
 pub use keys::KeyLayout;
 pub use local::LocalStore;
 pub use s3::S3Store;
@@ -114,6 +116,23 @@ impl ObjectStore {
         match self {
             Self::S3(store) => store.put(key, body, content_type).await,
             Self::Local(store) => store.put(key, body).await,
+        }
+    }
+
+    /// Streams `body`, which must yield exactly `length` bytes, into `key`; the object exists
+    /// (durably) only once this returns `Ok`, and never when the body yields another length or
+    /// fails, even at its very end. Knowing the length lets S3 take one streamed request
+    /// instead of a multipart upload.
+    pub async fn put_exact(
+        &self,
+        key: &str,
+        length: u64,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+        content_type: &str,
+    ) -> Result<u64, PutError> {
+        match self {
+            Self::S3(store) => store.put_exact(key, length, body, content_type).await,
+            Self::Local(store) => store.put(key, &mut ExactLength::new(body, length)).await,
         }
     }
 

@@ -13,13 +13,17 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::exact_body::{self, ExactLength};
 use super::idle::IdleTimeout;
 use super::{ByteRange, ObjectRead, PutError, ResponseHeaders, StoreError};
 use crate::config::S3Config;
+
+/// The largest object one `PutObject` may carry on S3.
+const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// A bucket.
 #[derive(Debug, Clone)]
@@ -144,6 +148,79 @@ impl S3Store {
             abort.armed = false;
         }
         result
+    }
+
+    /// Streams exactly `length` bytes of `body` into `key`. From one part up to the largest
+    /// single `PutObject` (5 GiB) that is one streamed request, as a direct client would send
+    /// it: no part buffers, no multipart bookkeeping, and no server-side concatenation of
+    /// parts — which on some servers (s3s-fs) writes every byte a second time. Such a request
+    /// cannot be retried by the SDK (its body is consumed as it goes); a failure is the
+    /// caller's to retry, as a failed upload already is. Smaller and larger objects take
+    /// [`Self::put`].
+    pub(super) async fn put_exact(
+        &self,
+        key: &str,
+        length: u64,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+        content_type: &str,
+    ) -> Result<u64, PutError> {
+        let mut body = ExactLength::new(body, length);
+        if length < self.part_size as u64 || length > MAX_SINGLE_PUT {
+            return self.put(key, &mut body, content_type).await;
+        }
+        let content_length = i64::try_from(length)
+            .map_err(|_| StoreError::Other(format!("{length} bytes is too large")))?;
+        let (request_body, sender) = exact_body::channel(length);
+        // The upload's own limits (idle timeout, UPLOAD_MAX_DURATION) bound how long the body
+        // takes. The SDK's timeouts would cut a slow large upload: its read timeout runs from
+        // the request's start, body included. A hung store is caught instead by `feed` (no
+        // frame taken for S3_READ_TIMEOUT) and by the wait for the answer below.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .disable_read_timeout()
+            .disable_operation_timeout()
+            .disable_operation_attempt_timeout()
+            .build();
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(content_length)
+            .body(ByteStream::from(SdkBody::from_body_1_x(request_body)))
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::new().timeout_config(timeouts))
+            .disable_payload_signing()
+            .send();
+        tokio::pin!(put);
+        let feeding = exact_body::feed(&mut body, sender, self.read_timeout);
+        // A body that fails returns at once, dropping the request short of its length: the
+        // store keeps nothing. A store that answers before the body is whole has failed.
+        let fed = tokio::select! {
+            fed = feeding => fed?,
+            answered = &mut put => {
+                answered.map_err(classify)?;
+                return Err(StoreError::Other(
+                    "the store answered before the whole body was sent".into(),
+                )
+                .into());
+            }
+        };
+        let answered = match tokio::time::timeout(self.read_timeout, put).await {
+            Ok(answered) => answered.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the store did not answer within {:?} of the whole object",
+                self.read_timeout
+            ))),
+        };
+        match (fed, answered) {
+            (exact_body::Fed::Whole, Ok(_)) => Ok(length),
+            (_, Err(error)) => Err(error.into()),
+            (exact_body::Fed::RequestGone, Ok(_)) => Err(StoreError::Other(
+                "the store answered before the whole body was sent".into(),
+            )
+            .into()),
+        }
     }
 
     async fn upload_parts(

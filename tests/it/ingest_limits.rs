@@ -10,7 +10,7 @@ use crate::helpers::{Caller, TestApp, export_request, plugin_component};
 const PSK: Option<&str> = Some("psk-example");
 
 /// Creates an export of `format` with `count` exampleApp sources; its id and the sources' ids.
-async fn export_with_sources(
+pub(crate) async fn export_with_sources(
     app: &TestApp,
     caller: &Caller,
     format: &str,

@@ -29,3 +29,4 @@ mod probes;
 mod quotas;
 mod rate_limit;
 mod registry;
+mod streamed_put;
