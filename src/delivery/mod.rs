@@ -534,11 +534,16 @@ fn disposition(error: IngestError, format: Format, max_payload: u64) -> Disposit
 fn summary(message: String, violations: &[Violation]) -> String {
     match violations.first() {
         Some(first) => format!(
-            "{message}: {} violation(s), first: {}{}",
+            "{message}: {} violation(s), first: {}{}{}",
             violations.len(),
             first
                 .row
                 .map(|row| format!("row {row}: "))
+                .unwrap_or_default(),
+            first
+                .field
+                .as_ref()
+                .map(|field| format!("field '{field}': "))
                 .unwrap_or_default(),
             first.message
         ),

@@ -234,6 +234,7 @@ fn registry_error(error: RegistryError) -> ApiError {
         RegistryError::UnknownVersion { .. } | RegistryError::UnknownTarget(_) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
         }
+        RegistryError::NotBound { .. } => ApiError::new(StatusCode::NOT_FOUND, message),
         RegistryError::VersionExists { .. }
         | RegistryError::NoPrevious { .. }
         | RegistryError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, message),
@@ -638,7 +639,11 @@ pub async fn bind(
 #[utoipa::path(
     delete, path = "/bindings/{application}", tag = "bindings",
     params(("application" = String, Path), ResourceSelector),
-    responses((status = 200, body = BindingRecord), (status = 401, body = ErrorBody)),
+    responses(
+        (status = 200, body = BindingRecord),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "Nothing is bound there (the message names where the application is bound)", body = ErrorBody),
+    ),
     security(("admin_token" = []))
 )]
 pub async fn unbind(

@@ -81,13 +81,13 @@ impl Binding {
         })
     }
 
-    /// The schema the host checks records of `resource` against: the binding's (unless the plugin
-    /// validates by itself, in which case the configuration's schema is the plugin's to use), else
-    /// the one the plugin declares for the resource.
+    /// The schema the host checks records of `resource` against: the binding's, else the one the
+    /// plugin declares for the resource. The binding's applies whatever the plugin does — a
+    /// validating plugin may check it too, but one that ignores it must not let an operator's
+    /// schema go unchecked.
     pub fn schema_for(&self, resource: &str) -> Option<Arc<jsonschema::Validator>> {
         self.schema
             .clone()
-            .filter(|_| !self.plugin.info.capabilities.validate)
             .or_else(|| self.resource_schemas.get(resource).cloned())
             .or_else(|| self.resource_schemas.get("*").cloned())
     }

@@ -73,12 +73,24 @@ pub enum RegistryError {
     #[error("the configuration is refused: {0}")]
     BadConfig(#[from] BindingError),
     /// Nothing to roll back to.
-    #[error("{application}/{resource} has no earlier binding to roll back to")]
+    #[error("{application}/{resource} has no earlier binding to roll back to{hint}")]
     NoPrevious {
         /// The application.
         application: Application,
         /// The resource.
         resource: Resource,
+        /// Where the application is bound instead, if anywhere (see [`scope_hint`]).
+        hint: String,
+    },
+    /// Nothing is bound where an unbind asked.
+    #[error("{application}/{resource} is not bound{hint}")]
+    NotBound {
+        /// The application.
+        application: Application,
+        /// The resource.
+        resource: Resource,
+        /// Where the application is bound instead, if anywhere (see [`scope_hint`]).
+        hint: String,
     },
     /// The version is bound and cannot be deleted.
     #[error("{name} {version} is bound to {bindings}; bind another version first")]
@@ -96,6 +108,25 @@ pub enum RegistryError {
     /// The object store failed.
     #[error("object store: {0}")]
     Store(String),
+}
+
+/// Where `application` is bound besides `resource`, for an operator who named the wrong scope:
+/// empty when nowhere else.
+fn scope_hint(active: &[BindingRecord], application: &Application, resource: &Resource) -> String {
+    let elsewhere: Vec<String> = active
+        .iter()
+        .filter(|bound| &bound.application == application && &bound.resource != resource)
+        .map(|bound| format!("{}/{}", bound.application, bound.resource))
+        .collect();
+    if elsewhere.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {application} is bound as {} — name that scope (--resource in the CLI, \
+             ?resource= in the API)",
+            elsewhere.join(", ")
+        )
+    }
 }
 
 /// A sample to run a pushed component on before accepting it.
@@ -282,6 +313,17 @@ impl Registry {
         resource: &Resource,
         by: &str,
     ) -> Result<BindingRecord, RegistryError> {
+        let active = self.repository.active_bindings().await?;
+        if !active
+            .iter()
+            .any(|bound| &bound.application == application && &bound.resource == resource)
+        {
+            return Err(RegistryError::NotBound {
+                application: application.clone(),
+                resource: resource.clone(),
+                hint: scope_hint(&active, application, resource),
+            });
+        }
         let outcome = self
             .repository
             .bind(&NewBinding {
@@ -310,6 +352,11 @@ impl Registry {
             BindOutcome::NoPrevious => Err(RegistryError::NoPrevious {
                 application: application.clone(),
                 resource: resource.clone(),
+                hint: scope_hint(
+                    &self.repository.active_bindings().await?,
+                    application,
+                    resource,
+                ),
             }),
             BindOutcome::UnknownVersion => Err(RegistryError::UnknownTarget(format!(
                 "the previous binding of {application}/{resource} uses a version that was deleted"

@@ -847,3 +847,59 @@ async fn a_record_validator_written_with_the_sdk_checks_rows_and_the_service_con
     );
     let _ = std::fs::remove_dir_all(directory);
 }
+
+/// A binding's JSON Schema applies even when its plugin validates by itself and ignores it.
+#[tokio::test]
+async fn a_bindings_schema_applies_even_to_a_validator_that_ignores_it() {
+    use crate::helpers::{Caller, TestApp, export_request};
+    let directory = binding_directory(
+        "required_fields.wasm",
+        r#"{"required": ["id"], "schema": {"type": "object", "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}}}}"#,
+    );
+    let app = TestApp::spawn_with(&[("PLUGINS_DIR", directory.to_str().unwrap())]).await;
+    let caller = Caller::user("org-1", "alice");
+    let resources = [
+        ("exampleApp", "exampleResource"),
+        ("exampleApp", "anotherExampleResource"),
+    ];
+    let (export, sources) =
+        create_export(&app, &caller, export_request("v", "csv", &resources)).await;
+
+    // Every row has its id (the plugin's own check); the second breaks the schema's pattern.
+    let rejected = app
+        .upload(
+            &export,
+            "exampleApp",
+            &sources[0],
+            Some("psk-example"),
+            "id,name\n1,a\nx7,b\n",
+        )
+        .await;
+    rejected.assert_error_containing(
+        422,
+        "plugin required-fields's JSON Schema rejected the data: 1 violation(s), first: row 2: \
+         field 'id':",
+    );
+    assert_eq!(rejected.json()["violations"][0]["field"], "id");
+    let status = app
+        .get(&format!("/api/export/v1/exports/{export}/status"), &caller)
+        .await
+        .json();
+    let message = status["sources"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("row 2: field 'id':"),
+        "the tenant sees the row and the field: {status}"
+    );
+
+    let good = app
+        .upload(
+            &export,
+            "exampleApp",
+            &sources[1],
+            Some("psk-example"),
+            "id,name\n1,a\n2,b\n",
+        )
+        .await;
+    assert_eq!(good.status, 202, "{}", good.text);
+    let _ = std::fs::remove_dir_all(directory);
+}

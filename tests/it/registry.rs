@@ -332,6 +332,40 @@ async fn bindings_switch_roll_back_refuse_what_they_must_and_keep_their_history(
     wait_for_version(&app, None).await;
     let (_, active) = call(&app, Method::GET, "/bindings", None).await;
     assert_eq!(active["data"], json!([]));
+    let (status, reply) = call(&app, Method::DELETE, "/bindings/exampleApp", None).await;
+    assert_eq!(status, 404, "nothing is bound any more: {reply}");
+
+    // Bound per resource only, the application-wide scope has nothing to roll back or remove:
+    // the refusals say where the application is bound.
+    let (status, _) = call(
+        &app,
+        Method::PUT,
+        "/bindings/otherApp",
+        Some(json!({"plugin": "tagger", "version": "1.0.0", "resource": "events"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (method, path, expected) in [
+        (Method::POST, "/bindings/otherApp/rollback", 409),
+        (Method::DELETE, "/bindings/otherApp", 404),
+    ] {
+        let (status, reply) = call(&app, method, path, None).await;
+        assert_eq!(status, expected, "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(
+            message.contains("otherApp is bound as otherApp/events")
+                && message.contains("--resource"),
+            "{reply}"
+        );
+    }
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        "/bindings/otherApp?resource=events",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
 
     // The admin API is in its own OpenAPI document.
     let document: Value = app
