@@ -60,7 +60,7 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
-    /// Bind an application (or one resource) to a plugin version.
+    /// Bind an application (or one resource, for every tenant or one) to a plugin version.
     Bind {
         #[command(flatten)]
         target: AdminTarget,
@@ -73,6 +73,9 @@ pub enum AdminCommand {
         /// One resource (default: every resource of the application).
         #[arg(long)]
         resource: Option<String>,
+        /// One organisation (tenant) only; its binding wins over the application's.
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org: Option<String>,
         /// The plugin's configuration (JSON file).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -86,6 +89,9 @@ pub enum AdminCommand {
         /// One resource (default: the binding of every resource).
         #[arg(long)]
         resource: Option<String>,
+        /// One organisation's binding (default: the binding of every organisation).
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org: Option<String>,
     },
     /// Bind the previous version again.
     Rollback {
@@ -96,6 +102,9 @@ pub enum AdminCommand {
         /// One resource (default: the binding of every resource).
         #[arg(long)]
         resource: Option<String>,
+        /// One organisation's binding (default: the binding of every organisation).
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org: Option<String>,
     },
     /// Show an application's binding changes, newest first.
     History {
@@ -103,6 +112,12 @@ pub enum AdminCommand {
         target: AdminTarget,
         /// The application.
         application: String,
+        /// Only one resource's bindings (`*` for those of every resource).
+        #[arg(long)]
+        resource: Option<String>,
+        /// Only one organisation's bindings (`*` for those of every organisation).
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org: Option<String>,
     },
     /// Delete a plugin version (refused while it is bound).
     Rm {
@@ -233,9 +248,11 @@ fn text(value: &Value) -> String {
 
 fn print_binding(binding: &Value) {
     say(&format!(
-        "{:<20} {:<24} {:<20} {:<10} {:<14} {} by {}",
+        "{:<9} {:<20} {:<16} {:<10} {:<20} {:<10} {:<14} {} by {}",
+        text(&binding["action"]),
         text(&binding["application"]),
         text(&binding["resource"]),
+        text(&binding["org_id"]),
         text(&binding["plugin"]),
         text(&binding["version"]),
         text(&binding["digest"])
@@ -249,15 +266,22 @@ fn print_binding(binding: &Value) {
 
 fn binding_header() {
     say(&format!(
-        "{:<20} {:<24} {:<20} {:<10} {:<14} CHANGED",
-        "APPLICATION", "RESOURCE", "PLUGIN", "VERSION", "DIGEST"
+        "{:<9} {:<20} {:<16} {:<10} {:<20} {:<10} {:<14} CHANGED",
+        "ACTION", "APPLICATION", "RESOURCE", "ORG", "PLUGIN", "VERSION", "DIGEST"
     ));
 }
 
-fn resource_query(resource: Option<&str>) -> String {
-    resource
-        .map(|resource| format!("?resource={}", segment(resource)))
-        .unwrap_or_default()
+/// `?resource=…&org_id=…` for the scopes given (empty when none is).
+fn scope_query(resource: Option<&str>, org: Option<&str>) -> String {
+    let pairs: Vec<String> = [("resource", resource), ("org_id", org)]
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", segment(value?))))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
 }
 
 fn segment(value: &str) -> String {
@@ -355,11 +379,15 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
             plugin,
             version,
             resource,
+            org,
             config,
             ..
         } => {
             let config = config.as_ref().map(read_json).transpose()?;
-            let body = json!({"plugin": plugin, "version": version, "resource": resource, "config": config});
+            let body = json!({
+                "plugin": plugin, "version": version, "resource": resource, "org_id": org,
+                "config": config,
+            });
             let bound = client
                 .call(
                     Method::PUT,
@@ -375,6 +403,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Unbind {
             application,
             resource,
+            org,
             ..
         } => {
             client
@@ -383,7 +412,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
                     &format!(
                         "/bindings/{}{}",
                         segment(&application),
-                        resource_query(resource.as_deref())
+                        scope_query(resource.as_deref(), org.as_deref())
                     ),
                     None,
                 )
@@ -393,6 +422,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Rollback {
             application,
             resource,
+            org,
             ..
         } => {
             let bound = client
@@ -401,7 +431,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
                     &format!(
                         "/bindings/{}/rollback{}",
                         segment(&application),
-                        resource_query(resource.as_deref())
+                        scope_query(resource.as_deref(), org.as_deref())
                     ),
                     None,
                 )
@@ -411,11 +441,20 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
             binding_header();
             print_binding(&bound);
         }
-        AdminCommand::History { application, .. } => {
+        AdminCommand::History {
+            application,
+            resource,
+            org,
+            ..
+        } => {
             let listed = client
                 .call(
                     Method::GET,
-                    &format!("/bindings/{}/history", segment(&application)),
+                    &format!(
+                        "/bindings/{}/history{}",
+                        segment(&application),
+                        scope_query(resource.as_deref(), org.as_deref())
+                    ),
                     None,
                 )
                 .await?
@@ -423,6 +462,9 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
             binding_header();
             for binding in listed["data"].as_array().into_iter().flatten() {
                 print_binding(binding);
+                if !binding["config"].is_null() {
+                    say(&format!("          config: {}", binding["config"]));
+                }
             }
         }
         AdminCommand::Rm {

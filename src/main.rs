@@ -31,6 +31,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only complicate the clap derive"
+)]
 enum Command {
     /// Run every listener and background worker until SIGTERM or SIGINT.
     Serve,

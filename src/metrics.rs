@@ -47,8 +47,9 @@ pub struct Metrics {
     pub plugin_failures: IntCounterVec,
     /// `export_service_plugin_seconds{plugin, version}`: wall time of uploads through a plugin.
     pub plugin_seconds: HistogramVec,
-    /// `export_service_plugin_binding_info{application, resource, plugin, version}`: 1 for each
-    /// registry binding in force on this replica.
+    /// `export_service_plugin_binding_info{application, resource, scope, plugin, version}`: how
+    /// many registry bindings in force on this replica have these labels (organisation-scoped
+    /// ones are counted, not named, to bound the series).
     pub plugin_binding_info: IntGaugeVec,
     /// `export_service_plugin_load_failures_total{plugin, version}`: bindings this replica could
     /// not apply (it kept the previous one).
@@ -199,9 +200,9 @@ impl Metrics {
         let plugin_binding_info = IntGaugeVec::new(
             Opts::new(
                 "export_service_plugin_binding_info",
-                "Registry bindings in force on this replica (1 per binding)",
+                "Registry bindings in force on this replica, by scope",
             ),
-            &["application", "resource", "plugin", "version"],
+            &["application", "resource", "scope", "plugin", "version"],
         )
         .expect("valid metric");
         let plugin_load_failures = IntCounterVec::new(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::response::IntoResponse;
 use export_plugin_host::Violation;
 use export_service::delivery::{DeliveryError, Refusal};
-use export_service::domain::{ExportId, SourceId};
+use export_service::domain::{BindingKey, ExportId, SourceId};
 use export_service::http::admin::AdminApiDoc;
 use export_service::http::error::ApiError;
 use export_service::http::openapi::PublicApiDoc;
@@ -63,7 +63,7 @@ async fn upload_failures_as_answered() {
     let answers = json!({
         "too_large": answer(DeliveryError::TooLarge { limit: 500 * 1024 * 1024 }).await,
         "plugin_not_loaded": answer(DeliveryError::PluginNotLoaded {
-            application: "exampleApp".into(),
+            binding: BindingKey::new("exampleApp".into(), "*".into(), None),
         })
         .await,
         "export_not_found": answer(DeliveryError::ExportNotFound(export_id)).await,

@@ -15,8 +15,8 @@ use crate::domain::listing::{Direction, ListFilters, ListQuery, SortKey};
 use crate::domain::outbox::{CancelledSource, OutboxEvent, Withdrawal};
 use crate::domain::quota::{self, QuotaExceeded, Quotas, SOURCE_WINDOW, Usage};
 use crate::domain::{
-    Application, Archive, Delivery, Export, ExportId, ExportStatus, ExportSummary, NewExport,
-    Owner, PluginStamp, RefusedUpload, Resource, Source, SourceId, SourceStatus,
+    Application, Archive, BindingScope, Delivery, Export, ExportId, ExportStatus, ExportSummary,
+    NewExport, Owner, PluginStamp, RefusedUpload, Resource, Source, SourceId, SourceStatus,
 };
 
 const EXPORT_COLUMNS: &str = "e.id, e.org_id, e.account_id, e.identity_type, e.username, \
@@ -343,7 +343,7 @@ async fn sources_in(
     sqlx::query(
         "SELECT id, application, resource, filters::text AS filters, status, code, message, \
                 object_key, sha256, bytes, rows, plugin_name, plugin_version, plugin_digest, \
-                last_error_code, last_error_message, last_error_at \
+                plugin_scope, last_error_code, last_error_message, last_error_at \
          FROM sources WHERE export_id = $1 ORDER BY position",
     )
     .bind(export_id)
@@ -525,6 +525,10 @@ fn delivery_from_row(row: &PgRow) -> Result<Option<Delivery>, DbError> {
                     name,
                     version,
                     digest,
+                    scope: row
+                        .try_get::<Option<String>, _>("plugin_scope")?
+                        .as_deref()
+                        .and_then(BindingScope::parse),
                 }),
                 _ => None,
             },

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
 
 use super::DbError;
-use crate::domain::{Application, Resource};
+use crate::domain::{ANY_ORG, Application, BindingKey, OrgId, Resource};
 
 /// The `LISTEN/NOTIFY` channel that tells replicas the bindings changed.
 pub const PLUGINS_CHANNEL: &str = "export_plugins";
@@ -35,17 +35,58 @@ pub struct PluginVersion {
     pub created_by: String,
 }
 
-/// One binding change (the newest per application and resource is in force).
+/// What a binding change was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BindingAction {
+    /// A version was bound (or bound again with another configuration).
+    Bind,
+    /// The binding was removed.
+    Unbind,
+    /// The previous version and configuration were bound again.
+    Rollback,
+}
+
+impl BindingAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Bind => "bind",
+            Self::Unbind => "unbind",
+            Self::Rollback => "rollback",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, DbError> {
+        match text {
+            "bind" => Ok(Self::Bind),
+            "unbind" => Ok(Self::Unbind),
+            "rollback" => Ok(Self::Rollback),
+            other => Err(DbError::Corrupt(format!(
+                "unknown binding action '{other}'"
+            ))),
+        }
+    }
+}
+
+/// One binding change (the newest per application, resource and organisation is in force).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BindingRecord {
     /// The change's sequence number.
     pub id: i64,
+    /// What the change was.
+    pub action: BindingAction,
     /// The application whose uploads it applies to.
     #[schema(value_type = String)]
     pub application: Application,
     /// The resource (`*` = every resource of the application).
     #[schema(value_type = String)]
     pub resource: Resource,
+    /// The organisation whose uploads it applies to (`null` = every organisation).
+    #[schema(value_type = Option<String>)]
+    pub org_id: Option<OrgId>,
+    /// How specific the binding is: `application`, `resource`, `org` or `org-resource`.
+    #[schema(value_type = String)]
+    pub scope: crate::domain::BindingScope,
     /// The plugin, or `None` when the binding was removed.
     pub plugin: Option<String>,
     /// The plugin's version.
@@ -62,6 +103,17 @@ pub struct BindingRecord {
     /// Where the bound version's bytes are.
     #[serde(skip)]
     pub object_key: Option<String>,
+}
+
+impl BindingRecord {
+    /// What the binding is for.
+    pub fn key(&self) -> BindingKey {
+        BindingKey::new(
+            self.application.clone(),
+            self.resource.clone(),
+            self.org_id.clone(),
+        )
+    }
 }
 
 /// What storing a version did.
@@ -91,8 +143,8 @@ pub enum BindOutcome {
 pub enum VersionDeleted {
     /// Deleted; the object key is returned when no other version uses the same bytes.
     Deleted(Option<String>),
-    /// Refused: these bindings (application, resource) use it.
-    Bound(Vec<(String, String)>),
+    /// Refused: these bindings use it.
+    Bound(Vec<BindingKey>),
     /// There is no such version.
     Unknown,
 }
@@ -100,10 +152,10 @@ pub enum VersionDeleted {
 /// A binding to record.
 #[derive(Debug, Clone)]
 pub struct NewBinding<'a> {
-    /// The application.
-    pub application: &'a Application,
-    /// The resource, or `*`.
-    pub resource: &'a Resource,
+    /// What it is for.
+    pub key: &'a BindingKey,
+    /// What the change is.
+    pub action: BindingAction,
     /// Plugin name and version; `None` removes the binding.
     pub plugin: Option<(&'a str, &'a str)>,
     /// Configuration for the plugin.
@@ -112,8 +164,8 @@ pub struct NewBinding<'a> {
     pub by: &'a str,
 }
 
-const BINDING_COLUMNS: &str = "b.id, b.application, b.resource, b.plugin_name, b.plugin_version, \
-     b.config, b.created_at, b.created_by, v.digest, v.object_key";
+const BINDING_COLUMNS: &str = "b.id, b.action, b.application, b.resource, b.org_id, b.plugin_name, \
+     b.plugin_version, b.config, b.created_at, b.created_by, v.digest, v.object_key";
 
 /// The registry's tables.
 #[derive(Debug, Clone)]
@@ -211,17 +263,18 @@ impl PluginRepository {
     ) -> Result<VersionDeleted, DbError> {
         let mut transaction = self.pool.begin().await?;
         lock_registry(&mut transaction).await?;
-        let bound: Vec<(String, String)> = sqlx::query(&format!(
-            "{ACTIVE} SELECT application, resource FROM active \
-             WHERE plugin_name = $1 AND plugin_version = $2 ORDER BY application, resource"
+        let bound: Vec<BindingKey> = sqlx::query(&format!(
+            "{ACTIVE} SELECT application, resource, org_id FROM active \
+             WHERE plugin_name = $1 AND plugin_version = $2 \
+             ORDER BY application, resource, org_id"
         ))
         .bind(name)
         .bind(version)
         .fetch_all(&mut *transaction)
         .await?
         .iter()
-        .map(|row| Ok((row.try_get("application")?, row.try_get("resource")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+        .map(key_from_row)
+        .collect::<Result<_, DbError>>()?;
         if !bound.is_empty() {
             return Ok(VersionDeleted::Bound(bound));
         }
@@ -254,20 +307,17 @@ impl PluginRepository {
     }
 
     /// Binds the application's previous plugin version (and configuration) again.
-    pub async fn rollback(
-        &self,
-        application: &Application,
-        resource: &Resource,
-        by: &str,
-    ) -> Result<BindOutcome, DbError> {
+    pub async fn rollback(&self, key: &BindingKey, by: &str) -> Result<BindOutcome, DbError> {
         let mut transaction = self.pool.begin().await?;
         lock_registry(&mut transaction).await?;
         let history = sqlx::query(
             "SELECT plugin_name, plugin_version, config FROM plugin_bindings \
-             WHERE application = $1 AND resource = $2 ORDER BY id DESC LIMIT 100",
+             WHERE application = $1 AND resource = $2 AND org_id = $3 \
+             ORDER BY id DESC LIMIT 100",
         )
-        .bind(application.as_str())
-        .bind(resource.as_str())
+        .bind(key.application.as_str())
+        .bind(key.resource.as_str())
+        .bind(key.org_column())
         .fetch_all(&mut *transaction)
         .await?;
         type Entry = (Option<String>, Option<String>, Option<serde_json::Value>);
@@ -292,8 +342,8 @@ impl PluginRepository {
         let outcome = record_binding(
             &mut transaction,
             &NewBinding {
-                application,
-                resource,
+                key,
+                action: BindingAction::Rollback,
                 plugin,
                 config: previous.2.as_ref(),
                 by,
@@ -304,13 +354,13 @@ impl PluginRepository {
         Ok(outcome)
     }
 
-    /// The bindings in force (removed ones left out), by application and resource.
+    /// The bindings in force (removed ones left out), by application, resource and organisation.
     pub async fn active_bindings(&self) -> Result<Vec<BindingRecord>, DbError> {
         let rows = sqlx::query(&format!(
             "{ACTIVE} SELECT {} FROM active b \
              LEFT JOIN plugin_versions v \
                ON v.name = b.plugin_name AND v.version = b.plugin_version \
-             WHERE b.plugin_name IS NOT NULL ORDER BY b.application, b.resource",
+             WHERE b.plugin_name IS NOT NULL ORDER BY b.application, b.resource, b.org_id",
             BINDING_COLUMNS
         ))
         .fetch_all(&self.pool)
@@ -318,32 +368,36 @@ impl PluginRepository {
         rows.iter().map(binding_from_row).collect()
     }
 
-    /// Every binding change of an application (of one resource when given), newest first.
+    /// Every binding change of an application (of one resource, one organisation's bindings —
+    /// [`ANY_ORG`] for those of every organisation — when given), newest first.
     pub async fn history(
         &self,
         application: &Application,
         resource: Option<&Resource>,
+        org: Option<&str>,
     ) -> Result<Vec<BindingRecord>, DbError> {
         let rows = sqlx::query(&format!(
             "SELECT {} FROM plugin_bindings b \
              LEFT JOIN plugin_versions v \
                ON v.name = b.plugin_name AND v.version = b.plugin_version \
              WHERE b.application = $1 AND ($2::text IS NULL OR b.resource = $2) \
+               AND ($3::text IS NULL OR b.org_id = $3) \
              ORDER BY b.id DESC LIMIT 1000",
             BINDING_COLUMNS
         ))
         .bind(application.as_str())
         .bind(resource.map(Resource::as_str))
+        .bind(org)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(binding_from_row).collect()
     }
 }
 
-/// The newest binding row per application and resource.
+/// The newest binding row per application, resource and organisation.
 const ACTIVE: &str = "WITH active AS ( \
-     SELECT DISTINCT ON (application, resource) * FROM plugin_bindings \
-     ORDER BY application, resource, id DESC)";
+     SELECT DISTINCT ON (application, resource, org_id) * FROM plugin_bindings \
+     ORDER BY application, resource, org_id, id DESC)";
 
 /// Serialises registry changes (a binding cannot race a deletion of its version).
 async fn lock_registry(transaction: &mut Transaction<'_, Postgres>) -> Result<(), DbError> {
@@ -369,11 +423,14 @@ async fn record_binding(
     }
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO plugin_bindings \
-             (application, resource, plugin_name, plugin_version, config, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+             (application, resource, org_id, action, plugin_name, plugin_version, config, \
+              created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
-    .bind(binding.application.as_str())
-    .bind(binding.resource.as_str())
+    .bind(binding.key.application.as_str())
+    .bind(binding.key.resource.as_str())
+    .bind(binding.key.org_column())
+    .bind(binding.action.as_str())
     .bind(binding.plugin.map(|(name, _)| name))
     .bind(binding.plugin.map(|(_, version)| version))
     .bind(binding.config)
@@ -411,11 +468,24 @@ fn version_from_row(row: &PgRow) -> Result<PluginVersion, DbError> {
     })
 }
 
+fn key_from_row(row: &PgRow) -> Result<BindingKey, DbError> {
+    let org: String = row.try_get("org_id")?;
+    Ok(BindingKey::new(
+        Application::from(row.try_get::<String, _>("application")?),
+        Resource::from(row.try_get::<String, _>("resource")?),
+        (org != ANY_ORG).then(|| OrgId::from(org)),
+    ))
+}
+
 fn binding_from_row(row: &PgRow) -> Result<BindingRecord, DbError> {
+    let key = key_from_row(row)?;
     Ok(BindingRecord {
         id: row.try_get("id")?,
-        application: Application::from(row.try_get::<String, _>("application")?),
-        resource: Resource::from(row.try_get::<String, _>("resource")?),
+        action: BindingAction::parse(&row.try_get::<String, _>("action")?)?,
+        scope: key.scope(),
+        application: key.application,
+        resource: key.resource,
+        org_id: key.org,
         plugin: row.try_get("plugin_name")?,
         version: row.try_get("plugin_version")?,
         digest: row.try_get("digest")?,

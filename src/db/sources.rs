@@ -216,7 +216,7 @@ impl SourceRepository {
                         "UPDATE sources SET status = $10, object_key = $2, sha256 = $3, bytes = $4, rows = $5, \
                     completed_at = now(), updated_at = now(), upload_lease_until = NULL, upload_token = NULL, \
                     last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, \
-                    plugin_name = $7, plugin_version = $8, plugin_digest = $9 \
+                    plugin_name = $7, plugin_version = $8, plugin_digest = $9, plugin_scope = $12 \
              WHERE id = $1 AND status = $11 AND upload_token = $6",
         )
         .bind(target.source_id)
@@ -230,6 +230,13 @@ impl SourceRepository {
         .bind(stored.plugin.as_ref().map(|plugin| plugin.digest.as_str()))
         .bind(SourceStatus::Complete)
         .bind(SourceStatus::Pending)
+        .bind(
+            stored
+                .plugin
+                .as_ref()
+                .and_then(|plugin| plugin.scope)
+                .map(crate::domain::BindingScope::as_str),
+        )
         .execute(&mut *transaction)
         .await?
         .rows_affected();

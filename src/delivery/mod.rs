@@ -14,11 +14,11 @@ use crate::config::DataPathConfig;
 use crate::db::sources::{BeginUpload, Lookup, Settled, SourceTarget, StoredUpload};
 use crate::db::{DbError, SourceRepository};
 use crate::domain::psk::Grant;
-use crate::domain::{Application, ExportId, Format, SourceId, SourceStatus};
+use crate::domain::{Application, BindingKey, ExportId, Format, SourceId, SourceStatus};
 use crate::ingest::intake::BodyStream;
 use crate::ingest::{IngestError, Ingested, Limits, Pipeline, Plan, PluginRun};
 use crate::metrics::Metrics;
-use crate::registry::binding::LiveBindings;
+use crate::registry::binding::{LiveBindings, Resolved};
 use crate::storage::{KeyLayout, ObjectStore, StoreError};
 use export_plugin_host::{PluginFailure, Violation};
 use hold::{HeldUploads, UploadHold};
@@ -74,15 +74,14 @@ pub enum DeliveryError {
         /// The limit, in bytes.
         limit: u64,
     },
-    /// The plugin bound to the application is not loaded on this replica yet.
+    /// The plugin bound to the upload is not loaded on this replica yet.
     #[error(
-        "the plugin bound to application '{application}' is not loaded on this replica yet \
-         (its component could not be fetched or compiled); the source stays pending, upload \
-         again shortly"
+        "the plugin bound to {binding} is not loaded on this replica yet (its component could \
+         not be fetched or compiled); the source stays pending, upload again shortly"
     )]
     PluginNotLoaded {
-        /// The application.
-        application: Application,
+        /// The binding whose plugin is missing.
+        binding: BindingKey,
     },
     /// No export has this id.
     #[error("export '{0}' not found")]
@@ -285,15 +284,16 @@ impl Delivery<'_> {
         }
     }
 
-    /// The plugin bound to the target's application and resource now, if any. An upload bound
-    /// to a plugin this replica could not load yet waits (503) rather than being stored
-    /// without the checks its binding promises.
+    /// The plugin bound to the target's application, resource and organisation now, if any. An
+    /// upload bound to a plugin this replica could not load yet waits (503) rather than being
+    /// stored without the checks its binding promises.
     fn plugin_in_force(&self, target: &SourceTarget) -> Result<Option<PluginRun>, DeliveryError> {
         let Some(bindings) = self.plugins else {
             return Ok(None);
         };
-        match bindings.binding_for(&target.application, &target.resource) {
-            Some(binding) => Ok(Some(PluginRun {
+        match bindings.resolve(&target.application, &target.resource, &target.org_id) {
+            Resolved::Bound(binding, key) => Ok(Some(PluginRun {
+                scope: Some(key.scope()),
                 host: bindings.host.clone(),
                 plugin: binding.plugin.clone(),
                 config: binding.config.clone(),
@@ -301,12 +301,8 @@ impl Delivery<'_> {
                 resource: target.resource.clone(),
                 schema: binding.schema_for(target.resource.as_str()),
             })),
-            None if bindings.is_unloaded(&target.application, &target.resource) => {
-                Err(DeliveryError::PluginNotLoaded {
-                    application: target.application.clone(),
-                })
-            }
-            None => Ok(None),
+            Resolved::Unloaded(binding) => Err(DeliveryError::PluginNotLoaded { binding }),
+            Resolved::Unbound => Ok(None),
         }
     }
 

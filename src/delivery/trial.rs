@@ -122,6 +122,7 @@ pub async fn run(trial: &Trial) -> Result<TrialReport, TrialError> {
             application: trial.application.clone(),
             resource: trial.resource.clone(),
             schema: binding.schema_for(trial.resource.as_str()),
+            scope: None,
         }),
     };
     let input = tokio::fs::File::open(&trial.input)

@@ -121,6 +121,9 @@ pub struct PluginStamp {
     pub version: String,
     /// SHA-256 of its component.
     pub digest: String,
+    /// How specific the binding that chose it was (absent for uploads recorded before scopes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<super::BindingScope>,
 }
 
 /// One requested resource of an export.

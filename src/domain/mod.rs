@@ -2,6 +2,7 @@
 //! the HTTP layer parses into these types and the database layer stores them.
 
 pub mod audit;
+pub mod binding_scope;
 pub mod completion;
 pub mod create;
 mod enabled;
@@ -19,6 +20,7 @@ pub mod secret;
 pub mod status;
 pub mod timestamp;
 
+pub use binding_scope::{ANY_ORG, ANY_RESOURCE, BindingKey, BindingScope};
 pub use enabled::{EnabledApps, InvalidEnabledApps};
 pub use export::{
     Archive, Delivery, Export, ExportSummary, IdentityKind, NewExport, NewSource, Owner,

@@ -22,9 +22,9 @@ use super::AppState;
 use super::audit::AuditResource;
 use super::error::{ApiError, ErrorBody};
 use crate::config::push_slots;
-use crate::db::plugins::{BindingRecord, PluginVersion};
+use crate::db::plugins::{BindingAction, BindingRecord, PluginVersion};
 use crate::domain::audit::parse_audit_query;
-use crate::domain::{Application, Format, Resource, timestamp};
+use crate::domain::{ANY_ORG, Application, BindingKey, Format, OrgId, Resource, timestamp};
 use crate::registry::binding::ANY_RESOURCE;
 use crate::registry::{Registry, RegistryError, SelfTest, SelfTestReport};
 
@@ -167,6 +167,16 @@ pub enum AdminError {
     /// The push request is malformed.
     #[error("{0}")]
     BadPush(String),
+    /// A binding's scope is given twice, differently.
+    #[error("{what} is '{query}' in the query but '{body}' in the body; give it once")]
+    ScopeTwice {
+        /// `resource` or `org_id`.
+        what: &'static str,
+        /// The query's value.
+        query: String,
+        /// The body's value.
+        body: String,
+    },
     /// The component is larger than `PLUGIN_MAX_COMPONENT_SIZE`.
     #[error("the component is larger than {limit_mib} MiB (PLUGIN_MAX_COMPONENT_SIZE)")]
     ComponentTooLarge {
@@ -203,7 +213,9 @@ impl From<AdminError> for ApiError {
             AdminError::SlotsTaken { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(5)
             }
-            AdminError::BadPush(_) => ApiError::bad_request(message),
+            AdminError::BadPush(_) | AdminError::ScopeTwice { .. } => {
+                ApiError::bad_request(message)
+            }
             AdminError::ComponentTooLarge { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
             }
@@ -582,8 +594,13 @@ pub struct BindRequest {
     pub plugin: String,
     /// The version to activate.
     pub version: String,
-    /// One resource of the application, or `*` (the default) for all of them.
+    /// One resource of the application, or `*` (the default) for all of them. May be given in
+    /// the query instead.
     pub resource: Option<String>,
+    /// One organisation (tenant) whose uploads the binding applies to; absent for every
+    /// organisation. An organisation's binding wins over the application's. May be given in the
+    /// query instead.
+    pub org_id: Option<String>,
     /// The plugin's configuration (a JSON object; `schema` is a JSON Schema the host checks).
     #[schema(value_type = Option<Object>)]
     pub config: Option<serde_json::Value>,
@@ -592,24 +609,52 @@ pub struct BindRequest {
 /// Which binding of an application.
 #[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ResourceSelector {
+#[into_params(parameter_in = Query)]
+pub struct BindingSelector {
     /// One resource, or `*` (the default).
     pub resource: Option<String>,
+    /// One organisation's binding; absent for the binding of every organisation.
+    pub org_id: Option<String>,
 }
 
-fn resource_of(selector: Option<String>) -> Resource {
-    Resource::from(selector.unwrap_or_else(|| ANY_RESOURCE.to_owned()))
+impl BindingSelector {
+    /// The binding of `application` this selects.
+    fn key(self, application: Application) -> BindingKey {
+        BindingKey::new(
+            application,
+            Resource::from(self.resource.unwrap_or_else(|| ANY_RESOURCE.to_owned())),
+            self.org_id.filter(|org| org != ANY_ORG).map(OrgId::from),
+        )
+    }
 }
 
-/// Bind an application (or one of its resources) to a plugin version; every replica applies it
-/// within about a second. Uploads already running finish on the version they started with.
+/// The value given in the query or the body (refused when both give different ones).
+fn once(
+    what: &'static str,
+    query: Option<String>,
+    body: Option<String>,
+) -> Result<Option<String>, AdminError> {
+    match (query, body) {
+        (Some(query), Some(body)) if query != body => {
+            Err(AdminError::ScopeTwice { what, query, body })
+        }
+        (query, body) => Ok(query.or(body)),
+    }
+}
+
+/// Bind an application (or one of its resources, for every organisation or one) to a plugin
+/// version; every replica applies it within about a second. Uploads already running finish on
+/// the version they started with. The most specific binding of an upload applies: the
+/// organisation's for the resource, the organisation's for the application, the resource's,
+/// then the application's.
 #[utoipa::path(
     put, path = "/bindings/{application}", tag = "bindings",
-    params(("application" = String, Path)),
+    params(("application" = String, Path), BindingSelector),
     request_body = BindRequest,
     responses(
         (status = 200, description = "In force", body = BindingRecord),
-        (status = 422, description = "Unknown version, application or resource, or a bad configuration", body = ErrorBody),
+        (status = 400, description = "The resource or organisation is given twice, differently", body = ErrorBody),
+        (status = 422, description = "Unknown version, application or resource, a malformed org_id, or a bad configuration", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -617,28 +662,33 @@ pub async fn bind(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(application): Path<Application>,
+    Query(selector): Query<BindingSelector>,
     Json(request): Json<BindRequest>,
 ) -> Result<Json<BindingRecord>, ApiError> {
     let (registry, who) = operator(&state, &headers)?;
-    let resource = resource_of(request.resource);
+    let key = BindingSelector {
+        resource: once("resource", selector.resource, request.resource)?,
+        org_id: once("org_id", selector.org_id, request.org_id)?,
+    }
+    .key(application);
     let record = registry
         .bind(
-            &application,
-            &resource,
+            &key,
             &request.plugin,
             &request.version,
             request.config,
             &who,
         )
         .await?;
-    tracing::info!(%application, %resource, plugin = %request.plugin, version = %request.version, by = %who, "plugin bound");
+    tracing::info!(binding = %key, plugin = %request.plugin, version = %request.version, by = %who, "plugin bound");
     Ok(Json(record))
 }
 
-/// Remove an application's binding (its uploads then run without a plugin).
+/// Remove a binding (uploads it applied to then use the next less specific binding, or run
+/// without a plugin).
 #[utoipa::path(
     delete, path = "/bindings/{application}", tag = "bindings",
-    params(("application" = String, Path), ResourceSelector),
+    params(("application" = String, Path), BindingSelector),
     responses(
         (status = 200, body = BindingRecord),
         (status = 401, body = ErrorBody),
@@ -650,20 +700,22 @@ pub async fn unbind(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(application): Path<Application>,
-    Query(selector): Query<ResourceSelector>,
+    Query(selector): Query<BindingSelector>,
 ) -> Result<Json<BindingRecord>, ApiError> {
     let (registry, who) = operator(&state, &headers)?;
-    let resource = resource_of(selector.resource);
-    Ok(Json(registry.unbind(&application, &resource, &who).await?))
+    let key = selector.key(application);
+    let record = registry.unbind(&key, &who).await?;
+    tracing::info!(binding = %key, by = %who, "plugin unbound");
+    Ok(Json(record))
 }
 
 /// Bind the previous version (and configuration) again.
 #[utoipa::path(
     post, path = "/bindings/{application}/rollback", tag = "bindings",
-    params(("application" = String, Path), ResourceSelector),
+    params(("application" = String, Path), BindingSelector),
     responses(
         (status = 200, description = "Rolled back", body = BindingRecord),
-        (status = 409, description = "Nothing to roll back to", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to (the message names where the application is bound)", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -671,19 +723,31 @@ pub async fn rollback(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(application): Path<Application>,
-    Query(selector): Query<ResourceSelector>,
+    Query(selector): Query<BindingSelector>,
 ) -> Result<Json<BindingRecord>, ApiError> {
     let (registry, who) = operator(&state, &headers)?;
-    let resource = resource_of(selector.resource);
-    let record = registry.rollback(&application, &resource, &who).await?;
-    tracing::info!(%application, %resource, plugin = ?record.plugin, version = ?record.version, by = %who, "plugin binding rolled back");
+    let key = selector.key(application);
+    let record = registry.rollback(&key, &who).await?;
+    tracing::info!(binding = %key, plugin = ?record.plugin, version = ?record.version, by = %who, "plugin binding rolled back");
     Ok(Json(record))
 }
 
-/// Every binding change of an application, newest first.
+/// Which changes of an application's bindings to show.
+#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistorySelector {
+    /// Only this resource's bindings (`*` for those of every resource).
+    pub resource: Option<String>,
+    /// Only this organisation's bindings (`*` for those of every organisation); absent for all.
+    pub org_id: Option<String>,
+}
+
+/// Every binding change of an application, newest first: what was done (bind, unbind,
+/// rollback), at which scope, by whom, with which version and configuration.
 #[utoipa::path(
     get, path = "/bindings/{application}/history", tag = "bindings",
-    params(("application" = String, Path), ResourceSelector),
+    params(("application" = String, Path), HistorySelector),
     responses((status = 200, body = Listed<BindingRecord>)),
     security(("admin_token" = []))
 )]
@@ -691,7 +755,7 @@ pub async fn history(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(application): Path<String>,
-    Query(selector): Query<ResourceSelector>,
+    Query(selector): Query<HistorySelector>,
 ) -> Result<Json<Listed<BindingRecord>>, ApiError> {
     let (registry, _) = operator(&state, &headers)?;
     Ok(Json(Listed {
@@ -700,6 +764,7 @@ pub async fn history(
             .history(
                 &Application::from(application),
                 selector.resource.map(Resource::from).as_ref(),
+                selector.org_id.as_deref(),
             )
             .await?,
     }))
@@ -720,7 +785,7 @@ pub async fn history(
     ),
     components(schemas(
         ErrorBody, PushRequest, SelfTestRequest, PushResponse, PluginVersion, BindingRecord,
-        BindRequest, SelfTestReport, Format, AuditPage, AuditView
+        BindingAction, BindRequest, SelfTestReport, Format, AuditPage, AuditView
     )),
     modifiers(&AdminTokenScheme),
     tags(

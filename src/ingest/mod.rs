@@ -20,7 +20,7 @@ use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::domain::{Application, Format, PluginStamp, Resource};
+use crate::domain::{Application, BindingScope, Format, PluginStamp, Resource};
 use crate::storage::{ObjectStore, PutError, StoreError};
 use convert::Converting;
 use export_plugin_host::Violation;
@@ -64,6 +64,8 @@ pub struct PluginRun {
     pub resource: Resource,
     /// The JSON Schema the stored records must satisfy, if the binding has one.
     pub schema: Option<Arc<jsonschema::Validator>>,
+    /// How specific the binding that chose the plugin is (`None` when no binding did: a trial).
+    pub scope: Option<BindingScope>,
 }
 
 /// Why an upload was not stored. Nothing is left in the store in any of these cases.
@@ -191,6 +193,7 @@ impl Pipeline {
                     name: run.plugin.info.name.clone(),
                     version: run.plugin.info.version.clone(),
                     digest: run.plugin.digest.clone(),
+                    scope: run.scope,
                 };
                 // A plugin that does not convert gets (and gives back) the uploaded format;
                 // the default converter then turns its output into the export's format.

@@ -1,12 +1,14 @@
 //! Which plugin runs on whose uploads: a binding (plugin + configuration), the table of bindings
-//! by application and resource, and the live set a running service swaps atomically.
+//! by application, resource and organisation, and the live set a running service swaps
+//! atomically.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use export_plugin_host::{LoadedPlugin, PluginHost};
 
-use crate::domain::{Application, Resource};
+pub use crate::domain::{ANY_RESOURCE, BindingKey};
+use crate::domain::{Application, OrgId, Resource};
 use crate::ingest::schema::{SchemaError, compile};
 
 /// A plugin bound to an application's uploads, with its configuration.
@@ -102,17 +104,24 @@ impl Binding {
     }
 }
 
-/// The resource that stands for every resource of an application.
-pub const ANY_RESOURCE: &str = "*";
-
-/// Bindings by (application, resource); `*` for every resource of the application.
+/// Bindings by what they are for.
 pub type BindingTable = HashMap<BindingKey, Arc<Binding>>;
 
-/// What a binding is for: an application and one of its resources, or [`ANY_RESOURCE`].
-pub type BindingKey = (Application, Resource);
+/// Which binding applies to an upload.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    /// This binding, found under this key.
+    Bound(Arc<Binding>, BindingKey),
+    /// The most specific binding is in the registry but this replica has not loaded its plugin
+    /// (its bytes could not be fetched yet, say): the upload must not run without it, nor with
+    /// a less specific binding's plugin.
+    Unloaded(BindingKey),
+    /// No binding: the upload runs without a plugin.
+    Unbound,
+}
 
 /// The bindings a running service uses: those of the plugin directory and those of the registry
-/// (which win where both bind the same application and resource). Each source is replaced as a
+/// (which win where both bind the same key). Each source is replaced as a
 /// whole, so an upload sees either the old bindings or the new ones, never a mix; an upload
 /// keeps the binding it started with.
 #[derive(Debug)]
@@ -148,8 +157,8 @@ impl LiveBindings {
             .directory = Arc::new(table);
     }
 
-    /// Replaces the registry's bindings, and the (application, resource) keys bound in the
-    /// registry whose plugin this replica could not load.
+    /// Replaces the registry's bindings, and the keys bound in the registry whose plugin this
+    /// replica could not load.
     pub fn set_registry(&self, table: BindingTable, unloaded: HashSet<BindingKey>) {
         let mut sources = self
             .sources
@@ -157,18 +166,6 @@ impl LiveBindings {
             .unwrap_or_else(|poison| poison.into_inner());
         sources.registry = Arc::new(table);
         sources.unloaded = Arc::new(unloaded);
-    }
-
-    /// Whether uploads of `resource` of `application` are bound to a plugin this replica has
-    /// not loaded (its bytes could not be fetched yet, say): they must not run without it.
-    pub fn is_unloaded(&self, application: &Application, resource: &Resource) -> bool {
-        let unloaded = self
-            .sources
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .unloaded
-            .clone();
-        keys(application, resource).any(|key| unloaded.contains(&key))
     }
 
     /// The registry's bindings now in force.
@@ -180,30 +177,33 @@ impl LiveBindings {
             .clone()
     }
 
-    /// The binding for uploads of `resource` of `application`, if any: a binding of that
-    /// resource, else one of every resource, whose plugin handles the resource.
-    pub fn binding_for(
-        &self,
-        application: &Application,
-        resource: &Resource,
-    ) -> Option<Arc<Binding>> {
-        let (directory, registry) = {
+    /// The binding for uploads of `resource` of `application` from `org`: the most specific one
+    /// (see [`BindingKey::candidates`]) whose plugin handles the resource; at each key the
+    /// registry's binding wins over the plugin directory's.
+    pub fn resolve(&self, application: &Application, resource: &Resource, org: &OrgId) -> Resolved {
+        let (directory, registry, unloaded) = {
             let sources = self
                 .sources
                 .read()
                 .unwrap_or_else(|poison| poison.into_inner());
-            (sources.directory.clone(), sources.registry.clone())
+            (
+                sources.directory.clone(),
+                sources.registry.clone(),
+                sources.unloaded.clone(),
+            )
         };
-        keys(application, resource)
-            .flat_map(|key| [registry.get(&key).cloned(), directory.get(&key).cloned()])
-            .flatten()
-            .find(|binding| binding.handles(resource.as_str()))
+        for key in BindingKey::candidates(application, resource, org) {
+            if unloaded.contains(&key) {
+                return Resolved::Unloaded(key);
+            }
+            let found = [registry.get(&key), directory.get(&key)]
+                .into_iter()
+                .flatten()
+                .find(|binding| binding.handles(resource.as_str()));
+            if let Some(binding) = found {
+                return Resolved::Bound(binding.clone(), key);
+            }
+        }
+        Resolved::Unbound
     }
-}
-
-/// The keys that may bind uploads of `resource`, most specific first.
-fn keys(application: &Application, resource: &Resource) -> impl Iterator<Item = BindingKey> {
-    [resource.clone(), Resource::from(ANY_RESOURCE)]
-        .into_iter()
-        .map(move |resource| (application.clone(), resource))
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::binding::{ANY_RESOURCE, Binding, BindingTable};
+use super::binding::{ANY_RESOURCE, Binding, BindingKey, BindingTable};
 use crate::domain::{Application, Resource};
 use export_plugin_host::{PluginFailure, PluginHost};
 
@@ -36,7 +36,11 @@ pub fn load_directory(host: &PluginHost, directory: &Path) -> Result<BindingTabl
             "plugin bound from the plugin directory"
         );
         table.insert(
-            (Application::from(application), Resource::from(ANY_RESOURCE)),
+            BindingKey::new(
+                Application::from(application),
+                Resource::from(ANY_RESOURCE),
+                None,
+            ),
             Arc::new(binding),
         );
     }

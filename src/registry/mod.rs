@@ -14,10 +14,10 @@ use tokio::io::AsyncReadExt;
 use crate::config::EnabledApps;
 use crate::db::DbError;
 use crate::db::plugins::{
-    BindOutcome, BindingRecord, NewBinding, PluginRepository, PluginVersion, VersionDeleted,
-    VersionStored,
+    BindOutcome, BindingAction, BindingRecord, NewBinding, PluginRepository, PluginVersion,
+    VersionDeleted, VersionStored,
 };
-use crate::domain::{Application, Format, Resource};
+use crate::domain::{BindingKey, Format};
 use crate::registry::binding::{ANY_RESOURCE, Binding, BindingError, LiveBindings};
 use crate::storage::{ObjectStore, StoreError};
 use export_plugin_host::tool::{SessionError, run_session};
@@ -73,22 +73,18 @@ pub enum RegistryError {
     #[error("the configuration is refused: {0}")]
     BadConfig(#[from] BindingError),
     /// Nothing to roll back to.
-    #[error("{application}/{resource} has no earlier binding to roll back to{hint}")]
+    #[error("{key} has no earlier binding to roll back to{hint}")]
     NoPrevious {
-        /// The application.
-        application: Application,
-        /// The resource.
-        resource: Resource,
+        /// The binding asked for.
+        key: BindingKey,
         /// Where the application is bound instead, if anywhere (see [`scope_hint`]).
         hint: String,
     },
     /// Nothing is bound where an unbind asked.
-    #[error("{application}/{resource} is not bound{hint}")]
+    #[error("{key} is not bound{hint}")]
     NotBound {
-        /// The application.
-        application: Application,
-        /// The resource.
-        resource: Resource,
+        /// The binding asked for.
+        key: BindingKey,
         /// Where the application is bound instead, if anywhere (see [`scope_hint`]).
         hint: String,
     },
@@ -99,7 +95,7 @@ pub enum RegistryError {
         name: String,
         /// The version.
         version: String,
-        /// The bindings, as `application/resource`, comma-separated.
+        /// The bindings, as `application/resource` (and `for org …`), comma-separated.
         bindings: String,
     },
     /// The database failed.
@@ -110,23 +106,28 @@ pub enum RegistryError {
     Store(String),
 }
 
-/// Where `application` is bound besides `resource`, for an operator who named the wrong scope:
-/// empty when nowhere else.
-fn scope_hint(active: &[BindingRecord], application: &Application, resource: &Resource) -> String {
+/// Where `key`'s application is bound at other scopes, for an operator who named the wrong
+/// one: empty when nowhere else. Lists a few, then how many more.
+fn scope_hint(active: &[BindingRecord], key: &BindingKey) -> String {
+    const SHOWN: usize = 5;
     let elsewhere: Vec<String> = active
         .iter()
-        .filter(|bound| &bound.application == application && &bound.resource != resource)
-        .map(|bound| format!("{}/{}", bound.application, bound.resource))
+        .filter(|bound| bound.application == key.application && bound.key() != *key)
+        .map(|bound| bound.key().to_string())
         .collect();
     if elsewhere.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; {application} is bound as {} — name that scope (--resource in the CLI, \
-             ?resource= in the API)",
-            elsewhere.join(", ")
-        )
+        return String::new();
     }
+    let more = elsewhere.len().saturating_sub(SHOWN);
+    let mut listed = elsewhere[..elsewhere.len().min(SHOWN)].join(", ");
+    if more > 0 {
+        listed.push_str(&format!(" and {more} more"));
+    }
+    format!(
+        "; {} is bound as {listed} — name that scope (--resource and --org in the CLI, \
+         ?resource= and ?org_id= in the API)",
+        key.application
+    )
 }
 
 /// A sample to run a pushed component on before accepting it.
@@ -261,18 +262,18 @@ impl Registry {
         }
     }
 
-    /// Binds `application` (one resource, or `*`) to a stored version with `config`, after
-    /// checking the configuration against the plugin on this replica.
+    /// Binds `key` (an application, one resource or `*`, one organisation or all) to a stored
+    /// version with `config`, after checking the configuration against the plugin on this
+    /// replica.
     pub async fn bind(
         &self,
-        application: &Application,
-        resource: &Resource,
+        key: &BindingKey,
         name: &str,
         version: &str,
         config: Option<serde_json::Value>,
         by: &str,
     ) -> Result<BindingRecord, RegistryError> {
-        self.check_target(application, resource)?;
+        self.check_target(key)?;
         if let Some(config) = &config
             && !config.is_object()
         {
@@ -292,8 +293,8 @@ impl Registry {
         let outcome = self
             .repository
             .bind(&NewBinding {
-                application,
-                resource,
+                key,
+                action: BindingAction::Bind,
                 plugin: Some((name, version)),
                 config: config.as_ref(),
                 by,
@@ -306,29 +307,20 @@ impl Registry {
         }
     }
 
-    /// Removes the binding of `application` (one resource, or `*`).
-    pub async fn unbind(
-        &self,
-        application: &Application,
-        resource: &Resource,
-        by: &str,
-    ) -> Result<BindingRecord, RegistryError> {
+    /// Removes the binding `key`.
+    pub async fn unbind(&self, key: &BindingKey, by: &str) -> Result<BindingRecord, RegistryError> {
         let active = self.repository.active_bindings().await?;
-        if !active
-            .iter()
-            .any(|bound| &bound.application == application && &bound.resource == resource)
-        {
+        if !active.iter().any(|bound| bound.key() == *key) {
             return Err(RegistryError::NotBound {
-                application: application.clone(),
-                resource: resource.clone(),
-                hint: scope_hint(&active, application, resource),
+                key: key.clone(),
+                hint: scope_hint(&active, key),
             });
         }
         let outcome = self
             .repository
             .bind(&NewBinding {
-                application,
-                resource,
+                key,
+                action: BindingAction::Unbind,
                 plugin: None,
                 config: None,
                 by,
@@ -340,26 +332,20 @@ impl Registry {
         }
     }
 
-    /// Binds the previous version (and configuration) of `application`'s binding again.
+    /// Binds the previous version (and configuration) of the binding `key` again.
     pub async fn rollback(
         &self,
-        application: &Application,
-        resource: &Resource,
+        key: &BindingKey,
         by: &str,
     ) -> Result<BindingRecord, RegistryError> {
-        match self.repository.rollback(application, resource, by).await? {
+        match self.repository.rollback(key, by).await? {
             BindOutcome::Bound(record) => Ok(*record),
             BindOutcome::NoPrevious => Err(RegistryError::NoPrevious {
-                application: application.clone(),
-                resource: resource.clone(),
-                hint: scope_hint(
-                    &self.repository.active_bindings().await?,
-                    application,
-                    resource,
-                ),
+                key: key.clone(),
+                hint: scope_hint(&self.repository.active_bindings().await?, key),
             }),
             BindOutcome::UnknownVersion => Err(RegistryError::UnknownTarget(format!(
-                "the previous binding of {application}/{resource} uses a version that was deleted"
+                "the previous binding of {key} uses a version that was deleted"
             ))),
         }
     }
@@ -381,7 +367,7 @@ impl Registry {
                 version: version.to_owned(),
                 bindings: bindings
                     .iter()
-                    .map(|(application, resource)| format!("{application}/{resource}"))
+                    .map(BindingKey::to_string)
                     .collect::<Vec<_>>()
                     .join(", "),
             }),
@@ -435,11 +421,20 @@ impl Registry {
         Ok(bytes)
     }
 
-    fn check_target(
-        &self,
-        application: &Application,
-        resource: &Resource,
-    ) -> Result<(), RegistryError> {
+    fn check_target(&self, key: &BindingKey) -> Result<(), RegistryError> {
+        let BindingKey {
+            application,
+            resource,
+            org,
+        } = key;
+        if let Some(org) = org
+            && !plain_org(org.as_str())
+        {
+            return Err(RegistryError::UnknownTarget(format!(
+                "org_id '{org}' must be 1 to 64 letters, digits, '-' or '_' (the tenant's org_id \
+                 as in its identity)"
+            )));
+        }
         let Some(resources) = self.applications.resources(application.as_str()) else {
             return Err(RegistryError::UnknownTarget(format!(
                 "application '{application}' is not one the service exports (EXPORT_ENABLE_APPS)"
@@ -452,6 +447,16 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// Organisation ids are numeric upstream; anything plain is accepted, `*` (every organisation)
+/// is not one.
+fn plain_org(org: &str) -> bool {
+    !org.is_empty()
+        && org.len() <= 64
+        && org
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
 fn unreachable_outcome<T>() -> Result<T, RegistryError> {

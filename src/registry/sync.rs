@@ -30,7 +30,7 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
     let mut table = BindingTable::new();
     let mut unloaded = HashSet::new();
     for record in records {
-        let key = (record.application.clone(), record.resource.clone());
+        let key = record.key();
         let (Some(name), Some(version)) = (&record.plugin, &record.version) else {
             continue;
         };
@@ -65,10 +65,7 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
         };
         match loaded {
             Ok(binding) => {
-                tracing::info!(
-                    application = %key.0, resource = %key.1, plugin = %name, %version,
-                    "plugin binding applied"
-                );
+                tracing::info!(binding = %key, plugin = %name, %version, "plugin binding applied");
                 table.insert(key, Arc::new(binding));
             }
             Err(reason) => {
@@ -77,7 +74,7 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
                     .with_label_values(&[name.as_str(), version.as_str()])
                     .inc();
                 tracing::error!(
-                    application = %key.0, resource = %key.1, plugin = %name, %version, %reason,
+                    binding = %key, plugin = %name, %version, %reason,
                     "cannot apply a plugin binding; keeping the previous one"
                 );
                 match previous.get(&key) {
@@ -97,19 +94,22 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
     Ok(count)
 }
 
-/// Sets `export_service_plugin_binding_info` to the bindings in force.
+/// Sets `export_service_plugin_binding_info` to the bindings in force. Organisation-scoped
+/// bindings are counted under their scope, not labelled by organisation, so the number of
+/// series stays bounded by applications × resources × versions whatever the tenants.
 fn publish_bindings(registry: &Registry, metrics: &Metrics) {
     metrics.plugin_binding_info.reset();
-    for ((application, resource), binding) in registry.bindings().registry().iter() {
+    for (key, binding) in registry.bindings().registry().iter() {
         metrics
             .plugin_binding_info
             .with_label_values(&[
-                application.as_str(),
-                resource.as_str(),
+                key.application.as_str(),
+                key.resource.as_str(),
+                key.scope().as_str(),
                 binding.plugin.info.name.as_str(),
                 binding.plugin.info.version.as_str(),
             ])
-            .set(1);
+            .inc();
     }
 }
 

@@ -754,7 +754,7 @@ fn exported_metric_names() -> BTreeSet<String> {
         .observe(0.1);
     metrics
         .plugin_binding_info
-        .with_label_values(&["a", "r", "p", "1"])
+        .with_label_values(&["a", "r", "application", "p", "1"])
         .set(1);
     metrics
         .plugin_load_failures

@@ -62,16 +62,23 @@ async fn upload_once(app: &TestApp) -> (u16, Option<String>) {
 
 /// [`upload_once`] for another resource of exampleApp.
 async fn upload_to(app: &TestApp, resource: &str) -> (u16, Option<String>) {
-    let caller = Caller::user("org-1", "alice");
+    let (status, version, _) = upload_for(app, "org-1", resource).await;
+    (status, version)
+}
+
+/// [`upload_to`] in an export of organisation `org`; also returns the export's id.
+async fn upload_for(app: &TestApp, org: &str, resource: &str) -> (u16, Option<String>, String) {
+    let caller = Caller::user(org, "alice");
     let created = app
         .create(
             &caller,
             export_request("r", "csv", &[("exampleApp", resource)]),
         )
         .await;
+    let export = created["id"].as_str().unwrap().to_owned();
     let reply = app
         .upload(
-            created["id"].as_str().unwrap(),
+            &export,
             "exampleApp",
             created["sources"][0]["id"].as_str().unwrap(),
             Some("psk-example"),
@@ -81,7 +88,29 @@ async fn upload_to(app: &TestApp, resource: &str) -> (u16, Option<String>) {
     let version = reply.json()["plugin"]["version"]
         .as_str()
         .map(str::to_owned);
-    (reply.status, version)
+    (reply.status, version, export)
+}
+
+/// Uploads for `org` until one runs `version`, or panics; returns the last export's id.
+async fn wait_for_org_version(
+    app: &TestApp,
+    org: &str,
+    resource: &str,
+    version: Option<&str>,
+) -> String {
+    let started = Instant::now();
+    loop {
+        let (status, seen, export) = upload_for(app, org, resource).await;
+        assert_eq!(status, 202);
+        if seen.as_deref() == version {
+            return export;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{org}/{resource}: still {seen:?}, wanted {version:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Uploads until one runs `version` (bindings apply within about a second), or panics.
@@ -415,6 +444,185 @@ async fn a_resource_binding_overrides_the_application_binding() {
 }
 
 #[tokio::test]
+async fn an_organisations_binding_applies_to_its_exports_only_and_is_managed_on_its_own() {
+    use reqwest::Method;
+    let app = admin_app().await;
+    for file in ["tagger_v1.wasm", "tagger_v2.wasm"] {
+        assert_eq!(push(&app, plugin_component(file)).await.0, 201);
+    }
+    let bind = |path: &'static str, body: Value| call(&app, Method::PUT, path, Some(body));
+    assert_eq!(
+        bind(
+            "/bindings/exampleApp",
+            json!({"plugin": "tagger", "version": "1.0.0"})
+        )
+        .await
+        .0,
+        200
+    );
+    // One organisation's binding of the whole application (scope in the body) and another's of
+    // one resource (scope in the query).
+    let (status, bound) = bind(
+        "/bindings/exampleApp",
+        json!({"plugin": "tagger", "version": "2.0.0", "org_id": "org-2"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{bound}");
+    assert_eq!(
+        (&bound["org_id"], &bound["scope"], &bound["action"]),
+        (&json!("org-2"), &json!("org"), &json!("bind"))
+    );
+    let (status, bound) = bind(
+        "/bindings/exampleApp?resource=anotherExampleResource&org_id=org-3",
+        json!({"plugin": "tagger", "version": "2.0.0"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{bound}");
+    assert_eq!(bound["scope"], "org-resource");
+
+    let org2 = wait_for_org_version(&app, "org-2", "exampleResource", Some("2.0.0")).await;
+    wait_for_org_version(&app, "org-3", "anotherExampleResource", Some("2.0.0")).await;
+    for (org, resource) in [
+        ("org-1", "exampleResource"),
+        ("org-1", "anotherExampleResource"),
+        ("org-3", "exampleResource"),
+    ] {
+        let (status, version, _) = upload_for(&app, org, resource).await;
+        assert_eq!(
+            (status, version.as_deref()),
+            (202, Some("1.0.0")),
+            "{org}/{resource} keeps the application's binding"
+        );
+    }
+    // The archive says which binding processed the file.
+    let caller = Caller::user("org-2", "alice");
+    app.wait_for_status(&caller, &org2, "complete").await;
+    let (_, archive) = app.download(&caller, &org2).await;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
+    let mut meta = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("meta.json").unwrap(), &mut meta).unwrap();
+    let meta: Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(
+        meta["file_meta"][0]["plugin"],
+        json!({"name": "tagger", "version": "2.0.0", "digest": meta["file_meta"][0]["plugin"]["digest"], "scope": "org"}),
+        "{meta}"
+    );
+    // Metrics count organisation bindings by scope, without naming organisations.
+    for (scope, resource) in [("org", "*"), ("org-resource", "anotherExampleResource")] {
+        let info = format!(
+            r#"export_service_plugin_binding_info{{application="exampleApp",plugin="tagger",resource="{resource}",scope="{scope}",version="2.0.0"}}"#
+        );
+        assert_eq!(app.metric(&info).await, Some(1.0), "{info}");
+    }
+    assert!(!app.metrics_text().await.contains("org-2"));
+
+    // Refusals: the scope given twice, differently; an organisation id that is not one.
+    let (status, reply) = bind(
+        "/bindings/exampleApp?org_id=org-4",
+        json!({"plugin": "tagger", "version": "2.0.0", "org_id": "org-5"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("give it once"),
+        "{reply}"
+    );
+    let (status, reply) = bind(
+        "/bindings/exampleApp",
+        json!({"plugin": "tagger", "version": "2.0.0", "org_id": "org 4"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("org_id 'org 4'"),
+        "{reply}"
+    );
+
+    // Rollback and unbind act on the organisation's binding alone; naming a scope with no
+    // binding says where the application is bound.
+    assert_eq!(
+        bind(
+            "/bindings/exampleApp",
+            json!({"plugin": "tagger", "version": "1.0.0", "org_id": "org-2", "config": {"n": 1}})
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, rolled) = call(
+        &app,
+        Method::POST,
+        "/bindings/exampleApp/rollback?org_id=org-2",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{rolled}");
+    assert_eq!(
+        (&rolled["version"], &rolled["action"]),
+        (&json!("2.0.0"), &json!("rollback"))
+    );
+    let (status, reply) = call(
+        &app,
+        Method::DELETE,
+        "/bindings/exampleApp?org_id=org-9",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{reply}");
+    let message = reply["message"].as_str().unwrap();
+    assert!(
+        message.contains("exampleApp/* for org org-9 is not bound")
+            && message.contains("exampleApp/* for org org-2")
+            && message.contains("--org"),
+        "{reply}"
+    );
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        "/bindings/exampleApp?org_id=org-2",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_for_org_version(&app, "org-2", "exampleResource", Some("1.0.0")).await;
+
+    // The organisation's history: every change, what it was, with its configuration.
+    let (_, history) = call(
+        &app,
+        Method::GET,
+        "/bindings/exampleApp/history?org_id=org-2",
+        None,
+    )
+    .await;
+    let changes: Vec<(String, Value, Value)> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|change| {
+            (
+                change["action"].as_str().unwrap().to_owned(),
+                change["version"].clone(),
+                change["config"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("unbind".to_owned(), Value::Null, Value::Null),
+            ("rollback".to_owned(), json!("2.0.0"), Value::Null),
+            ("bind".to_owned(), json!("1.0.0"), json!({"n": 1})),
+            ("bind".to_owned(), json!("2.0.0"), Value::Null),
+        ]
+    );
+    let (_, all) = call(&app, Method::GET, "/bindings/exampleApp/history", None).await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test]
 async fn the_plugin_directory_is_watched_and_changes_apply_without_a_restart() {
     let directory =
         std::env::temp_dir().join(format!("exsvc-plugins-{}", uuid::Uuid::new_v4().simple()));
@@ -507,6 +715,22 @@ async fn the_cli_pushes_binds_rolls_back_and_removes() {
     );
     let (ok, out) = run(&["history", "exampleApp"]);
     assert!(ok && out.matches("tagger").count() == 3, "{out}");
+    // One tenant's binding, its own history and its removal.
+    let (ok, out) = run(&["bind", "exampleApp", "tagger", "2.0.0", "--org", "org-7"]);
+    assert!(ok && out.contains("org-7"), "{out}");
+    let (ok, out) = run(&["unbind", "exampleApp", "--org", "org-7"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["history", "exampleApp", "--org", "org-7"]);
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert!(
+        ok && rows.len() == 2
+            && rows[0].starts_with("unbind")
+            && rows[1].starts_with("bind")
+            && rows.iter().all(|row| row.contains("org-7")),
+        "{out}"
+    );
+    let (ok, out) = run(&["unbind", "exampleApp", "--org", "org-7"]);
+    assert!(!ok && out.contains("404") && out.contains("--org"), "{out}");
     let (ok, out) = run(&["rm", "tagger", "1.0.0"]);
     assert!(ok && out.contains("deleted: tagger 1.0.0"), "{out}");
     let (ok, out) = run(&["list", "--token", "wrong-token-0123456789"]);
@@ -564,7 +788,7 @@ async fn a_replica_that_cannot_load_a_version_keeps_its_previous_binding_and_say
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(upload_once(&second).await, (202, Some("1.0.0".to_owned())));
-    let info = r#"export_service_plugin_binding_info{application="exampleApp",plugin="tagger",resource="*",version="1.0.0"}"#;
+    let info = r#"export_service_plugin_binding_info{application="exampleApp",plugin="tagger",resource="*",scope="application",version="1.0.0"}"#;
     assert_eq!(second.metric(info).await, Some(1.0));
 
     // A replica started now has no earlier version to keep: its uploads wait (503) rather than
