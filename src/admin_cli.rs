@@ -119,6 +119,64 @@ pub enum AdminCommand {
         #[arg(long = "org", value_name = "ORG_ID")]
         org: Option<String>,
     },
+    /// Start a canary: a version for a share of tenants (or a list) beside the binding, rolled
+    /// back by the service if it fails more often than the binding's version.
+    Canary {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The application.
+        application: String,
+        /// The plugin's name.
+        plugin: String,
+        /// The version to try.
+        version: String,
+        /// One resource (default: every resource of the application).
+        #[arg(long)]
+        resource: Option<String>,
+        /// Percentage of organisations it takes, by a stable hash of their org_id.
+        #[arg(long, default_value_t = 0)]
+        share: u8,
+        /// An organisation it takes whatever its hash (repeatable).
+        #[arg(long = "org", value_name = "ORG_ID")]
+        orgs: Vec<String>,
+        /// The canary's configuration (JSON file).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// How much its failure rate may exceed the binding's before it is rolled back
+        /// (default 0.05).
+        #[arg(long)]
+        max_failure_rate: Option<f64>,
+        /// Uploads it must process before it is judged (default 20).
+        #[arg(long)]
+        min_uploads: Option<u64>,
+    },
+    /// Make the running canary's version the binding for everyone.
+    Promote {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The application.
+        application: String,
+        /// One resource (default: the canary of every resource).
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Stop the running canary; its tenants go back to the binding.
+    Abort {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The application.
+        application: String,
+        /// One resource (default: the canary of every resource).
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Show an application's canaries with their counts, newest first.
+    Canaries {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The application.
+        application: String,
+    },
     /// Delete a plugin version (refused while it is bound).
     Rm {
         #[command(flatten)]
@@ -141,6 +199,10 @@ impl AdminCommand {
             | Self::Unbind { target, .. }
             | Self::Rollback { target, .. }
             | Self::History { target, .. }
+            | Self::Canary { target, .. }
+            | Self::Promote { target, .. }
+            | Self::Abort { target, .. }
+            | Self::Canaries { target, .. }
             | Self::Rm { target, .. } => target,
         }
     }
@@ -286,6 +348,75 @@ fn scope_query(resource: Option<&str>, org: Option<&str>) -> String {
 
 fn segment(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+fn canary_header() {
+    say(&format!(
+        "{:<11} {:<20} {:<16} {:<20} {:<10} {:>6} {:>15} {:>15}  STARTED",
+        "STATE",
+        "APPLICATION",
+        "RESOURCE",
+        "PLUGIN",
+        "VERSION",
+        "SHARE",
+        "CANARY FAILED",
+        "STABLE FAILED"
+    ));
+}
+
+fn print_canary(canary: &Value) {
+    let orgs = canary["org_ids"]
+        .as_array()
+        .filter(|orgs| !orgs.is_empty())
+        .map(|orgs| {
+            let names: Vec<String> = orgs.iter().map(text).collect();
+            format!(" + {}", names.join(","))
+        })
+        .unwrap_or_default();
+    say(&format!(
+        "{:<11} {:<20} {:<16} {:<20} {:<10} {:>5}% {:>15} {:>15}  {} by {}{orgs}",
+        text(&canary["state"]),
+        text(&canary["application"]),
+        text(&canary["resource"]),
+        text(&canary["plugin"]),
+        text(&canary["version"]),
+        canary["share_percent"],
+        format!("{}/{}", canary["canary_failures"], canary["canary_uploads"]),
+        format!("{}/{}", canary["stable_failures"], canary["stable_uploads"]),
+        text(&canary["created_at"]),
+        text(&canary["created_by"]),
+    ));
+}
+
+/// Promotes (`promote`) or aborts the canary running on `application` (or one resource).
+async fn end_canary(
+    client: &Client,
+    application: &str,
+    resource: Option<&str>,
+    promote: bool,
+) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let (method, path, verb) = if promote {
+        (Method::POST, "/canary/promote", "promoted")
+    } else {
+        (Method::DELETE, "/canary", "aborted")
+    };
+    let ended = client
+        .call(
+            method,
+            &format!(
+                "/bindings/{}{path}{}",
+                segment(application),
+                scope_query(resource, None)
+            ),
+            None,
+        )
+        .await?
+        .unwrap_or_default();
+    say(&format!("{verb}:"));
+    canary_header();
+    print_canary(&ended);
+    Ok(())
 }
 
 async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
@@ -464,6 +595,63 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
                 print_binding(binding);
                 if !binding["config"].is_null() {
                     say(&format!("          config: {}", binding["config"]));
+                }
+            }
+        }
+        AdminCommand::Canary {
+            application,
+            plugin,
+            version,
+            resource,
+            share,
+            orgs,
+            config,
+            max_failure_rate,
+            min_uploads,
+            ..
+        } => {
+            let config = config.as_ref().map(read_json).transpose()?;
+            let body = json!({
+                "plugin": plugin, "version": version, "resource": resource,
+                "share_percent": share, "org_ids": orgs, "config": config,
+                "max_failure_rate": max_failure_rate, "min_uploads": min_uploads,
+            });
+            let started = client
+                .call(
+                    Method::POST,
+                    &format!("/bindings/{}/canary", segment(&application)),
+                    Some(body),
+                )
+                .await?
+                .unwrap_or_default();
+            say("canary running (every replica applies it within about a second):");
+            canary_header();
+            print_canary(&started);
+        }
+        AdminCommand::Promote {
+            application,
+            resource,
+            ..
+        } => end_canary(&client, &application, resource.as_deref(), true).await?,
+        AdminCommand::Abort {
+            application,
+            resource,
+            ..
+        } => end_canary(&client, &application, resource.as_deref(), false).await?,
+        AdminCommand::Canaries { application, .. } => {
+            let listed = client
+                .call(
+                    Method::GET,
+                    &format!("/bindings/{}/canary", segment(&application)),
+                    None,
+                )
+                .await?
+                .unwrap_or_default();
+            canary_header();
+            for canary in listed["data"].as_array().into_iter().flatten() {
+                print_canary(canary);
+                if let Some(reason) = canary["reason"].as_str() {
+                    say(&format!("          reason: {reason}"));
                 }
             }
         }

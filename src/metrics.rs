@@ -54,6 +54,9 @@ pub struct Metrics {
     /// `export_service_plugin_load_failures_total{plugin, version}`: bindings this replica could
     /// not apply (it kept the previous one).
     pub plugin_load_failures: IntCounterVec,
+    /// `export_service_plugin_canary_rollbacks_total{application}`: canaries this replica rolled
+    /// back because they failed more than the stable version.
+    pub plugin_canary_rollbacks: IntCounterVec,
     /// Requests refused because they reached a limit, by limit (`payload_size`,
     /// `upload_slots`, `upload_duration`, `connections`, …).
     pub refusals: IntCounterVec,
@@ -213,6 +216,14 @@ impl Metrics {
             &plugin_labels,
         )
         .expect("valid metric");
+        let plugin_canary_rollbacks = IntCounterVec::new(
+            Opts::new(
+                "export_service_plugin_canary_rollbacks_total",
+                "Plugin canaries rolled back automatically, by application",
+            ),
+            &["application"],
+        )
+        .expect("valid metric");
         let refusals = IntCounterVec::new(
             Opts::new(
                 "export_service_refusals_total",
@@ -259,6 +270,7 @@ impl Metrics {
             Box::new(plugin_seconds.clone()),
             Box::new(plugin_binding_info.clone()),
             Box::new(plugin_load_failures.clone()),
+            Box::new(plugin_canary_rollbacks.clone()),
             Box::new(internal_requests.clone()),
             Box::new(uploads.clone()),
             Box::new(failed_uploads.clone()),
@@ -301,6 +313,7 @@ impl Metrics {
             plugin_seconds,
             plugin_binding_info,
             plugin_load_failures,
+            plugin_canary_rollbacks,
             refusals,
             upload_slots_in_use,
             packaging_retries,

@@ -258,6 +258,12 @@ fn spawn_workers(
             config.registry.resync_interval,
             stop.clone(),
         )));
+        workers.push(tokio::spawn(registry::canary::watch_canaries(
+            registry.clone(),
+            metrics.clone(),
+            registry::canary::JUDGE_INTERVAL,
+            stop.clone(),
+        )));
         if let Some(directory) = &config.data_path.plugins_dir {
             workers.push(tokio::spawn(registry::sync::watch_directory(
                 registry.clone(),

@@ -1,6 +1,7 @@
 //! PostgreSQL access: the connection pool, migrations and one repository per aggregate.
 
 pub mod audit;
+pub mod canaries;
 pub mod cleanup;
 mod columns;
 mod completion;

@@ -35,9 +35,10 @@ pub struct PluginVersion {
     pub created_by: String,
 }
 
-/// What a binding change was.
+/// What a binding change was. The first four decide which binding is in force; the canary
+/// events are recorded beside them so one history tells the whole story.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum BindingAction {
     /// A version was bound (or bound again with another configuration).
     Bind,
@@ -45,28 +46,49 @@ pub enum BindingAction {
     Unbind,
     /// The previous version and configuration were bound again.
     Rollback,
+    /// A canary's version and configuration became the binding.
+    Promote,
+    /// A canary started (its version and configuration; the binding stays).
+    Canary,
+    /// An operator ended a canary.
+    Abort,
+    /// The service ended a canary that failed more than the stable version (see `reason`).
+    AutoRollback,
 }
 
+const ALL_ACTIONS: [BindingAction; 7] = [
+    BindingAction::Bind,
+    BindingAction::Unbind,
+    BindingAction::Rollback,
+    BindingAction::Promote,
+    BindingAction::Canary,
+    BindingAction::Abort,
+    BindingAction::AutoRollback,
+];
+
 impl BindingAction {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Bind => "bind",
             Self::Unbind => "unbind",
             Self::Rollback => "rollback",
+            Self::Promote => "promote",
+            Self::Canary => "canary",
+            Self::Abort => "abort",
+            Self::AutoRollback => "auto-rollback",
         }
     }
 
     fn parse(text: &str) -> Result<Self, DbError> {
-        match text {
-            "bind" => Ok(Self::Bind),
-            "unbind" => Ok(Self::Unbind),
-            "rollback" => Ok(Self::Rollback),
-            other => Err(DbError::Corrupt(format!(
-                "unknown binding action '{other}'"
-            ))),
-        }
+        ALL_ACTIONS
+            .into_iter()
+            .find(|action| action.as_str() == text)
+            .ok_or_else(|| DbError::Corrupt(format!("unknown binding action '{text}'")))
     }
 }
+
+/// The actions that change which binding is in force (SQL list).
+const BINDING_ACTIONS: &str = "('bind', 'unbind', 'rollback', 'promote')";
 
 /// One binding change (the newest per application, resource and organisation is in force).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -96,6 +118,9 @@ pub struct BindingRecord {
     /// The configuration passed to the plugin.
     #[schema(value_type = Option<Object>)]
     pub config: Option<serde_json::Value>,
+    /// Why, when the service made the change (an automatic rollback's figures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// When the change was made.
     pub created_at: DateTime<Utc>,
     /// Who made it.
@@ -160,12 +185,14 @@ pub struct NewBinding<'a> {
     pub plugin: Option<(&'a str, &'a str)>,
     /// Configuration for the plugin.
     pub config: Option<&'a serde_json::Value>,
+    /// Why, when the service makes the change.
+    pub reason: Option<&'a str>,
     /// Who asks.
     pub by: &'a str,
 }
 
 const BINDING_COLUMNS: &str = "b.id, b.action, b.application, b.resource, b.org_id, b.plugin_name, \
-     b.plugin_version, b.config, b.created_at, b.created_by, v.digest, v.object_key";
+     b.plugin_version, b.config, b.reason, b.created_at, b.created_by, v.digest, v.object_key";
 
 /// The registry's tables.
 #[derive(Debug, Clone)]
@@ -177,6 +204,11 @@ impl PluginRepository {
     /// A repository over `pool`.
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// The canaries' records, in the same database.
+    pub fn canaries(&self) -> super::canaries::CanaryRepository {
+        super::canaries::CanaryRepository::new(self.pool.clone())
     }
 
     /// Records a version whose bytes are already at `object_key`.
@@ -263,9 +295,12 @@ impl PluginRepository {
     ) -> Result<VersionDeleted, DbError> {
         let mut transaction = self.pool.begin().await?;
         lock_registry(&mut transaction).await?;
+        // The bindings in force that use it, and the running canaries that do.
         let bound: Vec<BindingKey> = sqlx::query(&format!(
             "{ACTIVE} SELECT application, resource, org_id FROM active \
              WHERE plugin_name = $1 AND plugin_version = $2 \
+             UNION SELECT application, resource, '*' FROM plugin_canaries \
+             WHERE plugin_name = $1 AND plugin_version = $2 AND state = 'running' \
              ORDER BY application, resource, org_id"
         ))
         .bind(name)
@@ -310,11 +345,12 @@ impl PluginRepository {
     pub async fn rollback(&self, key: &BindingKey, by: &str) -> Result<BindOutcome, DbError> {
         let mut transaction = self.pool.begin().await?;
         lock_registry(&mut transaction).await?;
-        let history = sqlx::query(
+        let history = sqlx::query(&format!(
             "SELECT plugin_name, plugin_version, config FROM plugin_bindings \
              WHERE application = $1 AND resource = $2 AND org_id = $3 \
-             ORDER BY id DESC LIMIT 100",
-        )
+               AND action IN {BINDING_ACTIONS} \
+             ORDER BY id DESC LIMIT 100"
+        ))
         .bind(key.application.as_str())
         .bind(key.resource.as_str())
         .bind(key.org_column())
@@ -346,6 +382,7 @@ impl PluginRepository {
                 action: BindingAction::Rollback,
                 plugin,
                 config: previous.2.as_ref(),
+                reason: None,
                 by,
             },
         )
@@ -394,20 +431,25 @@ impl PluginRepository {
     }
 }
 
-/// The newest binding row per application, resource and organisation.
+/// The newest binding change per application, resource and organisation (canary events are
+/// history, not bindings).
 const ACTIVE: &str = "WITH active AS ( \
      SELECT DISTINCT ON (application, resource, org_id) * FROM plugin_bindings \
+     WHERE action IN ('bind', 'unbind', 'rollback', 'promote') \
      ORDER BY application, resource, org_id, id DESC)";
 
 /// Serialises registry changes (a binding cannot race a deletion of its version).
-async fn lock_registry(transaction: &mut Transaction<'_, Postgres>) -> Result<(), DbError> {
+pub(super) async fn lock_registry(
+    transaction: &mut Transaction<'_, Postgres>,
+) -> Result<(), DbError> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('export_plugins'))")
         .execute(&mut **transaction)
         .await?;
     Ok(())
 }
 
-async fn record_binding(
+/// Records one change of the history (checking the version exists) and notifies every replica.
+pub(super) async fn record_binding(
     transaction: &mut Transaction<'_, Postgres>,
     binding: &NewBinding<'_>,
 ) -> Result<BindOutcome, DbError> {
@@ -424,8 +466,8 @@ async fn record_binding(
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO plugin_bindings \
              (application, resource, org_id, action, plugin_name, plugin_version, config, \
-              created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+              reason, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(binding.key.application.as_str())
     .bind(binding.key.resource.as_str())
@@ -434,6 +476,7 @@ async fn record_binding(
     .bind(binding.plugin.map(|(name, _)| name))
     .bind(binding.plugin.map(|(_, version)| version))
     .bind(binding.config)
+    .bind(binding.reason)
     .bind(binding.by)
     .fetch_one(&mut **transaction)
     .await?;
@@ -468,7 +511,7 @@ fn version_from_row(row: &PgRow) -> Result<PluginVersion, DbError> {
     })
 }
 
-fn key_from_row(row: &PgRow) -> Result<BindingKey, DbError> {
+pub(super) fn key_from_row(row: &PgRow) -> Result<BindingKey, DbError> {
     let org: String = row.try_get("org_id")?;
     Ok(BindingKey::new(
         Application::from(row.try_get::<String, _>("application")?),
@@ -490,6 +533,7 @@ fn binding_from_row(row: &PgRow) -> Result<BindingRecord, DbError> {
         version: row.try_get("plugin_version")?,
         digest: row.try_get("digest")?,
         config: row.try_get("config")?,
+        reason: row.try_get("reason")?,
         created_at: row.try_get("created_at")?,
         created_by: row.try_get("created_by")?,
         object_key: row.try_get("object_key")?,

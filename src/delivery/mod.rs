@@ -18,7 +18,7 @@ use crate::domain::{Application, BindingKey, ExportId, Format, SourceId, SourceS
 use crate::ingest::intake::BodyStream;
 use crate::ingest::{IngestError, Ingested, Limits, Pipeline, Plan, PluginRun};
 use crate::metrics::Metrics;
-use crate::registry::binding::{LiveBindings, Resolved};
+use crate::registry::binding::{CanaryTicket, LiveBindings, Resolved};
 use crate::storage::{KeyLayout, ObjectStore, StoreError};
 use export_plugin_host::{PluginFailure, Violation};
 use hold::{HeldUploads, UploadHold};
@@ -216,7 +216,7 @@ impl Delivery<'_> {
             return Err(DeliveryError::TooLarge { limit });
         }
         // The binding in force now stays with this upload to its end, whatever changes.
-        let plugin = self.plugin_in_force(&target)?;
+        let (plugin, canary) = self.plugin_in_force(&target)?;
         let lease = self.data_path.upload_lease;
         let token = match self.sources.begin_upload(&target, lease).await? {
             BeginUpload::Started(token) => token,
@@ -278,6 +278,11 @@ impl Delivery<'_> {
         if let Some(labels) = &plugin_labels {
             self.observe_plugin(labels, started, &ingested);
         }
+        if let Some(ticket) = &canary
+            && let Some(failed) = plugin_fault(&ingested)
+        {
+            ticket.record(failed);
+        }
         match ingested {
             Ok(ingested) => self.record(target, hold, key, ingested, started).await,
             Err(error) => Err(self.settle_failure(&target, &mut hold, error).await),
@@ -287,22 +292,28 @@ impl Delivery<'_> {
     /// The plugin bound to the target's application, resource and organisation now, if any. An
     /// upload bound to a plugin this replica could not load yet waits (503) rather than being
     /// stored without the checks its binding promises.
-    fn plugin_in_force(&self, target: &SourceTarget) -> Result<Option<PluginRun>, DeliveryError> {
+    fn plugin_in_force(
+        &self,
+        target: &SourceTarget,
+    ) -> Result<(Option<PluginRun>, Option<CanaryTicket>), DeliveryError> {
         let Some(bindings) = self.plugins else {
-            return Ok(None);
+            return Ok((None, None));
         };
         match bindings.resolve(&target.application, &target.resource, &target.org_id) {
-            Resolved::Bound(binding, key) => Ok(Some(PluginRun {
-                scope: Some(key.scope()),
-                host: bindings.host.clone(),
-                plugin: binding.plugin.clone(),
-                config: binding.config.clone(),
-                application: target.application.clone(),
-                resource: target.resource.clone(),
-                schema: binding.schema_for(target.resource.as_str()),
-            })),
+            Resolved::Bound(binding, key, canary) => Ok((
+                Some(PluginRun {
+                    scope: Some(key.scope()),
+                    host: bindings.host.clone(),
+                    plugin: binding.plugin.clone(),
+                    config: binding.config.clone(),
+                    application: target.application.clone(),
+                    resource: target.resource.clone(),
+                    schema: binding.schema_for(target.resource.as_str()),
+                }),
+                canary,
+            )),
             Resolved::Unloaded(binding) => Err(DeliveryError::PluginNotLoaded { binding }),
-            Resolved::Unbound => Ok(None),
+            Resolved::Unbound => Ok((None, None)),
         }
     }
 
@@ -544,5 +555,20 @@ fn summary(message: String, violations: &[Violation]) -> String {
             first.message
         ),
         None => message,
+    }
+}
+
+/// Whether the plugin failed on an upload, as a canary counts it: traps, deadlines, memory and
+/// output limits are the plugin's faults; data it rightly rejected, and a schema the data does
+/// not meet, are not. `None` when the upload ended before the plugin's work could tell (the
+/// client went away, the store failed).
+fn plugin_fault(ingested: &Result<Ingested, IngestError>) -> Option<bool> {
+    match ingested {
+        Ok(_) | Err(IngestError::Schema { .. }) => Some(false),
+        Err(IngestError::Plugin(failure)) => Some(matches!(
+            failure.kind(),
+            "crashed" | "timeout" | "memory" | "output" | "failed"
+        )),
+        Err(_) => None,
     }
 }

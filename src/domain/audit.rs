@@ -33,11 +33,17 @@ pub enum AuditAction {
     PluginRollback,
     /// An operator deleted a plugin version.
     PluginDelete,
+    /// An operator started a canary.
+    PluginCanary,
+    /// An operator promoted a canary.
+    PluginPromote,
+    /// An operator aborted a canary.
+    PluginAbort,
 }
 
 impl AuditAction {
     /// Every action, for parsing and documentation.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 14] = [
         Self::Create,
         Self::ReadStatus,
         Self::List,
@@ -49,6 +55,9 @@ impl AuditAction {
         Self::PluginUnbind,
         Self::PluginRollback,
         Self::PluginDelete,
+        Self::PluginCanary,
+        Self::PluginPromote,
+        Self::PluginAbort,
     ];
 
     /// The stored and wire name.
@@ -65,6 +74,9 @@ impl AuditAction {
             Self::PluginUnbind => "plugin_unbind",
             Self::PluginRollback => "plugin_rollback",
             Self::PluginDelete => "plugin_delete",
+            Self::PluginCanary => "plugin_canary",
+            Self::PluginPromote => "plugin_promote",
+            Self::PluginAbort => "plugin_abort",
         }
     }
 
@@ -76,7 +88,12 @@ impl AuditAction {
             }
             Self::AuthFailure => "request",
             Self::PluginPush | Self::PluginDelete => "plugin_version",
-            Self::PluginBind | Self::PluginUnbind | Self::PluginRollback => "plugin_binding",
+            Self::PluginBind
+            | Self::PluginUnbind
+            | Self::PluginRollback
+            | Self::PluginCanary
+            | Self::PluginPromote
+            | Self::PluginAbort => "plugin_binding",
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod binding_scope;
+pub mod canary;
 pub mod completion;
 pub mod create;
 mod enabled;

@@ -22,10 +22,13 @@ use super::AppState;
 use super::audit::AuditResource;
 use super::error::{ApiError, ErrorBody};
 use crate::config::push_slots;
+use crate::db::canaries::{CanaryEnd, CanaryRecord};
 use crate::db::plugins::{BindingAction, BindingRecord, PluginVersion};
 use crate::domain::audit::parse_audit_query;
+use crate::domain::canary::{CanaryAudience, CanaryPolicy};
 use crate::domain::{ANY_ORG, Application, BindingKey, Format, OrgId, Resource, timestamp};
 use crate::registry::binding::ANY_RESOURCE;
+use crate::registry::canary::{CanaryPlan, DEFAULT_POLICY};
 use crate::registry::{Registry, RegistryError, SelfTest, SelfTestReport};
 
 /// Where the admin API is mounted.
@@ -62,6 +65,14 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/bindings/{application}/rollback", post(rollback))
         .route("/bindings/{application}/history", get(history))
+        .route(
+            "/bindings/{application}/canary",
+            post(start_canary).get(list_canaries).delete(abort_canary),
+        )
+        .route(
+            "/bindings/{application}/canary/promote",
+            post(promote_canary),
+        )
         .route("/audit", get(audit_trail))
         .route_layer(from_fn_with_state(gate, authenticate_first))
         .route_layer(from_fn_with_state(state.clone(), super::audit::audit_admin))
@@ -243,11 +254,14 @@ fn registry_error(error: RegistryError) -> ApiError {
         RegistryError::SelfTest { violations, .. } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).with_violations(violations)
         }
-        RegistryError::UnknownVersion { .. } | RegistryError::UnknownTarget(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+        RegistryError::UnknownVersion { .. }
+        | RegistryError::UnknownTarget(_)
+        | RegistryError::BadCanary(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+        RegistryError::NotBound { .. } | RegistryError::NoCanary { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, message)
         }
-        RegistryError::NotBound { .. } => ApiError::new(StatusCode::NOT_FOUND, message),
-        RegistryError::VersionExists { .. }
+        RegistryError::CanaryRunning { .. }
+        | RegistryError::VersionExists { .. }
         | RegistryError::NoPrevious { .. }
         | RegistryError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, message),
         RegistryError::Db(error) => error.into(),
@@ -430,7 +444,7 @@ pub struct AuditView {
     get, path = "/audit", tag = "audit",
     params(
         ("org_id" = Option<String>, Query, description = "The principal's organisation"),
-        ("action" = Option<String>, Query, description = "create, read_status, list, download, delete, auth_failure, plugin_push, plugin_bind, plugin_unbind, plugin_rollback, plugin_delete"),
+        ("action" = Option<String>, Query, description = "create, read_status, list, download, delete, auth_failure, plugin_push, plugin_bind, plugin_unbind, plugin_rollback, plugin_delete, plugin_canary, plugin_promote, plugin_abort"),
         ("resource_id" = Option<String>, Query, description = "An export id, `name@version` or an application"),
         ("since" = Option<String>, Query, description = "Recorded at or after (RFC 3339)"),
         ("until" = Option<String>, Query, description = "Recorded before (RFC 3339)"),
@@ -770,6 +784,178 @@ pub async fn history(
     }))
 }
 
+/// A canary to start.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryRequest {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The version to try.
+    pub version: String,
+    /// One resource of the application, or `*` (the default). May be given in the query.
+    pub resource: Option<String>,
+    /// Percentage (0–100) of organisations the canary takes, by a stable hash of `org_id`.
+    #[serde(default)]
+    pub share_percent: u8,
+    /// Organisations the canary takes whatever their hash.
+    #[serde(default)]
+    pub org_ids: Vec<String>,
+    /// The canary's configuration (a JSON object).
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+    /// How much the canary's failure rate (traps, deadlines, memory, output limits; not data
+    /// violations) may exceed the stable version's before the service rolls it back
+    /// (default 0.05).
+    pub max_failure_rate: Option<f64>,
+    /// Uploads the canary must process before it is judged (default 20).
+    pub min_uploads: Option<u64>,
+}
+
+/// Which canary of an application.
+#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CanarySelector {
+    /// One resource, or `*` (the default).
+    pub resource: Option<String>,
+}
+
+impl CanarySelector {
+    fn key(self, application: Application) -> BindingKey {
+        BindingSelector {
+            resource: self.resource,
+            org_id: None,
+        }
+        .key(application)
+    }
+}
+
+/// Start a canary: a version bound, beside the application's (or resource's) binding, for a
+/// share of organisations or a list of them, until it is promoted or aborted — or rolled back
+/// by the service when it fails more often than the stable version.
+#[utoipa::path(
+    post, path = "/bindings/{application}/canary", tag = "bindings",
+    params(("application" = String, Path), CanarySelector),
+    request_body = CanaryRequest,
+    responses(
+        (status = 201, description = "Running", body = CanaryRecord),
+        (status = 409, description = "A canary already runs there", body = ErrorBody),
+        (status = 422, description = "Unknown version, application or resource, a bad configuration, audience or policy", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn start_canary(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(application): Path<Application>,
+    Query(selector): Query<CanarySelector>,
+    Json(request): Json<CanaryRequest>,
+) -> Result<(StatusCode, Json<CanaryRecord>), ApiError> {
+    let (registry, who) = operator(&state, &headers)?;
+    let key = CanarySelector {
+        resource: once("resource", selector.resource, request.resource)?,
+    }
+    .key(application);
+    let plan = CanaryPlan {
+        plugin: request.plugin,
+        version: request.version,
+        config: request.config,
+        audience: CanaryAudience {
+            share_percent: request.share_percent,
+            org_ids: request.org_ids.into_iter().map(OrgId::from).collect(),
+        },
+        policy: CanaryPolicy {
+            max_failure_rate: request
+                .max_failure_rate
+                .unwrap_or(DEFAULT_POLICY.max_failure_rate),
+            min_uploads: request.min_uploads.unwrap_or(DEFAULT_POLICY.min_uploads),
+        },
+    };
+    let record = registry.start_canary(&key, plan, &who).await?;
+    tracing::info!(binding = %key, plugin = %record.plugin, version = %record.version, share_percent = record.share_percent, by = %who, "plugin canary started");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// An application's canaries (of one resource when given), newest first, with their counts.
+#[utoipa::path(
+    get, path = "/bindings/{application}/canary", tag = "bindings",
+    params(("application" = String, Path), CanarySelector),
+    responses((status = 200, body = Listed<CanaryRecord>)),
+    security(("admin_token" = []))
+)]
+pub async fn list_canaries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(application): Path<Application>,
+    Query(selector): Query<CanarySelector>,
+) -> Result<Json<Listed<CanaryRecord>>, ApiError> {
+    let (registry, _) = operator(&state, &headers)?;
+    let resource = selector.resource.map(Resource::from);
+    Ok(Json(Listed {
+        data: registry
+            .repository()
+            .canaries()
+            .of(&application, resource.as_ref())
+            .await?,
+    }))
+}
+
+/// Promote the running canary: its version and configuration become the binding for everyone.
+#[utoipa::path(
+    post, path = "/bindings/{application}/canary/promote", tag = "bindings",
+    params(("application" = String, Path), CanarySelector),
+    responses(
+        (status = 200, description = "Promoted", body = CanaryRecord),
+        (status = 404, description = "No canary runs there", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn promote_canary(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(application): Path<Application>,
+    Query(selector): Query<CanarySelector>,
+) -> Result<Json<CanaryRecord>, ApiError> {
+    end_canary(
+        state,
+        headers,
+        selector.key(application),
+        CanaryEnd::Promote,
+    )
+    .await
+}
+
+/// Abort the running canary: its tenants go back to the binding.
+#[utoipa::path(
+    delete, path = "/bindings/{application}/canary", tag = "bindings",
+    params(("application" = String, Path), CanarySelector),
+    responses(
+        (status = 200, description = "Aborted", body = CanaryRecord),
+        (status = 404, description = "No canary runs there", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn abort_canary(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(application): Path<Application>,
+    Query(selector): Query<CanarySelector>,
+) -> Result<Json<CanaryRecord>, ApiError> {
+    end_canary(state, headers, selector.key(application), CanaryEnd::Abort).await
+}
+
+async fn end_canary(
+    state: AppState,
+    headers: HeaderMap,
+    key: BindingKey,
+    end: CanaryEnd,
+) -> Result<Json<CanaryRecord>, ApiError> {
+    let (registry, who) = operator(&state, &headers)?;
+    let record = registry.end_canary(&key, end, &who).await?;
+    tracing::info!(binding = %key, plugin = %record.plugin, version = %record.version, state = %record.state, by = %who, "plugin canary ended");
+    Ok(Json(record))
+}
+
 /// The admin API, as documented at `/admin/v1/openapi.json` (internal listener).
 #[derive(OpenApi)]
 #[openapi(
@@ -781,11 +967,12 @@ pub async fn history(
     servers((url = "/admin/v1")),
     paths(
         push_plugin, list_plugins, show_plugin, show_version, delete_version,
-        list_bindings, bind, unbind, rollback, history, audit_trail,
+        list_bindings, bind, unbind, rollback, history, start_canary, list_canaries,
+        promote_canary, abort_canary, audit_trail,
     ),
     components(schemas(
         ErrorBody, PushRequest, SelfTestRequest, PushResponse, PluginVersion, BindingRecord,
-        BindingAction, BindRequest, SelfTestReport, Format, AuditPage, AuditView
+        BindingAction, BindRequest, CanaryRequest, CanaryRecord, SelfTestReport, Format, AuditPage, AuditView
     )),
     modifiers(&AdminTokenScheme),
     tags(

@@ -97,6 +97,15 @@ fn admin_action(method: &Method, path: &str) -> Option<(AuditAction, String)> {
         ("POST", ["bindings", application, "rollback"]) => {
             (AuditAction::PluginRollback, (*application).into())
         }
+        ("POST", ["bindings", application, "canary"]) => {
+            (AuditAction::PluginCanary, (*application).into())
+        }
+        ("POST", ["bindings", application, "canary", "promote"]) => {
+            (AuditAction::PluginPromote, (*application).into())
+        }
+        ("DELETE", ["bindings", application, "canary"]) => {
+            (AuditAction::PluginAbort, (*application).into())
+        }
         _ => return None,
     })
 }

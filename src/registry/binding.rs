@@ -3,10 +3,12 @@
 //! atomically.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use export_plugin_host::{LoadedPlugin, PluginHost};
 
+use crate::domain::canary::{CanaryAudience, CanaryCounts};
 pub use crate::domain::{ANY_RESOURCE, BindingKey};
 use crate::domain::{Application, OrgId, Resource};
 use crate::ingest::schema::{SchemaError, compile};
@@ -107,11 +109,111 @@ impl Binding {
 /// Bindings by what they are for.
 pub type BindingTable = HashMap<BindingKey, Arc<Binding>>;
 
+/// A running canary as a replica applies it: its binding, whom it takes, and the outcomes this
+/// replica counted since it last added them to the canary's record.
+#[derive(Debug)]
+pub struct LiveCanary {
+    /// The canary's id in the registry.
+    pub id: i64,
+    /// The binding it canaries (every organisation's, of an application or one resource).
+    pub key: BindingKey,
+    /// The canary's plugin and configuration.
+    pub binding: Arc<Binding>,
+    /// Whom it takes.
+    pub audience: CanaryAudience,
+    /// Uploads and failures of the canary, then of the stable binding.
+    outcomes: [AtomicU64; 4],
+}
+
+/// Which side of a canary an upload ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// The canary's version.
+    Canary,
+    /// The stable binding it is compared with.
+    Stable,
+}
+
+impl LiveCanary {
+    /// A canary with nothing counted yet.
+    pub fn new(id: i64, key: BindingKey, binding: Arc<Binding>, audience: CanaryAudience) -> Self {
+        Self {
+            id,
+            key,
+            binding,
+            audience,
+            outcomes: Default::default(),
+        }
+    }
+
+    /// Counts one upload on `arm`, and whether the plugin failed on it.
+    pub fn count(&self, arm: Arm, failed: bool) {
+        let base = match arm {
+            Arm::Canary => 0,
+            Arm::Stable => 2,
+        };
+        self.outcomes[base].fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.outcomes[base + 1].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The outcomes counted since the last call, reset to zero.
+    pub fn take(&self) -> CanaryCounts {
+        let [
+            canary_uploads,
+            canary_failures,
+            stable_uploads,
+            stable_failures,
+        ] = std::array::from_fn(|index| self.outcomes[index].swap(0, Ordering::Relaxed));
+        CanaryCounts {
+            canary_uploads,
+            canary_failures,
+            stable_uploads,
+            stable_failures,
+        }
+    }
+
+    /// Gives back outcomes [`take`](Self::take) returned that could not be recorded.
+    pub fn restore(&self, counts: CanaryCounts) {
+        for (index, value) in [
+            counts.canary_uploads,
+            counts.canary_failures,
+            counts.stable_uploads,
+            counts.stable_failures,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            self.outcomes[index].fetch_add(value, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An upload's place in a canary, to count its outcome.
+#[derive(Debug, Clone)]
+pub struct CanaryTicket {
+    /// The canary.
+    pub canary: Arc<LiveCanary>,
+    /// The side the upload runs on.
+    pub arm: Arm,
+}
+
+impl CanaryTicket {
+    /// Counts the upload's outcome.
+    pub fn record(&self, failed: bool) {
+        self.canary.count(self.arm, failed);
+    }
+}
+
+/// Running canaries by the (application, resource) they canary.
+pub type CanaryTable = HashMap<(Application, Resource), Arc<LiveCanary>>;
+
 /// Which binding applies to an upload.
 #[derive(Debug, Clone)]
 pub enum Resolved {
-    /// This binding, found under this key.
-    Bound(Arc<Binding>, BindingKey),
+    /// This binding, found under this key; with its side of a canary when one runs there.
+    Bound(Arc<Binding>, BindingKey, Option<CanaryTicket>),
     /// The most specific binding is in the registry but this replica has not loaded its plugin
     /// (its bytes could not be fetched yet, say): the upload must not run without it, nor with
     /// a less specific binding's plugin.
@@ -138,6 +240,8 @@ struct Sources {
     /// Registry bindings in force in the database that this replica could not load and had no
     /// earlier version of: their uploads must wait, not bypass the plugin.
     unloaded: Arc<HashSet<BindingKey>>,
+    /// Running canaries this replica loaded.
+    canaries: Arc<CanaryTable>,
 }
 
 impl LiveBindings {
@@ -168,6 +272,23 @@ impl LiveBindings {
         sources.unloaded = Arc::new(unloaded);
     }
 
+    /// Replaces the running canaries.
+    pub fn set_canaries(&self, canaries: CanaryTable) {
+        self.sources
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .canaries = Arc::new(canaries);
+    }
+
+    /// The running canaries this replica applies.
+    pub fn canaries(&self) -> Arc<CanaryTable> {
+        self.sources
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .canaries
+            .clone()
+    }
+
     /// The registry's bindings now in force.
     pub fn registry(&self) -> Arc<BindingTable> {
         self.sources
@@ -179,9 +300,10 @@ impl LiveBindings {
 
     /// The binding for uploads of `resource` of `application` from `org`: the most specific one
     /// (see [`BindingKey::candidates`]) whose plugin handles the resource; at each key the
-    /// registry's binding wins over the plugin directory's.
+    /// registry's binding wins over the plugin directory's. A canary running at a key takes the
+    /// organisations of its audience there; an organisation's own binding wins over a canary.
     pub fn resolve(&self, application: &Application, resource: &Resource, org: &OrgId) -> Resolved {
-        let (directory, registry, unloaded) = {
+        let (directory, registry, unloaded, canaries) = {
             let sources = self
                 .sources
                 .read()
@@ -190,18 +312,36 @@ impl LiveBindings {
                 sources.directory.clone(),
                 sources.registry.clone(),
                 sources.unloaded.clone(),
+                sources.canaries.clone(),
             )
         };
         for key in BindingKey::candidates(application, resource, org) {
             if unloaded.contains(&key) {
                 return Resolved::Unloaded(key);
             }
+            let canary = match key.org {
+                Some(_) => None,
+                None => canaries
+                    .get(&(key.application.clone(), key.resource.clone()))
+                    .filter(|canary| canary.binding.handles(resource.as_str())),
+            };
+            let ticket = |arm| {
+                canary.map(|canary| CanaryTicket {
+                    canary: canary.clone(),
+                    arm,
+                })
+            };
+            if let Some(live) = canary
+                && live.audience.takes(org)
+            {
+                return Resolved::Bound(live.binding.clone(), key, ticket(Arm::Canary));
+            }
             let found = [registry.get(&key), directory.get(&key)]
                 .into_iter()
                 .flatten()
                 .find(|binding| binding.handles(resource.as_str()));
             if let Some(binding) = found {
-                return Resolved::Bound(binding.clone(), key);
+                return Resolved::Bound(binding.clone(), key, ticket(Arm::Stable));
             }
         }
         Resolved::Unbound

@@ -3,6 +3,7 @@
 //! applications to them; every replica applies the bindings ([`sync`]).
 
 pub mod binding;
+pub mod canary;
 pub mod directory;
 pub mod sync;
 
@@ -97,6 +98,25 @@ pub enum RegistryError {
         version: String,
         /// The bindings, as `application/resource` (and `for org …`), comma-separated.
         bindings: String,
+    },
+    /// The canary's audience or policy is unusable.
+    #[error("the canary is refused: {0}")]
+    BadCanary(String),
+    /// A canary already runs there.
+    #[error("a canary of {plugin} {version} already runs on {key}; promote or abort it first")]
+    CanaryRunning {
+        /// Where.
+        key: BindingKey,
+        /// Its plugin.
+        plugin: String,
+        /// Its version.
+        version: String,
+    },
+    /// No canary runs there.
+    #[error("no canary runs on {key} (name the resource with --resource or ?resource=)")]
+    NoCanary {
+        /// Where one was asked for.
+        key: BindingKey,
     },
     /// The database failed.
     #[error(transparent)]
@@ -297,6 +317,7 @@ impl Registry {
                 action: BindingAction::Bind,
                 plugin: Some((name, version)),
                 config: config.as_ref(),
+                reason: None,
                 by,
             })
             .await?;
@@ -323,6 +344,7 @@ impl Registry {
                 action: BindingAction::Unbind,
                 plugin: None,
                 config: None,
+                reason: None,
                 by,
             })
             .await?;
@@ -421,19 +443,24 @@ impl Registry {
         Ok(bytes)
     }
 
+    fn check_org(&self, org: &crate::domain::OrgId) -> Result<(), RegistryError> {
+        if plain_org(org.as_str()) {
+            return Ok(());
+        }
+        Err(RegistryError::UnknownTarget(format!(
+            "org_id '{org}' must be 1 to 64 letters, digits, '-' or '_' (the tenant's org_id as \
+             in its identity)"
+        )))
+    }
+
     fn check_target(&self, key: &BindingKey) -> Result<(), RegistryError> {
         let BindingKey {
             application,
             resource,
             org,
         } = key;
-        if let Some(org) = org
-            && !plain_org(org.as_str())
-        {
-            return Err(RegistryError::UnknownTarget(format!(
-                "org_id '{org}' must be 1 to 64 letters, digits, '-' or '_' (the tenant's org_id \
-                 as in its identity)"
-            )));
+        if let Some(org) = org {
+            self.check_org(org)?;
         }
         let Some(resources) = self.applications.resources(application.as_str()) else {
             return Err(RegistryError::UnknownTarget(format!(

@@ -89,7 +89,9 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
         }
     }
     let count = table.len();
+    let canaries = super::canary::load_canaries(registry, metrics).await?;
     registry.bindings().set_registry(table, unloaded);
+    registry.bindings().set_canaries(canaries);
     publish_bindings(registry, metrics);
     Ok(count)
 }

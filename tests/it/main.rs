@@ -3,6 +3,7 @@
 
 mod admission;
 mod audit;
+mod canary;
 mod cli;
 mod conformance;
 mod create;

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Caller, TestApp, export_request, plugin_component};
 
-const TOKEN: &str = "registry-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "registry-admin-token-0123456789";
 
-async fn admin_app() -> TestApp {
+pub(crate) async fn admin_app() -> TestApp {
     TestApp::spawn_with(&[("ADMIN_TOKEN", TOKEN)]).await
 }
 
@@ -17,7 +17,7 @@ fn admin_url(app: &TestApp, path: &str) -> String {
     format!("http://{}/admin/v1{path}", app.private)
 }
 
-async fn push(app: &TestApp, bytes: Vec<u8>) -> (u16, Value) {
+pub(crate) async fn push(app: &TestApp, bytes: Vec<u8>) -> (u16, Value) {
     let response = app
         .client
         .post(admin_url(app, "/plugins"))
@@ -33,7 +33,7 @@ async fn push(app: &TestApp, bytes: Vec<u8>) -> (u16, Value) {
     )
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,
@@ -67,7 +67,11 @@ async fn upload_to(app: &TestApp, resource: &str) -> (u16, Option<String>) {
 }
 
 /// [`upload_to`] in an export of organisation `org`; also returns the export's id.
-async fn upload_for(app: &TestApp, org: &str, resource: &str) -> (u16, Option<String>, String) {
+pub(crate) async fn upload_for(
+    app: &TestApp,
+    org: &str,
+    resource: &str,
+) -> (u16, Option<String>, String) {
     let caller = Caller::user(org, "alice");
     let created = app
         .create(
@@ -92,7 +96,7 @@ async fn upload_for(app: &TestApp, org: &str, resource: &str) -> (u16, Option<St
 }
 
 /// Uploads for `org` until one runs `version`, or panics; returns the last export's id.
-async fn wait_for_org_version(
+pub(crate) async fn wait_for_org_version(
     app: &TestApp,
     org: &str,
     resource: &str,
@@ -658,15 +662,12 @@ async fn the_plugin_directory_is_watched_and_changes_apply_without_a_restart() {
     let _ = std::fs::remove_dir_all(directory);
 }
 
-// Multi-threaded: the CLI runs as a blocking child process while the service answers it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_pushes_binds_rolls_back_and_removes() {
-    let app = admin_app().await;
-    let binary = env!("CARGO_BIN_EXE_export-service");
-    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist");
+/// Runs `export-service plugin ARGS` against `app` as operator `cli-operator`; returns whether it
+/// succeeded and what it printed. Blocking: call it from a multi-threaded test.
+pub(crate) fn cli(app: &TestApp) -> impl Fn(&[&str]) -> (bool, String) {
     let url = format!("http://{}", app.private);
-    let run = |args: &[&str]| {
-        let output = std::process::Command::new(binary)
+    move |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_export-service"))
             .arg("plugin")
             .args(args)
             .env("EXPORT_ADMIN_URL", &url)
@@ -679,7 +680,15 @@ async fn the_cli_pushes_binds_rolls_back_and_removes() {
             String::from_utf8_lossy(&output.stdout).into_owned()
                 + &String::from_utf8_lossy(&output.stderr),
         )
-    };
+    }
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while the service answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pushes_binds_rolls_back_and_removes() {
+    let app = admin_app().await;
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist");
+    let run = cli(&app);
     let v1 = dist.join("tagger_v1.wasm");
     let v2 = dist.join("tagger_v2.wasm");
     let (ok, out) = run(&["push", v1.to_str().unwrap()]);
