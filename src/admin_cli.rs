@@ -47,6 +47,12 @@ pub enum AdminCommand {
         /// Configuration for the self-test (JSON file).
         #[arg(long, requires = "sample")]
         sample_config: Option<PathBuf>,
+        /// A directory of test cases the version carries, one `*.json` file each:
+        /// `{"input_file": "bad.csv" (or "input": "..."), "from": "csv", "to": "json",
+        /// "config": {...}, "expect": {"outcome": "violations", "violations": [{"row": 2}]}}`
+        /// or `"expect": {"outcome": "accepted"}`. They run at push and before every bind.
+        #[arg(long = "test", value_name = "DIR")]
+        tests: Option<PathBuf>,
     },
     /// List plugin versions (of one plugin when named).
     List {
@@ -288,6 +294,49 @@ impl Client {
     }
 }
 
+/// The test cases of `directory` (one `*.json` file each, in name order), with `input_file`
+/// read into `input` and the file's stem as the default name.
+fn read_test_cases(directory: &std::path::Path) -> anyhow::Result<Vec<Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(directory)
+        .with_context(|| format!("reading {}", directory.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        anyhow::bail!("{} has no test case (*.json)", directory.display());
+    }
+    let mut cases = Vec::new();
+    for file in files {
+        let mut case = read_json(&file)?;
+        let Some(fields) = case.as_object_mut() else {
+            anyhow::bail!("{}: a test case is a JSON object", file.display());
+        };
+        if let Some(input) = fields.remove("input_file") {
+            let Some(input) = input.as_str() else {
+                anyhow::bail!("{}: input_file is a path", file.display());
+            };
+            let path = directory.join(input);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{}: reading {}", file.display(), path.display()))?;
+            fields.insert("input".into(), Value::String(text));
+        }
+        if !fields.contains_key("name") {
+            let stem = file
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .unwrap_or("case");
+            fields.insert("name".into(), Value::String(stem.to_owned()));
+        }
+        cases.push(case);
+    }
+    Ok(cases)
+}
+
 fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -428,6 +477,7 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
             from,
             to,
             sample_config,
+            tests,
             ..
         } => {
             let bytes = std::fs::read(&component)
@@ -441,6 +491,9 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
                 let config = sample_config.as_ref().map(read_json).transpose()?;
                 body["self_test"] =
                     json!({"input": input, "from": from, "to": to, "config": config});
+            }
+            if let Some(directory) = &tests {
+                body["test_cases"] = Value::Array(read_test_cases(directory)?);
             }
             let pushed = client
                 .call(Method::POST, "/plugins", Some(body))
@@ -464,6 +517,14 @@ async fn execute(client: Client, command: AdminCommand) -> anyhow::Result<()> {
                     "self-test: passed ({} bytes out, {:.1} ms in the plugin)",
                     report["output_bytes"],
                     report["guest_ms"].as_f64().unwrap_or(0.0)
+                ));
+            }
+            if let Some(count) = plugin["test_case_count"]
+                .as_u64()
+                .filter(|count| *count > 0)
+            {
+                say(&format!(
+                    "test cases: {count} passed; they run again before every bind"
                 ));
             }
         }

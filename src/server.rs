@@ -99,6 +99,7 @@ impl BoundService {
             bindings.clone(),
             config.enabled_apps.clone(),
             config.registry.max_component_bytes,
+            Arc::new(crate::delivery::trial::PipelineCases),
         );
         let metrics = Metrics::new();
         // The bindings in force come back from the database before the first upload (a replica

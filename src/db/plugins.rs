@@ -33,6 +33,11 @@ pub struct PluginVersion {
     pub created_at: DateTime<Utc>,
     /// Who pushed it.
     pub created_by: String,
+    /// How many test cases it carries.
+    pub test_case_count: usize,
+    /// The test cases (a JSON array), run before it is bound or applied.
+    #[serde(skip)]
+    pub test_cases: serde_json::Value,
 }
 
 /// What a binding change was. The first four decide which binding is in force; the canary
@@ -215,10 +220,11 @@ impl PluginRepository {
     pub async fn store_version(&self, version: &PluginVersion) -> Result<VersionStored, DbError> {
         let inserted = sqlx::query(
             "INSERT INTO plugin_versions \
-                 (name, version, digest, size_bytes, info, object_key, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 (name, version, digest, size_bytes, info, object_key, created_by, test_cases) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (name, version) DO NOTHING \
-             RETURNING name, version, digest, size_bytes, info, object_key, created_at, created_by",
+             RETURNING name, version, digest, size_bytes, info, object_key, created_at, \
+                 created_by, test_cases",
         )
         .bind(&version.name)
         .bind(&version.version)
@@ -227,6 +233,7 @@ impl PluginRepository {
         .bind(&version.info)
         .bind(&version.object_key)
         .bind(&version.created_by)
+        .bind(&version.test_cases)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = inserted {
@@ -250,7 +257,8 @@ impl PluginRepository {
         version: &str,
     ) -> Result<Option<PluginVersion>, DbError> {
         let row = sqlx::query(
-            "SELECT name, version, digest, size_bytes, info, object_key, created_at, created_by \
+            "SELECT name, version, digest, size_bytes, info, object_key, created_at, created_by, \
+                 test_cases \
              FROM plugin_versions WHERE name = $1 AND version = $2",
         )
         .bind(name)
@@ -263,7 +271,8 @@ impl PluginRepository {
     /// Every version (of one plugin when `name` is given), by name then newest first.
     pub async fn versions(&self, name: Option<&str>) -> Result<Vec<PluginVersion>, DbError> {
         let rows = sqlx::query(
-            "SELECT name, version, digest, size_bytes, info, object_key, created_at, created_by \
+            "SELECT name, version, digest, size_bytes, info, object_key, created_at, created_by, \
+                 test_cases \
              FROM plugin_versions WHERE $1::text IS NULL OR name = $1 \
              ORDER BY name, created_at DESC, version",
         )
@@ -499,6 +508,7 @@ pub(super) async fn record_binding(
 }
 
 fn version_from_row(row: &PgRow) -> Result<PluginVersion, DbError> {
+    let test_cases: serde_json::Value = row.try_get("test_cases")?;
     Ok(PluginVersion {
         name: row.try_get("name")?,
         version: row.try_get("version")?,
@@ -508,6 +518,8 @@ fn version_from_row(row: &PgRow) -> Result<PluginVersion, DbError> {
         object_key: row.try_get("object_key")?,
         created_at: row.try_get("created_at")?,
         created_by: row.try_get("created_by")?,
+        test_case_count: test_cases.as_array().map_or(0, Vec::len),
+        test_cases,
     })
 }
 

@@ -9,16 +9,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::io::ReaderStream;
 
 use super::{Disposition, disposition};
 use crate::config::{DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION};
 use crate::domain::{Application, Format, Resource};
+use crate::ingest::intake::BodyStream;
 use crate::ingest::plugin_stage::SessionFigures;
 use crate::ingest::{Ingested, Limits, Pipeline, Plan, PluginRun};
 use crate::registry::binding::{Binding, BindingError};
-use export_plugin_host::{PluginFailure, PluginHost, PluginLimits, Violation};
+use crate::registry::cases::{CaseOutcome, CaseRunner, TestCase};
+use export_plugin_host::{LoadedPlugin, PluginFailure, PluginHost, PluginLimits, Violation};
 
 /// What to try.
 #[derive(Debug, Clone)]
@@ -102,29 +105,6 @@ pub async fn run(trial: &Trial) -> Result<TrialReport, TrialError> {
         Some(path) => Some(std::fs::read_to_string(path).map_err(file_error(path))?),
         None => None,
     };
-    let binding = Binding::new(plugin.clone(), config.clone())?;
-    let max_payload = DEFAULT_MAX_PAYLOAD_MIB * 1024 * 1024;
-    let plan = Plan {
-        declared_format: trial.from,
-        // The trial drains into a file: the length only matters to the object store.
-        declared_length: None,
-        stored_format: trial.to,
-        limits: Limits {
-            max_bytes: max_payload,
-            max_stored_bytes: (max_payload as f64 * DEFAULT_STORED_EXPANSION) as u64,
-            // A file does not pause.
-            idle_timeout: Duration::from_secs(3600),
-        },
-        plugin: Some(PluginRun {
-            host,
-            plugin: plugin.clone(),
-            config,
-            application: trial.application.clone(),
-            resource: trial.resource.clone(),
-            schema: binding.schema_for(trial.resource.as_str()),
-            scope: None,
-        }),
-    };
     let input = tokio::fs::File::open(&trial.input)
         .await
         .map_err(file_error(&trial.input))?;
@@ -135,50 +115,146 @@ pub async fn run(trial: &Trial) -> Result<TrialReport, TrialError> {
         Some(path) => Some(std::fs::File::create(path).map_err(file_error(path))?),
         None => None,
     };
-    let outcome = match Pipeline::start(body, plan).await {
-        Ok(pipeline) => {
-            pipeline
-                .drain(|chunk| match &mut output {
-                    Some(file) => file.write_all(chunk),
-                    None => Ok(()),
-                })
-                .await
-        }
-        Err(error) => Err(error),
+    let sample = Sample {
+        host,
+        plugin,
+        config,
+        from: trial.from,
+        to: trial.to,
+        application: trial.application.clone(),
+        resource: trial.resource.clone(),
     };
-    let mut report = TrialReport {
-        plugin: [
-            plugin.info.name.clone(),
-            plugin.info.version.clone(),
-            plugin.digest.clone(),
-        ],
-        uploaded_format: None,
-        input_bytes: 0,
-        stored: None,
-        refused: None,
-        violations: Vec::new(),
-        wall_time: Duration::ZERO,
-        session: None,
-    };
-    match outcome {
-        Ok(ingested) => {
-            report.uploaded_format = ingested.uploaded_format;
-            report.input_bytes = ingested.uploaded_bytes;
-            report.session = ingested.session;
-            report.stored = Some(ingested);
-        }
-        Err(error) => match disposition(error, trial.to, max_payload) {
-            Disposition::Fail {
-                message,
-                violations,
-                ..
-            } => {
-                report.refused = Some(message);
-                report.violations = violations;
-            }
-            Disposition::Retry(error) => return Err(TrialError::NotStored(error.to_string())),
-        },
-    }
+    let mut report = sample
+        .judge(body, |chunk| match &mut output {
+            Some(file) => file.write_all(chunk),
+            None => Ok(()),
+        })
+        .await?;
     report.wall_time = started.elapsed();
     Ok(report)
+}
+
+/// A sample and the plugin binding to judge it with.
+struct Sample {
+    host: Arc<PluginHost>,
+    plugin: Arc<LoadedPlugin>,
+    /// The binding's configuration (JSON text).
+    config: Option<String>,
+    from: Option<Format>,
+    to: Format,
+    application: Application,
+    resource: Resource,
+}
+
+impl Sample {
+    /// What the service would do with `body`; the bytes it would store go to `sink`.
+    async fn judge(
+        self,
+        body: BodyStream,
+        sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<TrialReport, TrialError> {
+        let started = Instant::now();
+        let binding = Binding::new(self.plugin.clone(), self.config.clone())?;
+        let max_payload = DEFAULT_MAX_PAYLOAD_MIB * 1024 * 1024;
+        let plan = Plan {
+            declared_format: self.from,
+            // The trial drains into a sink: the length only matters to the object store.
+            declared_length: None,
+            stored_format: self.to,
+            limits: Limits {
+                max_bytes: max_payload,
+                max_stored_bytes: (max_payload as f64 * DEFAULT_STORED_EXPANSION) as u64,
+                // A sample does not pause.
+                idle_timeout: Duration::from_secs(3600),
+            },
+            plugin: Some(PluginRun {
+                host: self.host,
+                plugin: self.plugin.clone(),
+                config: self.config,
+                application: self.application.clone(),
+                resource: self.resource.clone(),
+                schema: binding.schema_for(self.resource.as_str()),
+                scope: None,
+            }),
+        };
+        let outcome = match Pipeline::start(body, plan).await {
+            Ok(pipeline) => pipeline.drain(sink).await,
+            Err(error) => Err(error),
+        };
+        let plugin = &self.plugin;
+        let mut report = TrialReport {
+            plugin: [
+                plugin.info.name.clone(),
+                plugin.info.version.clone(),
+                plugin.digest.clone(),
+            ],
+            uploaded_format: None,
+            input_bytes: 0,
+            stored: None,
+            refused: None,
+            violations: Vec::new(),
+            wall_time: Duration::ZERO,
+            session: None,
+        };
+        match outcome {
+            Ok(ingested) => {
+                report.uploaded_format = ingested.uploaded_format;
+                report.input_bytes = ingested.uploaded_bytes;
+                report.session = ingested.session;
+                report.stored = Some(ingested);
+            }
+            Err(error) => match disposition(error, self.to, max_payload) {
+                Disposition::Fail {
+                    message,
+                    violations,
+                    ..
+                } => {
+                    report.refused = Some(message);
+                    report.violations = violations;
+                }
+                Disposition::Retry(error) => {
+                    return Err(TrialError::NotStored(error.to_string()));
+                }
+            },
+        }
+        report.wall_time = started.elapsed();
+        Ok(report)
+    }
+}
+
+/// Runs registry test cases through the upload pipeline, as [`run`] runs a sample.
+#[derive(Debug, Default)]
+pub struct PipelineCases;
+
+impl CaseRunner for PipelineCases {
+    fn run<'a>(
+        &'a self,
+        host: Arc<PluginHost>,
+        plugin: Arc<LoadedPlugin>,
+        case: &'a TestCase,
+    ) -> BoxFuture<'a, CaseOutcome> {
+        Box::pin(async move {
+            let sample = Sample {
+                host,
+                plugin,
+                config: case.config.as_ref().map(serde_json::Value::to_string),
+                from: case.from,
+                to: case.to,
+                application: Application::from("test-case"),
+                resource: Resource::from(case.name.as_str()),
+            };
+            let input = bytes::Bytes::from(case.input.clone().into_bytes());
+            let body = futures::stream::iter([Ok::<_, String>(input)]).boxed();
+            match sample.judge(body, |_| Ok(())).await {
+                Ok(TrialReport {
+                    stored: Some(stored),
+                    ..
+                }) => CaseOutcome::Accepted(stored.sha256),
+                Ok(report) => {
+                    CaseOutcome::Refused(report.refused.unwrap_or_default(), report.violations)
+                }
+                Err(error) => CaseOutcome::Failed(error.to_string()),
+            }
+        })
+    }
 }

@@ -29,6 +29,7 @@ use crate::domain::canary::{CanaryAudience, CanaryPolicy};
 use crate::domain::{ANY_ORG, Application, BindingKey, Format, OrgId, Resource, timestamp};
 use crate::registry::binding::ANY_RESOURCE;
 use crate::registry::canary::{CanaryPlan, DEFAULT_POLICY};
+use crate::registry::cases::{Expectation, ExpectedViolation, TestCase};
 use crate::registry::{Registry, RegistryError, SelfTest, SelfTestReport};
 
 /// Where the admin API is mounted.
@@ -256,11 +257,15 @@ fn registry_error(error: RegistryError) -> ApiError {
         }
         RegistryError::UnknownVersion { .. }
         | RegistryError::UnknownTarget(_)
-        | RegistryError::BadCanary(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+        | RegistryError::BadCanary(_)
+        | RegistryError::TestCases { .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+        }
         RegistryError::NotBound { .. } | RegistryError::NoCanary { .. } => {
             ApiError::new(StatusCode::NOT_FOUND, message)
         }
         RegistryError::CanaryRunning { .. }
+        | RegistryError::CasesDiffer { .. }
         | RegistryError::VersionExists { .. }
         | RegistryError::NoPrevious { .. }
         | RegistryError::InUse { .. } => ApiError::new(StatusCode::CONFLICT, message),
@@ -284,6 +289,10 @@ pub struct PushRequest {
     pub component: String,
     /// A sample the component must process without violations before it is accepted.
     pub self_test: Option<SelfTestRequest>,
+    /// Test cases the version carries: run now, before every bind or canary, and by every
+    /// replica before it applies the version; a version failing them is refused.
+    #[serde(default)]
+    pub test_cases: Vec<TestCase>,
 }
 
 /// A self-test sample.
@@ -331,7 +340,7 @@ pub struct Listed<T> {
         (status = 200, description = "The same bytes were already stored", body = PushResponse),
         (status = 401, description = "Bad or missing token", body = ErrorBody),
         (status = 409, description = "The version exists with other bytes", body = ErrorBody),
-        (status = 422, description = "Not a usable component, or the self-test failed", body = ErrorBody),
+        (status = 422, description = "Not a usable component, or the self-test or a test case failed", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -345,7 +354,7 @@ pub async fn push_plugin(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
-    let (component, self_test) = if is_json {
+    let (component, self_test, cases) = if is_json {
         let request: PushRequest = serde_json::from_slice(&body)
             .map_err(|error| AdminError::BadPush(format!("invalid push request: {error}")))?;
         let component = base64::engine::general_purpose::STANDARD
@@ -357,9 +366,9 @@ pub async fn push_plugin(
             to: test.to,
             config: test.config.map(|config| config.to_string()),
         });
-        (component, self_test)
+        (component, self_test, request.test_cases)
     } else {
-        (body.to_vec(), None)
+        (body.to_vec(), None, Vec::new())
     };
     if component.is_empty() {
         return Err(AdminError::BadPush("the component is empty".into()).into());
@@ -370,7 +379,7 @@ pub async fn push_plugin(
         }
         .into());
     }
-    let pushed = registry.push(component, self_test, &who).await?;
+    let pushed = registry.push(component, self_test, cases, &who).await?;
     tracing::info!(
         plugin = %pushed.version.name, version = %pushed.version.version,
         digest = %pushed.version.digest, created = pushed.created, by = %who,
@@ -972,7 +981,8 @@ async fn end_canary(
     ),
     components(schemas(
         ErrorBody, PushRequest, SelfTestRequest, PushResponse, PluginVersion, BindingRecord,
-        BindingAction, BindRequest, CanaryRequest, CanaryRecord, SelfTestReport, Format, AuditPage, AuditView
+        BindingAction, BindRequest, CanaryRequest, CanaryRecord, TestCase, Expectation,
+        ExpectedViolation, SelfTestReport, Format, AuditPage, AuditView
     )),
     modifiers(&AdminTokenScheme),
     tags(

@@ -80,12 +80,7 @@ impl Registry {
             name: plan.plugin.clone(),
             version: plan.version.clone(),
         };
-        let stored = self
-            .repository
-            .version(&plan.plugin, &plan.version)
-            .await?
-            .ok_or_else(unknown)?;
-        let plugin = self.load(&stored.digest, &stored.object_key).await?;
+        let plugin = self.load_version(&plan.plugin, &plan.version).await?;
         Binding::new(
             plugin,
             plan.config.as_ref().map(serde_json::Value::to_string),
@@ -144,18 +139,13 @@ pub async fn load_canaries(
             table.insert(at, live.clone());
             continue;
         }
-        let loaded = match (&record.digest, &record.object_key) {
-            (Some(digest), Some(object_key)) => {
-                registry.load(digest, object_key).await.and_then(|plugin| {
-                    let config = record.config.as_ref().map(serde_json::Value::to_string);
-                    Binding::new(plugin, config).map_err(RegistryError::from)
-                })
-            }
-            _ => Err(RegistryError::UnknownVersion {
-                name: record.plugin.clone(),
-                version: record.version.clone(),
-            }),
-        };
+        let loaded = registry
+            .load_version(&record.plugin, &record.version)
+            .await
+            .and_then(|plugin| {
+                let config = record.config.as_ref().map(serde_json::Value::to_string);
+                Binding::new(plugin, config).map_err(RegistryError::from)
+            });
         match loaded {
             Ok(binding) => {
                 tracing::info!(

@@ -4,6 +4,7 @@
 
 pub mod binding;
 pub mod canary;
+pub mod cases;
 pub mod directory;
 pub mod sync;
 
@@ -20,6 +21,7 @@ use crate::db::plugins::{
 };
 use crate::domain::{BindingKey, Format};
 use crate::registry::binding::{ANY_RESOURCE, Binding, BindingError, LiveBindings};
+use crate::registry::cases::{CaseRunner, TestCase};
 use crate::storage::{ObjectStore, StoreError};
 use export_plugin_host::tool::{SessionError, run_session};
 use export_plugin_host::{DataFormat, LoadedPlugin, PluginFailure, SessionOptions, Violation};
@@ -118,6 +120,27 @@ pub enum RegistryError {
         /// Where one was asked for.
         key: BindingKey,
     },
+    /// The version fails its test cases (at push, or on this replica's engine before a bind).
+    #[error("{name} {version} fails its test cases: {failures}")]
+    TestCases {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+        /// How each failing case differs, `; `-separated.
+        failures: String,
+    },
+    /// The same bytes are stored under this name and version with other test cases.
+    #[error(
+        "{name} {version} is already stored with other test cases; versions are immutable, push \
+         a new version"
+    )]
+    CasesDiffer {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -191,17 +214,19 @@ pub struct Registry {
     bindings: Arc<LiveBindings>,
     applications: EnabledApps,
     max_component_bytes: usize,
+    cases: Arc<dyn CaseRunner>,
 }
 
 impl Registry {
     /// A registry storing records with `repository` and bytes in `store`, compiling with the host
-    /// of `bindings`.
+    /// of `bindings` and running test cases with `cases`.
     pub fn new(
         repository: PluginRepository,
         store: ObjectStore,
         bindings: Arc<LiveBindings>,
         applications: EnabledApps,
         max_component_bytes: usize,
+        cases: Arc<dyn CaseRunner>,
     ) -> Self {
         Self {
             repository,
@@ -209,6 +234,7 @@ impl Registry {
             bindings,
             applications,
             max_component_bytes,
+            cases,
         }
     }
 
@@ -222,14 +248,22 @@ impl Registry {
         &self.repository
     }
 
-    /// Compiles and checks `bytes`, runs the self-test if any, stores the bytes and records the
-    /// version (its name and version from `describe`).
+    /// Compiles and checks `bytes`, runs the self-test and the test cases if any, stores the
+    /// bytes and records the version (its name and version from `describe`) with its cases.
     pub async fn push(
         &self,
         bytes: Vec<u8>,
         self_test: Option<SelfTest>,
+        cases: Vec<TestCase>,
         by: &str,
     ) -> Result<Pushed, RegistryError> {
+        if cases.len() > cases::MAX_CASES {
+            return Err(RegistryError::Refused(format!(
+                "{} test cases; a version carries at most {}",
+                cases.len(),
+                cases::MAX_CASES
+            )));
+        }
         let host = self.bindings.host.clone();
         let bytes = Arc::new(bytes);
         let compiling = bytes.clone();
@@ -245,6 +279,16 @@ impl Registry {
         .await
         .map_err(|error| RegistryError::Refused(format!("the check crashed: {error}")))??;
         check_identity(&plugin)?;
+        let failures = cases::run_all(&*self.cases, &self.bindings.host, &plugin, &cases).await;
+        if !failures.is_empty() {
+            return Err(RegistryError::TestCases {
+                name: plugin.info.name.clone(),
+                version: plugin.info.version.clone(),
+                failures: failures.join("; "),
+            });
+        }
+        let test_cases = serde_json::to_value(&cases)
+            .map_err(|error| RegistryError::Refused(error.to_string()))?;
         let key = component_key(&plugin.digest);
         let mut reader: &[u8] = &bytes;
         self.store
@@ -262,6 +306,8 @@ impl Registry {
             object_key: key,
             created_at: chrono::Utc::now(),
             created_by: by.to_owned(),
+            test_case_count: cases.len(),
+            test_cases,
         };
         match self.repository.store_version(&record).await? {
             VersionStored::Created(version) => Ok(Pushed {
@@ -269,6 +315,12 @@ impl Registry {
                 created: true,
                 self_test: report,
             }),
+            VersionStored::AlreadyStored(version) if version.test_cases != record.test_cases => {
+                Err(RegistryError::CasesDiffer {
+                    name: version.name,
+                    version: version.version,
+                })
+            }
             VersionStored::AlreadyStored(version) => Ok(Pushed {
                 version,
                 created: false,
@@ -303,12 +355,7 @@ impl Registry {
             name: name.to_owned(),
             version: version.to_owned(),
         };
-        let stored = self
-            .repository
-            .version(name, version)
-            .await?
-            .ok_or_else(unknown)?;
-        let plugin = self.load(&stored.digest, &stored.object_key).await?;
+        let plugin = self.load_version(name, version).await?;
         Binding::new(plugin, config.as_ref().map(serde_json::Value::to_string))?;
         let outcome = self
             .repository
@@ -397,6 +444,37 @@ impl Registry {
                 name: name.to_owned(),
                 version: version.to_owned(),
             }),
+        }
+    }
+
+    /// The stored version `name` `version`, compiled on this replica and passing its test
+    /// cases on this replica's engine.
+    pub async fn load_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Arc<LoadedPlugin>, RegistryError> {
+        let stored = self
+            .repository
+            .version(name, version)
+            .await?
+            .ok_or_else(|| RegistryError::UnknownVersion {
+                name: name.to_owned(),
+                version: version.to_owned(),
+            })?;
+        let plugin = self.load(&stored.digest, &stored.object_key).await?;
+        let cases: Vec<TestCase> = serde_json::from_value(stored.test_cases).map_err(|error| {
+            DbError::Corrupt(format!("test cases of {name} {version}: {error}"))
+        })?;
+        let failures = cases::run_all(&*self.cases, &self.bindings.host, &plugin, &cases).await;
+        if failures.is_empty() {
+            Ok(plugin)
+        } else {
+            Err(RegistryError::TestCases {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                failures: format!("{} (on this replica)", failures.join("; ")),
+            })
         }
     }
 

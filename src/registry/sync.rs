@@ -42,26 +42,20 @@ pub async fn reload(registry: &Registry, metrics: &Metrics) -> Result<usize, sup
             table.insert(key, current.clone());
             continue;
         }
-        let loaded = match (&record.digest, &record.object_key) {
-            (Some(digest), Some(object_key)) => match registry.load(digest, object_key).await {
-                Ok(plugin) => Binding::new(plugin, config).map_err(RegistryError::from),
-                Err(error) => {
-                    // The store's passing trouble: the next reload (a notification or the
-                    // periodic resync) fetches it again.
-                    if matches!(error, RegistryError::Store(_)) {
-                        metrics
-                            .store_retries
-                            .with_label_values(&["registry_fetch"])
-                            .inc();
-                    }
-                    Err(error)
+        // The version may have been deleted since the record was read: that is UnknownVersion.
+        let loaded = match registry.load_version(name, version).await {
+            Ok(plugin) => Binding::new(plugin, config).map_err(RegistryError::from),
+            Err(error) => {
+                // The store's passing trouble: the next reload (a notification or the periodic
+                // resync) fetches it again.
+                if matches!(error, RegistryError::Store(_)) {
+                    metrics
+                        .store_retries
+                        .with_label_values(&["registry_fetch"])
+                        .inc();
                 }
-            },
-            // The version was deleted after the record was read.
-            _ => Err(RegistryError::UnknownVersion {
-                name: name.clone(),
-                version: version.clone(),
-            }),
+                Err(error)
+            }
         };
         match loaded {
             Ok(binding) => {

@@ -24,6 +24,7 @@ mod lifecycle_events;
 mod list;
 mod oidc;
 mod packaging;
+mod plugin_gate;
 mod plugin_run;
 mod plugins;
 mod probes;
