@@ -57,6 +57,9 @@ pub struct Metrics {
     /// `export_service_plugin_canary_rollbacks_total{application}`: canaries this replica rolled
     /// back because they failed more than the stable version.
     pub plugin_canary_rollbacks: IntCounterVec,
+    /// `export_service_plugin_loads_total{source}`: registry plugins this replica made ready,
+    /// by how (`compiled`, or the fleet's artefact from the object `store` or the `disk`).
+    pub plugin_loads: IntCounterVec,
     /// Requests refused because they reached a limit, by limit (`payload_size`,
     /// `upload_slots`, `upload_duration`, `connections`, …).
     pub refusals: IntCounterVec,
@@ -224,6 +227,14 @@ impl Metrics {
             &["application"],
         )
         .expect("valid metric");
+        let plugin_loads = IntCounterVec::new(
+            Opts::new(
+                "export_service_plugin_loads_total",
+                "Registry plugins this replica made ready, by source (compiled, store, disk)",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
         let refusals = IntCounterVec::new(
             Opts::new(
                 "export_service_refusals_total",
@@ -271,6 +282,7 @@ impl Metrics {
             Box::new(plugin_binding_info.clone()),
             Box::new(plugin_load_failures.clone()),
             Box::new(plugin_canary_rollbacks.clone()),
+            Box::new(plugin_loads.clone()),
             Box::new(internal_requests.clone()),
             Box::new(uploads.clone()),
             Box::new(failed_uploads.clone()),
@@ -314,6 +326,7 @@ impl Metrics {
             plugin_binding_info,
             plugin_load_failures,
             plugin_canary_rollbacks,
+            plugin_loads,
             refusals,
             upload_slots_in_use,
             packaging_retries,

@@ -18,12 +18,13 @@ use crate::dispatch::relay::{self, Relay};
 use crate::http::{self, AppState, listener, request_id::RequestIdGenerator};
 use crate::metrics::Metrics;
 use crate::package::{Packager, PackagerSettings};
+use crate::registry::artefacts::Artefacts;
 use crate::registry::binding::LiveBindings;
 use crate::registry::directory::load_directory;
 use crate::registry::{self, Registry};
 use crate::storage::ObjectStore;
 use crate::worker::cleaner::Cleaner;
-use export_plugin_host::{PluginFailure, PluginHost};
+use export_plugin_host::{ArtefactDir, PluginFailure, PluginHost};
 
 /// Why the service could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +82,10 @@ impl BoundService {
         )
         .await?;
         let limits = config.data_path.plugin_limits.clone();
+        let ceilings = crate::config::plugin_ceilings(&config);
         let directory = config.data_path.plugins_dir.clone();
         let bindings = tokio::task::spawn_blocking(move || {
-            let bindings = LiveBindings::new(Arc::new(PluginHost::new(limits)?));
+            let bindings = LiveBindings::new(Arc::new(PluginHost::new(limits)?), ceilings);
             if let Some(directory) = directory {
                 bindings.set_directory(load_directory(&bindings.host, &directory)?);
             }
@@ -93,15 +95,30 @@ impl BoundService {
         .map_err(|error| ServeError::Plugins(error.to_string()))?
         .map_err(|error| ServeError::Plugins(error.to_string()))?;
         let bindings = Arc::new(bindings);
+        let metrics = Metrics::new();
+        let repository = PluginRepository::new(pool.clone());
+        let artefact_dir = match &config.registry.artefact_dir {
+            Some(path) => Some(ArtefactDir::new(path).map_err(|error| {
+                ServeError::Plugins(format!("PLUGIN_ARTEFACT_DIR {}: {error}", path.display()))
+            })?),
+            None => None,
+        };
+        let artefacts = Artefacts::new(
+            repository.artefacts(),
+            store.clone(),
+            artefact_dir,
+            config.registry.max_artefact_bytes(),
+            metrics.plugin_loads.clone(),
+        );
         let registry = Registry::new(
-            PluginRepository::new(pool.clone()),
+            repository,
             store.clone(),
             bindings.clone(),
             config.enabled_apps.clone(),
             config.registry.max_component_bytes,
             Arc::new(crate::delivery::trial::PipelineCases),
+            artefacts,
         );
-        let metrics = Metrics::new();
         // The bindings in force come back from the database before the first upload (a replica
         // that cannot reach it now keeps trying in the background).
         if let Err(error) = registry::sync::reload(&registry, &metrics).await {

@@ -27,7 +27,7 @@ pub use duration::{DurationError, parse_go_duration};
 pub use kafka::{EventConfig, KafkaConfig, OutboxConfig};
 pub use registry::RegistryConfig;
 pub use settings::Settings;
-pub use sizing::{MemoryBudget, MemoryTerm, push_slots};
+pub use sizing::{MemoryBudget, MemoryTerm, plugin_ceilings, push_slots, upload_slots_for};
 pub use storage::{
     DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION, DataPathConfig, DownloadRedirect,
     MAX_PRESIGNED_EXPIRY, ObjectLayout, S3Config, StoreConfig,
@@ -133,6 +133,7 @@ pub const KNOWN_SETTINGS: &[&str] = &[
     "PLUGIN_RESYNC_INTERVAL",
     "PLUGINS_DIR_POLL_INTERVAL",
     "PLUGIN_MAX_COMPONENT_SIZE",
+    "PLUGIN_ARTEFACT_DIR",
     "PLUGIN_CACHE_SIZE",
     "CLEANER_INTERVAL",
     "CLEANER_GRACE",

@@ -19,6 +19,17 @@ pub struct RegistryConfig {
     pub directory_poll_interval: Duration,
     /// The largest component the admin API accepts, in bytes.
     pub max_component_bytes: usize,
+    /// Where compiled artefacts are kept across restarts (`PLUGIN_ARTEFACT_DIR`); `None`:
+    /// only in the object store.
+    pub artefact_dir: Option<std::path::PathBuf>,
+}
+
+impl RegistryConfig {
+    /// The largest compiled artefact a replica fetches: compiled code is a few times the size
+    /// of the component it came from.
+    pub fn max_artefact_bytes(&self) -> usize {
+        self.max_component_bytes.saturating_mul(8)
+    }
 }
 
 pub(super) fn registry_config(reader: &Reader<'_>) -> Result<RegistryConfig, ConfigError> {
@@ -54,5 +65,9 @@ pub(super) fn registry_config(reader: &Reader<'_>) -> Result<RegistryConfig, Con
         resync_interval,
         directory_poll_interval,
         max_component_bytes: max_component_mib * 1024 * 1024,
+        artefact_dir: match reader.0.get("PLUGIN_ARTEFACT_DIR").map(str::trim) {
+            None | Some("") => None,
+            Some(path) => Some(path.into()),
+        },
     })
 }

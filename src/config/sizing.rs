@@ -6,6 +6,7 @@
 //! Each term mirrors the code that holds the memory; change it when that code changes.
 
 use super::{Config, MAX_REQUEST_HEAD_BYTES};
+use crate::domain::plugin_limits::{LimitCeilings, slots_for};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -56,6 +57,28 @@ pub fn slot_bytes(config: &Config) -> u64 {
         + UPLOAD_OVERHEAD_BYTES
         + limits.memory_bytes as u64
         + PLUGIN_OUTPUT_COPIES * limits.output_bytes_per_call as u64
+}
+
+/// The most a binding may give one plugin session on this replica (`"limits"` in its
+/// configuration): memory up to what all the other upload slots would hold (such an upload then
+/// holds that many slots, so the worst case below still holds), a call up to the session's time.
+pub fn plugin_ceilings(config: &Config) -> LimitCeilings {
+    let limits = &config.data_path.plugin_limits;
+    let others = config.data_path.max_concurrent_uploads.saturating_sub(1) as u64;
+    LimitCeilings {
+        memory_bytes: limits.memory_bytes as u64 + others * slot_bytes(config),
+        call_timeout: limits.session_timeout,
+    }
+}
+
+/// The upload slots an upload holds when its binding gives its plugin session
+/// `memory_bytes` (one, plus one per slot's worth of memory above the default).
+pub fn upload_slots_for(config: &Config, memory_bytes: u64) -> usize {
+    slots_for(
+        memory_bytes,
+        config.data_path.plugin_limits.memory_bytes as u64,
+        slot_bytes(config),
+    )
 }
 
 /// What an admin push may hold at most: its body (base64 in JSON is 4/3 of the component, plus

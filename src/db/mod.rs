@@ -1,5 +1,6 @@
 //! PostgreSQL access: the connection pool, migrations and one repository per aggregate.
 
+pub mod artefacts;
 pub mod audit;
 pub mod canaries;
 pub mod cleanup;

@@ -171,8 +171,9 @@ pub enum BindOutcome {
 /// What deleting a version did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VersionDeleted {
-    /// Deleted; the object key is returned when no other version uses the same bytes.
-    Deleted(Option<String>),
+    /// Deleted; with the object keys no version uses any more (the component and its
+    /// artefacts, when no other version has the same bytes).
+    Deleted(Vec<String>),
     /// Refused: these bindings use it.
     Bound(Vec<BindingKey>),
     /// There is no such version.
@@ -214,6 +215,11 @@ impl PluginRepository {
     /// The canaries' records, in the same database.
     pub fn canaries(&self) -> super::canaries::CanaryRepository {
         super::canaries::CanaryRepository::new(self.pool.clone())
+    }
+
+    /// The records of compiled artefacts, in the same database.
+    pub fn artefacts(&self) -> super::artefacts::ArtefactRepository {
+        super::artefacts::ArtefactRepository::new(self.pool.clone())
     }
 
     /// Records a version whose bytes are already at `object_key`.
@@ -334,11 +340,20 @@ impl PluginRepository {
             return Ok(VersionDeleted::Unknown);
         };
         let digest: String = deleted.try_get("digest")?;
-        let orphan = !Self::digest_used(&mut transaction, &digest).await?;
+        let mut orphans = Vec::new();
+        if !Self::digest_used(&mut transaction, &digest).await? {
+            orphans.push(deleted.try_get("object_key")?);
+            let artefacts =
+                sqlx::query("DELETE FROM plugin_artefacts WHERE digest = $1 RETURNING object_key")
+                    .bind(&digest)
+                    .fetch_all(&mut *transaction)
+                    .await?;
+            for artefact in artefacts {
+                orphans.push(artefact.try_get("object_key")?);
+            }
+        }
         transaction.commit().await?;
-        Ok(VersionDeleted::Deleted(
-            orphan.then(|| deleted.try_get("object_key")).transpose()?,
-        ))
+        Ok(VersionDeleted::Deleted(orphans))
     }
 
     /// Records a binding change and notifies every replica.

@@ -43,6 +43,22 @@ pub struct Delivery<'a> {
     pub idle_timeout: Duration,
 }
 
+/// The plugin an upload runs through (if any), chosen once when it arrives.
+#[derive(Default)]
+pub struct PluginChoice {
+    /// The plugin and its session's settings.
+    pub run: Option<PluginRun>,
+    /// The upload's side of a canary, when one runs where it was bound.
+    pub canary: Option<CanaryTicket>,
+}
+
+impl PluginChoice {
+    /// The linear memory the plugin session may use, when one runs.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.run.as_ref().map(|run| run.limits.memory_bytes as u64)
+    }
+}
+
 /// One delivery: the body of an upload and what its headers say about it.
 pub struct Upload {
     /// The `Content-Length`, when declared.
@@ -208,6 +224,7 @@ impl Delivery<'_> {
         &self,
         target: SourceTarget,
         upload: Upload,
+        choice: PluginChoice,
     ) -> Result<Delivered, DeliveryError> {
         let limit = self.data_path.max_payload_bytes;
         if upload.declared_length.is_some_and(|length| length > limit) {
@@ -215,8 +232,11 @@ impl Delivery<'_> {
             self.metrics.refuse("payload_size");
             return Err(DeliveryError::TooLarge { limit });
         }
-        // The binding in force now stays with this upload to its end, whatever changes.
-        let (plugin, canary) = self.plugin_in_force(&target)?;
+        // The binding chosen stays with this upload to its end, whatever changes.
+        let PluginChoice {
+            run: plugin,
+            canary,
+        } = choice;
         let lease = self.data_path.upload_lease;
         let token = match self.sources.begin_upload(&target, lease).await? {
             BeginUpload::Started(token) => token,
@@ -291,17 +311,16 @@ impl Delivery<'_> {
 
     /// The plugin bound to the target's application, resource and organisation now, if any. An
     /// upload bound to a plugin this replica could not load yet waits (503) rather than being
-    /// stored without the checks its binding promises.
-    fn plugin_in_force(
-        &self,
-        target: &SourceTarget,
-    ) -> Result<(Option<PluginRun>, Option<CanaryTicket>), DeliveryError> {
+    /// stored without the checks its binding promises. The caller holds the upload slots the
+    /// choice's memory needs (see [`PluginChoice::memory_bytes`]) and hands it to
+    /// [`accept`](Self::accept).
+    pub fn plugin_in_force(&self, target: &SourceTarget) -> Result<PluginChoice, DeliveryError> {
         let Some(bindings) = self.plugins else {
-            return Ok((None, None));
+            return Ok(PluginChoice::default());
         };
         match bindings.resolve(&target.application, &target.resource, &target.org_id) {
-            Resolved::Bound(binding, key, canary) => Ok((
-                Some(PluginRun {
+            Resolved::Bound(binding, key, canary) => Ok(PluginChoice {
+                run: Some(PluginRun {
                     scope: Some(key.scope()),
                     host: bindings.host.clone(),
                     plugin: binding.plugin.clone(),
@@ -309,11 +328,12 @@ impl Delivery<'_> {
                     application: target.application.clone(),
                     resource: target.resource.clone(),
                     schema: binding.schema_for(target.resource.as_str()),
+                    limits: bindings.session_limits(&binding),
                 }),
                 canary,
-            )),
+            }),
             Resolved::Unloaded(binding) => Err(DeliveryError::PluginNotLoaded { binding }),
-            Resolved::Unbound => Ok((None, None)),
+            Resolved::Unbound => Ok(PluginChoice::default()),
         }
     }
 

@@ -15,13 +15,16 @@ use tokio_util::io::ReaderStream;
 
 use super::{Disposition, disposition};
 use crate::config::{DEFAULT_MAX_PAYLOAD_MIB, DEFAULT_STORED_EXPANSION};
+use crate::domain::plugin_limits::LimitCeilings;
 use crate::domain::{Application, Format, Resource};
 use crate::ingest::intake::BodyStream;
 use crate::ingest::plugin_stage::SessionFigures;
 use crate::ingest::{Ingested, Limits, Pipeline, Plan, PluginRun};
 use crate::registry::binding::{Binding, BindingError};
 use crate::registry::cases::{CaseOutcome, CaseRunner, TestCase};
-use export_plugin_host::{LoadedPlugin, PluginFailure, PluginHost, PluginLimits, Violation};
+use export_plugin_host::{
+    ArtefactDir, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, Violation,
+};
 
 /// What to try.
 #[derive(Debug, Clone)]
@@ -100,7 +103,11 @@ pub async fn run(trial: &Trial) -> Result<TrialReport, TrialError> {
     let started = Instant::now();
     let host = Arc::new(PluginHost::with_fuel_metering(PluginLimits::default())?);
     let component = std::fs::read(&trial.component).map_err(file_error(&trial.component))?;
-    let plugin = host.load(&component)?;
+    // The author's tool compiles a component once, then loads it from its artefact cache.
+    let plugin = match ArtefactDir::for_tool() {
+        Some(directory) => host.load_through(&component, &directory)?,
+        None => host.load(&component)?,
+    };
     let config = match &trial.config {
         Some(path) => Some(std::fs::read_to_string(path).map_err(file_error(path))?),
         None => None,
@@ -132,6 +139,15 @@ pub async fn run(trial: &Trial) -> Result<TrialReport, TrialError> {
         .await?;
     report.wall_time = started.elapsed();
     Ok(report)
+}
+
+/// A trial's ceilings on a binding's `"limits"`: a sample runs alone, so no upload slots bound
+/// its memory (the replica checks its own ceilings when the binding is made).
+fn trial_ceilings(host: &PluginHost) -> LimitCeilings {
+    LimitCeilings {
+        memory_bytes: 4 * 1024 * 1024 * 1024,
+        call_timeout: host.limits().session_timeout,
+    }
 }
 
 /// A sample and the plugin binding to judge it with.
@@ -168,13 +184,14 @@ impl Sample {
                 idle_timeout: Duration::from_secs(3600),
             },
             plugin: Some(PluginRun {
-                host: self.host,
+                host: self.host.clone(),
                 plugin: self.plugin.clone(),
                 config: self.config,
                 application: self.application.clone(),
                 resource: self.resource.clone(),
                 schema: binding.schema_for(self.resource.as_str()),
                 scope: None,
+                limits: binding.session_limits(self.host.limits(), &trial_ceilings(&self.host)),
             }),
         };
         let outcome = match Pipeline::start(body, plan).await {

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod ids;
 pub mod listing;
 pub mod outbox;
+pub mod plugin_limits;
 pub mod progress;
 pub mod psk;
 pub mod quota;

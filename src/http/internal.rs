@@ -18,8 +18,9 @@ use super::audit::record_auth_failure;
 use super::body::read_limited;
 use super::error::ApiError;
 use super::upload_slots::UploadSlot;
+use crate::config::upload_slots_for;
 use crate::db::sources::{Settled, SourceTarget};
-use crate::delivery::{Delivered, DeliveryError, Refusal, Upload};
+use crate::delivery::{Delivered, DeliveryError, PluginChoice, Refusal, Upload};
 use crate::domain::audit::{AuditAction, AuditRecord, Outcome, Principal};
 use crate::domain::psk::{Grant, PskError, authorize};
 use crate::domain::{Application, ExportId, InvalidId, SourceId};
@@ -231,7 +232,16 @@ pub async fn upload(
     };
     let source_id = target.source_id;
     let delivery = state.delivery();
-    match delivery.accept(target, upload).await {
+    let delivered = match delivery.plugin_in_force(&target) {
+        Ok(choice) => {
+            // A binding giving its plugin more memory than the default holds more slots.
+            let _more_slots =
+                take_slots_for_plugin_memory(&state, path.application.as_str(), &choice)?;
+            delivery.accept(target, upload, choice).await
+        }
+        Err(error) => Err(error),
+    };
+    match delivered {
         Ok(delivered) => Ok((StatusCode::ACCEPTED, Json(receipt(&delivered))).into_response()),
         Err(error) if error.leaves_source_pending() => {
             let answer = ApiError::from(error);
@@ -308,6 +318,38 @@ fn take_upload_slot(state: &AppState, application: &str) -> Result<UploadSlot, A
         tracing::info!(application, reason = %refusal, "upload refused: no slot");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(2)
     })
+}
+
+/// Takes the upload slots beyond its own that an upload holds while its plugin session may use
+/// more memory than a slot budgets (a binding's `"limits"`), or refuses with 503.
+fn take_slots_for_plugin_memory(
+    state: &AppState,
+    application: &str,
+    choice: &PluginChoice,
+) -> Result<Vec<UploadSlot>, ApiError> {
+    let Some(memory) = choice.memory_bytes() else {
+        return Ok(Vec::new());
+    };
+    let more = upload_slots_for(&state.config, memory).saturating_sub(1);
+    if more == 0 {
+        return Ok(Vec::new());
+    }
+    state
+        .upload_slots
+        .try_take_many(application, more)
+        .map_err(|refusal| {
+            state.metrics.refuse(refusal.metric_label());
+            tracing::info!(application, more, reason = %refusal, "upload refused: no slots for its plugin's memory");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{refusal}: this upload's plugin binding gives its session {} MiB, which holds \
+                     {more} more upload slot(s); retry later",
+                    memory / (1024 * 1024)
+                ),
+            )
+            .retry_after(2)
+        })
 }
 
 /// `POST …/error`: the application reports that it cannot deliver the source.

@@ -24,7 +24,9 @@ use crate::domain::{Application, BindingScope, Format, PluginStamp, Resource};
 use crate::storage::{ObjectStore, PutError, StoreError};
 use convert::Converting;
 use export_plugin_host::Violation;
-use export_plugin_host::{DataFormat, LoadedPlugin, PluginFailure, PluginHost, SessionOptions};
+use export_plugin_host::{
+    DataFormat, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, SessionOptions,
+};
 use inspect::Inspector;
 use intake::{BodyStream, Intake};
 use plugin_stage::{PluginStage, SessionFigures};
@@ -66,6 +68,8 @@ pub struct PluginRun {
     pub schema: Option<Arc<jsonschema::Validator>>,
     /// How specific the binding that chose the plugin is (`None` when no binding did: a trial).
     pub scope: Option<BindingScope>,
+    /// The limits of the session (the host's, or the binding's own).
+    pub limits: PluginLimits,
 }
 
 /// Why an upload was not stored. Nothing is left in the store in any of these cases.
@@ -216,7 +220,7 @@ impl Pipeline {
                         stamp.name.clone(),
                     )
                 });
-                let stage = PluginStage::start(run.host, run.plugin, options, intake);
+                let stage = PluginStage::start(run.host, run.plugin, options, run.limits, intake);
                 (Upstream::Plugin(stage), produced, schema, Some(stamp))
             }
         };

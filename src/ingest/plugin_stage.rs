@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::IngestError;
 use export_plugin_host::{
-    CHUNK_BYTES, LoadedPlugin, PluginFailure, PluginHost, SessionOptions, Violation,
+    CHUNK_BYTES, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, SessionOptions, Violation,
 };
 
 /// The most violations collected (the rest are counted, not kept).
@@ -61,11 +61,12 @@ impl<S> PluginStage<S>
 where
     S: Stream<Item = Result<Bytes, IngestError>> + Send + Unpin + 'static,
 {
-    /// Runs `input` through a session of `plugin`.
+    /// Runs `input` through a session of `plugin` under `limits`.
     pub fn start(
         host: Arc<PluginHost>,
         plugin: Arc<LoadedPlugin>,
         options: SessionOptions,
+        limits: PluginLimits,
         mut input: S,
     ) -> Self {
         let (input_sender, input_receiver) = mpsc::channel::<Input>(2);
@@ -95,7 +96,14 @@ where
             input
         });
         let session = tokio::task::spawn_blocking(move || {
-            run_session(&host, &plugin, &options, input_receiver, &output_sender)
+            run_session(
+                &host,
+                &plugin,
+                &options,
+                &limits,
+                input_receiver,
+                &output_sender,
+            )
         });
         Self {
             output,
@@ -127,6 +135,7 @@ fn run_session(
     host: &PluginHost,
     plugin: &Arc<LoadedPlugin>,
     options: &SessionOptions,
+    limits: &PluginLimits,
     mut input: mpsc::Receiver<Input>,
     output: &mpsc::Sender<Output>,
 ) -> Option<SessionFigures> {
@@ -134,7 +143,7 @@ fn run_session(
         let _ = output.blocking_send(Output::Failed(IngestError::Plugin(failure)));
         None
     };
-    let mut session = match host.open(plugin, options) {
+    let mut session = match host.open_with(plugin, options, limits) {
         Ok(session) => session,
         Err(failure) => return stop(failure),
     };

@@ -6,9 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use export_plugin_host::{LoadedPlugin, PluginHost};
+use export_plugin_host::{LoadedPlugin, PluginHost, PluginLimits};
 
 use crate::domain::canary::{CanaryAudience, CanaryCounts};
+use crate::domain::plugin_limits::{BindingLimits, LimitCeilings, LimitsError};
 pub use crate::domain::{ANY_RESOURCE, BindingKey};
 use crate::domain::{Application, OrgId, Resource};
 use crate::ingest::schema::{SchemaError, compile};
@@ -24,6 +25,8 @@ pub struct Binding {
     pub schema: Option<Arc<jsonschema::Validator>>,
     /// JSON Schemas the plugin declares per resource.
     pub resource_schemas: HashMap<String, Arc<jsonschema::Validator>>,
+    /// The binding's own limits (`"limits"` in its configuration).
+    pub limits: BindingLimits,
 }
 
 /// Why a binding's configuration or its plugin's schemas are unusable.
@@ -38,6 +41,9 @@ pub enum BindingError {
     /// The configuration's `"schema"` does not compile.
     #[error("\"schema\" is not a JSON Schema: {0}")]
     Schema(#[source] SchemaError),
+    /// The configuration's `"limits"` are malformed or beyond what this service allows.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     /// A schema the plugin declares for a resource does not compile.
     #[error("the schema of resource '{resource}' is not a JSON Schema: {reason}")]
     ResourceSchema {
@@ -52,15 +58,16 @@ impl Binding {
     /// Binds `plugin` with `config` (JSON text), compiling the schemas involved; `Err` says
     /// what is wrong with them.
     pub fn new(plugin: Arc<LoadedPlugin>, config: Option<String>) -> Result<Self, BindingError> {
-        let schema = match &config {
-            None => None,
+        let (schema, limits) = match &config {
+            None => (None, BindingLimits::default()),
             Some(text) => {
                 let value: serde_json::Value =
                     serde_json::from_str(text).map_err(BindingError::NotJson)?;
-                value
+                let schema = value
                     .get("schema")
                     .map(|schema| compile(schema).map(Arc::new).map_err(BindingError::Schema))
-                    .transpose()?
+                    .transpose()?;
+                (schema, BindingLimits::from_config(&value)?)
             }
         };
         let mut resource_schemas = HashMap::new();
@@ -82,7 +89,21 @@ impl Binding {
             config,
             schema,
             resource_schemas,
+            limits,
         })
+    }
+
+    /// The limits this binding's sessions run under: the host's, with the binding's memory and
+    /// call time (capped at `ceilings`).
+    pub fn session_limits(&self, host: &PluginLimits, ceilings: &LimitCeilings) -> PluginLimits {
+        PluginLimits {
+            memory_bytes: usize::try_from(
+                self.limits.memory_bytes(host.memory_bytes as u64, ceilings),
+            )
+            .unwrap_or(usize::MAX),
+            call_timeout: self.limits.call_timeout(host.call_timeout, ceilings),
+            ..host.clone()
+        }
     }
 
     /// The schema the host checks records of `resource` against: the binding's, else the one the
@@ -230,6 +251,8 @@ pub enum Resolved {
 pub struct LiveBindings {
     /// The host that runs the plugins.
     pub host: Arc<PluginHost>,
+    /// The most memory and call time a binding may give its sessions on this replica.
+    pub ceilings: LimitCeilings,
     sources: RwLock<Sources>,
 }
 
@@ -245,12 +268,18 @@ struct Sources {
 }
 
 impl LiveBindings {
-    /// No bindings yet.
-    pub fn new(host: Arc<PluginHost>) -> Self {
+    /// No bindings yet; bindings may raise their sessions' limits up to `ceilings`.
+    pub fn new(host: Arc<PluginHost>, ceilings: LimitCeilings) -> Self {
         Self {
             host,
+            ceilings,
             sources: RwLock::new(Sources::default()),
         }
+    }
+
+    /// The limits a session of `binding` runs under on this replica.
+    pub fn session_limits(&self, binding: &Binding) -> PluginLimits {
+        binding.session_limits(self.host.limits(), &self.ceilings)
     }
 
     /// Replaces the plugin directory's bindings.

@@ -81,10 +81,7 @@ impl Registry {
             version: plan.version.clone(),
         };
         let plugin = self.load_version(&plan.plugin, &plan.version).await?;
-        Binding::new(
-            plugin,
-            plan.config.as_ref().map(serde_json::Value::to_string),
-        )?;
+        self.check_binding(plugin, plan.config.as_ref())?;
         let started = self
             .repository
             .canaries()

@@ -2,6 +2,7 @@
 //! accepted, bytes kept in the object store by digest, records in PostgreSQL) and bind
 //! applications to them; every replica applies the bindings ([`sync`]).
 
+pub mod artefacts;
 pub mod binding;
 pub mod canary;
 pub mod cases;
@@ -11,7 +12,6 @@ pub mod sync;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
 use crate::config::EnabledApps;
 use crate::db::DbError;
@@ -20,9 +20,10 @@ use crate::db::plugins::{
     VersionDeleted, VersionStored,
 };
 use crate::domain::{BindingKey, Format};
+use crate::registry::artefacts::{Artefacts, LoadSource, fetch_bounded};
 use crate::registry::binding::{ANY_RESOURCE, Binding, BindingError, LiveBindings};
 use crate::registry::cases::{CaseRunner, TestCase};
-use crate::storage::{ObjectStore, StoreError};
+use crate::storage::ObjectStore;
 use export_plugin_host::tool::{SessionError, run_session};
 use export_plugin_host::{DataFormat, LoadedPlugin, PluginFailure, SessionOptions, Violation};
 
@@ -215,11 +216,12 @@ pub struct Registry {
     applications: EnabledApps,
     max_component_bytes: usize,
     cases: Arc<dyn CaseRunner>,
+    artefacts: Artefacts,
 }
 
 impl Registry {
     /// A registry storing records with `repository` and bytes in `store`, compiling with the host
-    /// of `bindings` and running test cases with `cases`.
+    /// of `bindings` (or loading the fleet's `artefacts`) and running test cases with `cases`.
     pub fn new(
         repository: PluginRepository,
         store: ObjectStore,
@@ -227,6 +229,7 @@ impl Registry {
         applications: EnabledApps,
         max_component_bytes: usize,
         cases: Arc<dyn CaseRunner>,
+        artefacts: Artefacts,
     ) -> Self {
         Self {
             repository,
@@ -235,6 +238,7 @@ impl Registry {
             applications,
             max_component_bytes,
             cases,
+            artefacts,
         }
     }
 
@@ -309,7 +313,17 @@ impl Registry {
             test_case_count: cases.len(),
             test_cases,
         };
-        match self.repository.store_version(&record).await? {
+        let stored = self.repository.store_version(&record).await?;
+        if matches!(
+            stored,
+            VersionStored::Created(_) | VersionStored::AlreadyStored(_)
+        ) {
+            // Compiled here once: the other replicas load this artefact instead.
+            self.artefacts
+                .keep(&self.bindings.host, &plugin, None)
+                .await;
+        }
+        match stored {
             VersionStored::Created(version) => Ok(Pushed {
                 version,
                 created: true,
@@ -356,7 +370,7 @@ impl Registry {
             version: version.to_owned(),
         };
         let plugin = self.load_version(name, version).await?;
-        Binding::new(plugin, config.as_ref().map(serde_json::Value::to_string))?;
+        self.check_binding(plugin, config.as_ref())?;
         let outcome = self
             .repository
             .bind(&NewBinding {
@@ -422,12 +436,12 @@ impl Registry {
     /// Deletes a version that no binding uses (and its bytes, unless another version has them).
     pub async fn delete(&self, name: &str, version: &str) -> Result<(), RegistryError> {
         match self.repository.delete_version(name, version).await? {
-            VersionDeleted::Deleted(orphan) => {
-                if let Some(key) = orphan
-                    && let Err(error) = self.store.delete(&key).await
-                {
-                    // The record is gone; an orphaned object only costs space.
-                    tracing::warn!(%key, %error, "could not delete a plugin component");
+            VersionDeleted::Deleted(orphans) => {
+                for key in orphans {
+                    if let Err(error) = self.store.delete(&key).await {
+                        // The record is gone; an orphaned object only costs space.
+                        tracing::warn!(%key, %error, "could not delete a plugin component");
+                    }
                 }
                 Ok(())
             }
@@ -478,18 +492,24 @@ impl Registry {
         }
     }
 
-    /// The compiled plugin with `digest`: from the host's cache, else fetched from the object
-    /// store, checked against its digest and compiled.
+    /// The compiled plugin with `digest`: from the host's cache, else from the fleet's
+    /// artefact, else fetched from the object store, checked against its digest and compiled
+    /// (and its artefact stored for the fleet).
     pub async fn load(
         &self,
         digest: &str,
         object_key: &str,
     ) -> Result<Arc<LoadedPlugin>, RegistryError> {
-        if let Some(plugin) = self.bindings.host.cached(digest) {
+        let host = &self.bindings.host;
+        if let Some(plugin) = host.cached(digest) {
             return Ok(plugin);
         }
-        let bytes = self
-            .fetch(object_key)
+        let broken = match self.artefacts.load(host, digest).await {
+            Ok(Some(plugin)) => return Ok(plugin),
+            Ok(None) => None,
+            Err(broken) => Some(broken),
+        };
+        let bytes = fetch_bounded(&self.store, object_key, self.max_component_bytes)
             .await
             .map_err(|error| RegistryError::Store(error.to_string()))?;
         let actual = hex::encode(Sha256::digest(&bytes));
@@ -498,27 +518,29 @@ impl Registry {
                 "the stored component {object_key} has digest {actual}, not {digest}"
             )));
         }
-        let host = self.bindings.host.clone();
-        tokio::task::spawn_blocking(move || host.load(&bytes))
+        let compiling = host.clone();
+        let plugin = tokio::task::spawn_blocking(move || compiling.load(&bytes))
             .await
             .map_err(|error| RegistryError::Refused(format!("compiling crashed: {error}")))?
-            .map_err(|failure| RegistryError::Refused(refusal(failure)))
+            .map_err(|failure| RegistryError::Refused(refusal(failure)))?;
+        self.artefacts.count(LoadSource::Compiled);
+        self.artefacts.keep(host, &plugin, broken).await;
+        Ok(plugin)
     }
 
-    async fn fetch(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let object = self.store.get(key, None).await?;
-        if object.length > self.max_component_bytes as u64 {
-            return Err(StoreError::Other(format!(
-                "{key} is larger than the largest component accepted"
-            )));
-        }
-        let mut bytes = Vec::with_capacity(object.length as usize);
-        let mut body = object.body;
-        // A body that breaks off is the store's passing trouble: the next resync retries.
-        body.read_to_end(&mut bytes)
-            .await
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        Ok(bytes)
+    /// Checks a binding of `plugin` with `config` before it is recorded: its schemas compile
+    /// and its limits are within what this service allows.
+    pub(crate) fn check_binding(
+        &self,
+        plugin: Arc<LoadedPlugin>,
+        config: Option<&serde_json::Value>,
+    ) -> Result<Binding, RegistryError> {
+        let binding = Binding::new(plugin, config.map(serde_json::Value::to_string))?;
+        binding
+            .limits
+            .check(&self.bindings.ceilings)
+            .map_err(BindingError::from)?;
+        Ok(binding)
     }
 
     fn check_org(&self, org: &crate::domain::OrgId) -> Result<(), RegistryError> {

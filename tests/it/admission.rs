@@ -100,13 +100,7 @@ async fn a_push_borrows_upload_slots_for_the_memory_it_holds() {
         created["sources"][0]["id"].as_str().unwrap(),
     );
     // An upload that has sent its head and part of its body holds one of the two slots.
-    let mut upload = tokio::net::TcpStream::connect(app.private).await.unwrap();
-    let head = format!(
-        "POST /app/export/v1/{export}/exampleApp/{source}/upload HTTP/1.1\r\nHost: test\r\n\
-         x-rh-exports-psk: psk-example\r\nContent-Type: text/csv\r\nContent-Length: 1000000\r\n\r\n\
-         id,name\n"
-    );
-    upload.write_all(head.as_bytes()).await.unwrap();
+    let upload = crate::helpers::hold_upload(&app, export, source).await;
     let push = |app: &TestApp| {
         app.client
             .post(format!("http://{}/admin/v1/plugins", app.private))

@@ -660,3 +660,18 @@ pub async fn wait_until_sent(app: &TestApp, count: i64) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Starts an upload to exampleApp's `source` of `export` that sends its head and the first bytes
+/// of a 1 MB body, then nothing: it holds an upload slot until the connection is dropped (or
+/// the idle timeout ends it).
+pub async fn hold_upload(app: &TestApp, export: &str, source: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut upload = tokio::net::TcpStream::connect(app.private).await.unwrap();
+    let head = format!(
+        "POST /app/export/v1/{export}/exampleApp/{source}/upload HTTP/1.1\r\nHost: test\r\n\
+         x-rh-exports-psk: psk-example\r\nContent-Type: text/csv\r\nContent-Length: 1000000\r\n\r\n\
+         id,name\n"
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    upload
+}

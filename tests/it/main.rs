@@ -2,7 +2,9 @@
 //! database per test.
 
 mod admission;
+mod artefacts;
 mod audit;
+mod binding_limits;
 mod canary;
 mod cli;
 mod conformance;

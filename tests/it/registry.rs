@@ -118,7 +118,7 @@ pub(crate) async fn wait_for_org_version(
 }
 
 /// Uploads until one runs `version` (bindings apply within about a second), or panics.
-async fn wait_for_version(app: &TestApp, version: Option<&str>) {
+pub(crate) async fn wait_for_version(app: &TestApp, version: Option<&str>) {
     wait_for_version_of(app, "exampleResource", version).await;
 }
 
@@ -774,17 +774,25 @@ async fn a_replica_that_cannot_load_a_version_keeps_its_previous_binding_and_say
     assert_eq!(bind("1.0.0").await.0, 200);
     wait_for_version(&second, Some("1.0.0")).await;
 
-    // Version 2's stored bytes go bad before the second replica ever fetched them.
-    let mut garbage: &[u8] = b"not the component that was pushed";
-    first
-        .store
-        .put(
-            &export_service::registry::component_key(&digests[1]),
-            &mut garbage,
-            "application/wasm",
-        )
-        .await
-        .unwrap();
+    // Version 2's stored bytes, and the artefact compiled from them, go bad before the second
+    // replica ever fetched them.
+    let artefact: String =
+        sqlx::query_scalar("SELECT object_key FROM plugin_artefacts WHERE digest = $1")
+            .bind(&digests[1])
+            .fetch_one(&first.pool)
+            .await
+            .unwrap();
+    for key in [
+        export_service::registry::component_key(&digests[1]),
+        artefact,
+    ] {
+        let mut garbage: &[u8] = b"not the component that was pushed";
+        first
+            .store
+            .put(&key, &mut garbage, "application/wasm")
+            .await
+            .unwrap();
+    }
     assert_eq!(bind("2.0.0").await.0, 200);
     wait_for_version(&first, Some("2.0.0")).await;
     let failures = r#"export_service_plugin_load_failures_total{plugin="tagger",version="2.0.0"}"#;

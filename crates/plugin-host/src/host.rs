@@ -10,6 +10,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ProfilingStrategy, Store};
 use wasmtime_wasi::WasiCtx;
 
+use crate::artefact::{self, ArtefactDir};
 use crate::cache::ComponentCache;
 use crate::contract::{CONTRACT_VERSION, built_against, unsupported_contract};
 use crate::failure::{PluginFailure, failure, guest_failure};
@@ -32,6 +33,18 @@ pub struct LoadedPlugin {
     pub(crate) pre: bindings::PluginPre<HostState>,
 }
 
+impl LoadedPlugin {
+    /// The compiled component as bytes, for [`PluginHost::load_artefact`] on hosts of the same
+    /// fingerprint.
+    pub fn artefact(&self) -> Result<Vec<u8>, PluginFailure> {
+        self.pre
+            .instance_pre()
+            .component()
+            .serialize()
+            .map_err(|error| PluginFailure::Invalid(format!("cannot serialise: {error:#}")))
+    }
+}
+
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
@@ -49,6 +62,7 @@ pub struct PluginHost {
     linker: Linker<HostState>,
     cache: Mutex<ComponentCache<LoadedPlugin>>,
     limits: PluginLimits,
+    fingerprint: String,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -130,6 +144,7 @@ impl PluginHost {
             })
             .map_err(|error| PluginFailure::Invalid(error.to_string()))?;
         Ok(Self {
+            fingerprint: artefact::fingerprint(&engine),
             engine,
             linker,
             cache: Mutex::new(ComponentCache::new(limits.cache_bytes)),
@@ -169,13 +184,78 @@ impl PluginHost {
         let component = Component::new(&self.engine, bytes).map_err(|error| {
             PluginFailure::Invalid(format!("not a valid WebAssembly component: {error:#}"))
         })?;
-        let contract = built_against(&self.engine, &component);
+        self.check(digest, &component, bytes.len())
+    }
+
+    /// The engine's fingerprint: artefacts are usable by hosts of the same fingerprint only.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Loads the component with `digest` from its artefact (the output of
+    /// [`LoadedPlugin::artefact`] on a host of the same [`fingerprint`](Self::fingerprint)),
+    /// with the same checks as [`load`](Self::load) but without compiling. The artefact must
+    /// come from a place only the fleet writes (see [`crate::artefact`]); one that is truncated
+    /// or of another engine is refused.
+    pub fn load_artefact(
+        &self,
+        digest: &str,
+        artefact: &[u8],
+    ) -> Result<Arc<LoadedPlugin>, PluginFailure> {
+        if let Some(loaded) = self.cached(digest) {
+            return Ok(loaded);
+        }
+        let component = artefact::deserialize(&self.engine, artefact)?;
+        self.check(digest.to_owned(), &component, artefact.len())
+    }
+
+    /// [`load`](Self::load), through the artefacts of `directory`: an artefact held there is
+    /// loaded instead of compiling, and a component compiled here is kept there.
+    pub fn load_through(
+        &self,
+        bytes: &[u8],
+        directory: &ArtefactDir,
+    ) -> Result<Arc<LoadedPlugin>, PluginFailure> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(loaded) = self.cached(&digest) {
+            return Ok(loaded);
+        }
+        if let Some(artefact) = directory.read(&digest, &self.fingerprint) {
+            match self.load_artefact(&digest, &artefact) {
+                Ok(loaded) => return Ok(loaded),
+                Err(failure) => {
+                    tracing::warn!(%digest, %failure, "a cached artefact is unusable; compiling");
+                    directory.remove(&digest, &self.fingerprint);
+                }
+            }
+        }
+        let loaded = self.load(bytes)?;
+        match loaded.artefact() {
+            Ok(artefact) => {
+                if let Err(error) = directory.write(&digest, &self.fingerprint, &artefact) {
+                    tracing::warn!(%digest, %error, "cannot keep the compiled artefact");
+                }
+            }
+            Err(failure) => tracing::warn!(%digest, %failure, "cannot serialise the component"),
+        }
+        Ok(loaded)
+    }
+
+    /// Checks a compiled component: its contract version, that it implements our world and
+    /// that `describe` works; keeps it in the cache.
+    fn check(
+        &self,
+        digest: String,
+        component: &Component,
+        source_bytes: usize,
+    ) -> Result<Arc<LoadedPlugin>, PluginFailure> {
+        let contract = built_against(&self.engine, component);
         if let Some(reason) = contract.as_deref().and_then(unsupported_contract) {
             return Err(PluginFailure::Invalid(format!(
                 "unsupported contract: {reason}"
             )));
         }
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|error| {
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|error| {
             PluginFailure::Invalid(format!(
                 "the component imports something the host does not grant: {error:#}"
             ))
@@ -185,7 +265,7 @@ impl PluginHost {
                 "the component does not export the export-service:plugin/processor interface: {error:#}"
             ))
         })?;
-        let mut store = self.store("(loading)");
+        let mut store = self.store("(loading)", &self.limits);
         let instance = pre
             .instantiate(&mut store)
             .map_err(|error| PluginFailure::Invalid(format!("cannot instantiate: {error:#}")))?;
@@ -197,7 +277,7 @@ impl PluginHost {
             digest: digest.clone(),
             info,
             contract: contract.unwrap_or_else(|| CONTRACT_VERSION.to_owned()),
-            size_bytes: compiled_size(&component, bytes.len()),
+            size_bytes: compiled_size(component, source_bytes),
             pre,
         });
         let evicted = self
@@ -211,7 +291,7 @@ impl PluginHost {
         Ok(loaded)
     }
 
-    fn store(&self, plugin: &str) -> Store<HostState> {
+    fn store(&self, plugin: &str, limits: &PluginLimits) -> Store<HostState> {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -224,11 +304,11 @@ impl PluginHost {
             HostState {
                 wasi,
                 table: ResourceTable::new(),
-                memory: MemoryCap::new(self.limits.memory_bytes),
+                memory: MemoryCap::new(limits.memory_bytes),
                 plugin: plugin.to_owned(),
                 log_lines: 0,
                 emitted: Emitted {
-                    limit: self.limits.output_bytes_per_call,
+                    limit: limits.output_bytes_per_call,
                     ..Emitted::default()
                 },
                 wait_deadline: WaitDeadline::at(Instant::now()),
@@ -237,38 +317,46 @@ impl PluginHost {
         store.limiter(|state| &mut state.memory);
         // Fails (harmlessly) unless the engine meters fuel.
         let _ = store.set_fuel(u64::MAX);
-        arm(&mut store, self.limits.call_timeout);
+        arm(&mut store, limits.call_timeout);
         store
     }
 
-    /// Starts a session of `plugin` for one upload.
+    /// Starts a session of `plugin` for one upload, under the host's limits.
     pub fn open(
         &self,
         plugin: &Arc<LoadedPlugin>,
         options: &SessionOptions,
     ) -> Result<PluginSession, PluginFailure> {
+        self.open_with(plugin, options, &self.limits)
+    }
+
+    /// Starts a session of `plugin` under `limits` (a binding's own memory and call time; the
+    /// caller bounds them).
+    pub fn open_with(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        options: &SessionOptions,
+        limits: &PluginLimits,
+    ) -> Result<PluginSession, PluginFailure> {
         let name = plugin.info.name.clone();
-        let mut store = self.store(&name);
+        let mut store = self.store(&name, limits);
         let started = Instant::now();
-        arm(
-            &mut store,
-            self.limits.call_timeout.min(self.limits.session_timeout),
-        );
+        arm(&mut store, limits.call_timeout.min(limits.session_timeout));
         let instance = plugin
             .pre
             .instantiate(&mut store)
-            .map_err(|error| failure(&name, &store, &self.limits, error))?;
+            .map_err(|error| failure(&name, &store, limits, error))?;
         let guest = instance.export_service_plugin_processor().session();
         let opened = guest
             .call_open(&mut store, options)
-            .map_err(|error| failure(&name, &store, &self.limits, error))?;
+            .map_err(|error| failure(&name, &store, limits, error))?;
         let resource = opened.map_err(|error| guest_failure(&name, error))?;
         Ok(PluginSession {
             plugin: plugin.clone(),
             store,
             instance,
             resource,
-            limits: self.limits.clone(),
+            limits: limits.clone(),
             guest_time: started.elapsed(),
             returned: Vec::new(),
         })
@@ -276,9 +364,9 @@ impl PluginHost {
 }
 
 /// How much memory a compiled component is estimated to hold: its compiled image (code and
-/// data, as mapped) plus the wasm size again for what compilation keeps on the heap (types,
-/// the pre-instantiation's lookups).
-fn compiled_size(component: &Component, wasm_bytes: usize) -> usize {
+/// data, as mapped) plus the size of what it was made from (the wasm or the artefact) again
+/// for what loading keeps on the heap (types, the pre-instantiation's lookups).
+fn compiled_size(component: &Component, source_bytes: usize) -> usize {
     let image = component.image_range();
-    (image.end as usize - image.start as usize).saturating_add(wasm_bytes)
+    (image.end as usize - image.start as usize).saturating_add(source_bytes)
 }

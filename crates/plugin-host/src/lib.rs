@@ -15,6 +15,7 @@
 //! The service builds [`PluginLimits`] from its configuration and decides what a plugin's
 //! output means.
 
+pub mod artefact;
 pub mod cache;
 mod contract;
 mod failure;
@@ -27,6 +28,7 @@ pub mod waits;
 
 use std::time::Duration;
 
+pub use artefact::ArtefactDir;
 pub use contract::CONTRACT_VERSION;
 pub use failure::PluginFailure;
 pub use host::{LoadedPlugin, PluginHost};

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::{
-    CHUNK_BYTES, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, PluginSession,
+    ArtefactDir, CHUNK_BYTES, LoadedPlugin, PluginFailure, PluginHost, PluginLimits, PluginSession,
     SessionOptions, Violation,
 };
 
@@ -37,7 +37,11 @@ fn read(path: &Path) -> Result<Vec<u8>, ToolError> {
 /// Loads a component and returns what it says about itself.
 pub fn check(component: &Path) -> Result<std::sync::Arc<LoadedPlugin>, ToolError> {
     let host = PluginHost::new(PluginLimits::default())?;
-    Ok(host.load(&read(component)?)?)
+    let bytes = read(component)?;
+    Ok(match ArtefactDir::for_tool() {
+        Some(directory) => host.load_through(&bytes, &directory)?,
+        None => host.load(&bytes)?,
+    })
 }
 
 /// What one session over a whole input produced.
