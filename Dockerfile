@@ -10,7 +10,7 @@
 FROM docker.io/library/rust:1.95-bookworm AS build
 # librdkafka is built from source by rdkafka-sys: it needs a C toolchain, make and zlib.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential zlib1g-dev libssl-dev pkg-config python3 \
+ && apt-get install -y --no-install-recommends build-essential zlib1g-dev libssl-dev pkg-config python3 python3-venv \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add wasm32-wasip2
 WORKDIR /src
@@ -19,7 +19,7 @@ COPY . .
 RUN scripts/build-plugins.sh \
  && cargo build --locked --release --workspace --bins \
  && mkdir -p /out/plugins /out/demo-bindings \
- && cp plugins/dist/csv_json.wasm plugins/dist/schema_validator.wasm plugins/dist/required_fields.wasm /out/plugins/ \
+ && cp plugins/dist/csv_json.wasm plugins/dist/schema_validator.wasm plugins/dist/required_fields.wasm plugins/dist/required_fields_py.wasm /out/plugins/ \
  && cp plugins/dist/csv_json.wasm /out/demo-bindings/exampleApp.wasm \
  && cp target/release/export-service target/release/export-demo /out/
 

@@ -187,6 +187,14 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
             say(&format!("plugin:       {} {}", info.name, info.version));
             say(&format!("digest:       sha256:{}", plugin.digest));
             say(&format!(
+                "mode:         {}",
+                if plugin.record_mode() {
+                    "records (the service splits uploads into JSON records for it)"
+                } else {
+                    "streaming (it gets the uploaded bytes)"
+                }
+            ));
+            say(&format!(
                 "capabilities: validate={} transform={} convert={}",
                 info.capabilities.validate, info.capabilities.transform, info.capabilities.convert
             ));

@@ -32,5 +32,6 @@ mod plugins;
 mod probes;
 mod quotas;
 mod rate_limit;
+mod record_mode;
 mod registry;
 mod streamed_put;

@@ -196,7 +196,7 @@ async fn unusable_components_are_refused_with_the_reason() {
         ),
         (
             plugin_component("hostile_wrong_world.wasm"),
-            "does not export",
+            "exports neither",
         ),
         (
             plugin_component("hostile_capability.wasm"),

@@ -15,10 +15,11 @@ use crate::cache::ComponentCache;
 use crate::contract::{CONTRACT_VERSION, built_against, unsupported_contract};
 use crate::failure::{PluginFailure, failure, guest_failure};
 use crate::limits::{MemoryCap, PluginLimits};
-use crate::session::{PluginSession, arm};
+use crate::records::RecordSplitter;
+use crate::session::{Guest, PluginSession, arm};
 use crate::state::{Emitted, FrozenClock, HostState, add_host_to_linker};
 use crate::waits::{self, WaitDeadline};
-use crate::{EPOCH_TICK, PluginInfo, SessionOptions, bindings};
+use crate::{EPOCH_TICK, PluginInfo, SessionOptions, bindings, record_bindings};
 
 /// A compiled, checked plugin, ready to run sessions.
 pub struct LoadedPlugin {
@@ -30,10 +31,32 @@ pub struct LoadedPlugin {
     pub contract: String,
     /// What it is estimated to hold in memory once compiled (its weight in the host's cache).
     pub size_bytes: usize,
-    pub(crate) pre: bindings::PluginPre<HostState>,
+    pub(crate) pre: Pre,
+}
+
+/// A plugin ready to instantiate, by the world it implements.
+pub(crate) enum Pre {
+    /// The streaming world: it gets the upload's bytes.
+    Streaming(bindings::PluginPre<HostState>),
+    /// The record world (1.2.0): it gets batches of records the host split.
+    Records(record_bindings::RecordPluginPre<HostState>),
+}
+
+impl Pre {
+    fn instance_pre(&self) -> &wasmtime::component::InstancePre<HostState> {
+        match self {
+            Self::Streaming(pre) => pre.instance_pre(),
+            Self::Records(pre) => pre.instance_pre(),
+        }
+    }
 }
 
 impl LoadedPlugin {
+    /// Whether it is a record-mode plugin (the host splits uploads into records for it).
+    pub fn record_mode(&self) -> bool {
+        matches!(self.pre, Pre::Records(_))
+    }
+
     /// The compiled component as bytes, for [`PluginHost::load_artefact`] on hosts of the same
     /// fingerprint.
     pub fn artefact(&self) -> Result<Vec<u8>, PluginFailure> {
@@ -260,18 +283,35 @@ impl PluginHost {
                 "the component imports something the host does not grant: {error:#}"
             ))
         })?;
-        let pre = bindings::PluginPre::new(instance_pre).map_err(|error| {
-            PluginFailure::Invalid(format!(
-                "the component does not export the export-service:plugin/processor interface: {error:#}"
-            ))
-        })?;
+        let pre = match bindings::PluginPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::Streaming(pre),
+            Err(streaming) => match record_bindings::RecordPluginPre::new(instance_pre) {
+                Ok(pre) => Pre::Records(pre),
+                Err(records) => {
+                    return Err(PluginFailure::Invalid(format!(
+                        "the component exports neither the export-service:plugin/processor \
+                         interface ({streaming:#}) nor the export-service:plugin/records one \
+                         ({records:#})"
+                    )));
+                }
+            },
+        };
         let mut store = self.store("(loading)", &self.limits);
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|error| PluginFailure::Invalid(format!("cannot instantiate: {error:#}")))?;
-        let info = instance
-            .export_service_plugin_processor()
-            .call_describe(&mut store)
+        let cannot_instantiate =
+            |error| PluginFailure::Invalid(format!("cannot instantiate: {error:#}"));
+        let described = match &pre {
+            Pre::Streaming(pre) => pre
+                .instantiate(&mut store)
+                .map_err(cannot_instantiate)?
+                .export_service_plugin_processor()
+                .call_describe(&mut store),
+            Pre::Records(pre) => pre
+                .instantiate(&mut store)
+                .map_err(cannot_instantiate)?
+                .export_service_plugin_records()
+                .call_describe(&mut store),
+        };
+        let info = described
             .map_err(|error| PluginFailure::Invalid(format!("describe failed: {error:#}")))?;
         let loaded = Arc::new(LoadedPlugin {
             digest: digest.clone(),
@@ -342,19 +382,33 @@ impl PluginHost {
         let mut store = self.store(&name, limits);
         let started = Instant::now();
         arm(&mut store, limits.call_timeout.min(limits.session_timeout));
-        let instance = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|error| failure(&name, &store, limits, error))?;
-        let guest = instance.export_service_plugin_processor().session();
-        let opened = guest
-            .call_open(&mut store, options)
-            .map_err(|error| failure(&name, &store, limits, error))?;
+        let fail = |store: &Store<HostState>, error| failure(&name, store, limits, error);
+        let (guest, opened) = match &plugin.pre {
+            Pre::Streaming(pre) => {
+                let instance = pre.instantiate(&mut store).map_err(|e| fail(&store, e))?;
+                let opened = instance
+                    .export_service_plugin_processor()
+                    .session()
+                    .call_open(&mut store, options)
+                    .map_err(|e| fail(&store, e))?;
+                (Guest::Streaming(instance), opened)
+            }
+            Pre::Records(pre) => {
+                let instance = pre.instantiate(&mut store).map_err(|e| fail(&store, e))?;
+                let opened = instance
+                    .export_service_plugin_records()
+                    .checker()
+                    .call_open(&mut store, options)
+                    .map_err(|e| fail(&store, e))?;
+                let splitter = RecordSplitter::new(options.input_format);
+                (Guest::Records(instance, Box::new(splitter)), opened)
+            }
+        };
         let resource = opened.map_err(|error| guest_failure(&name, error))?;
         Ok(PluginSession {
             plugin: plugin.clone(),
             store,
-            instance,
+            guest,
             resource,
             limits: limits.clone(),
             guest_time: started.elapsed(),

@@ -21,6 +21,7 @@ mod contract;
 mod failure;
 mod host;
 mod limits;
+mod records;
 mod session;
 mod state;
 pub mod tool;
@@ -46,9 +47,19 @@ mod bindings {
         path: "../../wit",
     });
 }
+mod record_bindings {
+    wasmtime::component::bindgen!({
+        world: "record-plugin",
+        path: "../../wit",
+        with: {
+            "export-service:plugin/types": super::bindings::export_service::plugin::types,
+            "export-service:plugin/host": super::bindings::export_service::plugin::host,
+        },
+    });
+}
 pub use bindings::export_service::plugin::types::{
-    Capabilities, DataFormat, PluginError as GuestError, PluginInfo, ResourceInfo, SessionOptions,
-    StepOutput, Violation,
+    Capabilities, DataFormat, PluginError as GuestError, PluginInfo, RecordViolation, ResourceInfo,
+    SessionOptions, StepOutput, Violation,
 };
 /// The most input the service hands a plugin in one `push` (the upload path and the author's
 /// tool both read in chunks of this size).

@@ -10,20 +10,29 @@ use wasmtime::component::ResourceAny;
 use crate::failure::{PluginFailure, failure, guest_failure, output_too_large};
 use crate::host::LoadedPlugin;
 use crate::limits::PluginLimits;
+use crate::records::{RecordSplitter, unsplittable, with_rows};
 use crate::state::HostState;
 use crate::waits::WaitDeadline;
-use crate::{EPOCH_TICK, GuestError, StepOutput, Violation, bindings};
+use crate::{EPOCH_TICK, GuestError, StepOutput, Violation, bindings, record_bindings};
 
 /// One upload going through a plugin.
 pub struct PluginSession {
     pub(crate) plugin: Arc<LoadedPlugin>,
     pub(crate) store: Store<HostState>,
-    pub(crate) instance: bindings::Plugin,
+    pub(crate) guest: Guest,
     pub(crate) resource: ResourceAny,
     pub(crate) limits: PluginLimits,
     pub(crate) guest_time: Duration,
     /// The output the last call returned (as opposed to `emit`ted).
     pub(crate) returned: Vec<u8>,
+}
+
+/// The instance a session runs, by the world it implements.
+pub(crate) enum Guest {
+    /// A streaming plugin: chunks go in as they are.
+    Streaming(bindings::Plugin),
+    /// A record-mode plugin, with the splitter that turns chunks into its batches.
+    Records(record_bindings::RecordPlugin, Box<RecordSplitter>),
 }
 
 /// What one call produced: its output, read in place from the plugin's memory (what it
@@ -79,28 +88,54 @@ impl PluginSession {
 
     /// Processes one chunk.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Step<'_>, PluginFailure> {
-        self.call(|instance, store, resource| {
-            instance
+        self.call(|guest, store, resource| match guest {
+            Guest::Streaming(instance) => instance
                 .export_service_plugin_processor()
                 .session()
-                .call_push(store, resource, chunk)
+                .call_push(store, resource, chunk),
+            Guest::Records(instance, splitter) => {
+                if let Err(error) = splitter.push(chunk) {
+                    return Ok(Err(GuestError::Rejected(vec![unsplittable(error)])));
+                }
+                // A record-mode plugin only checks: the upload goes on as it came.
+                check_batches(instance, splitter, store, resource, chunk.to_vec())
+            }
         })
     }
 
     /// Ends the upload.
     pub fn finish(&mut self) -> Result<Step<'_>, PluginFailure> {
-        self.call(|instance, store, resource| {
-            instance
+        self.call(|guest, store, resource| match guest {
+            Guest::Streaming(instance) => instance
                 .export_service_plugin_processor()
                 .session()
-                .call_finish(store, resource)
+                .call_finish(store, resource),
+            Guest::Records(instance, splitter) => {
+                if let Err(error) = splitter.finish() {
+                    return Ok(Err(GuestError::Rejected(vec![unsplittable(error)])));
+                }
+                let mut step = match check_batches(instance, splitter, store, resource, Vec::new())?
+                {
+                    Ok(step) => step,
+                    Err(error) => return Ok(Err(error)),
+                };
+                match instance
+                    .export_service_plugin_records()
+                    .checker()
+                    .call_finish(store, resource)?
+                {
+                    Ok(found) => step.violations.extend(found),
+                    Err(error) => return Ok(Err(error)),
+                }
+                Ok(Ok(step))
+            }
         })
     }
 
     fn call(
         &mut self,
         run: impl FnOnce(
-            &bindings::Plugin,
+            &mut Guest,
             &mut Store<HostState>,
             ResourceAny,
         ) -> wasmtime::Result<Result<StepOutput, GuestError>>,
@@ -118,7 +153,7 @@ impl PluginSession {
         state.emitted.start_call();
         state.memory.start_call();
         let started = Instant::now();
-        let result = run(&self.instance, &mut self.store, self.resource);
+        let result = run(&mut self.guest, &mut self.store, self.resource);
         self.guest_time += started.elapsed();
         self.store.data_mut().emitted.in_call = false;
         let step = result
@@ -156,6 +191,29 @@ impl PluginSession {
             violations: step.violations,
         })
     }
+}
+
+/// Hands every batch the splitter holds to a record-mode plugin's `check`; the step's output
+/// is `output`, its violations those found, with their rows.
+fn check_batches(
+    instance: &record_bindings::RecordPlugin,
+    splitter: &mut RecordSplitter,
+    store: &mut Store<HostState>,
+    resource: ResourceAny,
+    output: Vec<u8>,
+) -> wasmtime::Result<Result<StepOutput, GuestError>> {
+    let mut violations = Vec::new();
+    while let Some((first, batch)) = splitter.next_batch() {
+        let found = instance
+            .export_service_plugin_records()
+            .checker()
+            .call_check(&mut *store, resource, &batch)?;
+        match found {
+            Ok(found) => violations.extend(with_rows(first, batch.len(), found)),
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+    Ok(Ok(StepOutput { output, violations }))
 }
 
 /// Gives the store's next call `budget`: the epoch deadline for the plugin's code and the same
