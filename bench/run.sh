@@ -8,6 +8,7 @@
 #   bench/run.sh --only data,list --size-mib 256    # see bench/bench.py --help
 #   bench/run.sh --only transfer,concurrency        # curl baselines; 16 concurrent uploads
 #   bench/run.sh --only profile                     # perf profiles of an upload and a download
+#   bench/run.sh --only records                     # Rust/Python/JS validators, artefact loads
 #
 # Each run also draws the table as bench/results/bench-<time>.svg (ratio against target).
 set -euo pipefail
@@ -16,5 +17,6 @@ cd "$(dirname "$0")/.."
 scripts/ensure-postgres.sh
 scripts/ensure-s3.sh
 scripts/build-plugins.sh >/dev/null 2>&1 || scripts/build-plugins.sh
-cargo build --locked --release --bin export-service --example convert-file --example plugin-ratio --example archive-writer --example s3-client >&2
+cargo build --locked --release --bin export-service --example convert-file --example plugin-ratio --example archive-writer --example s3-client \
+  --example record-validators >&2
 exec python3 bench/bench.py "$@"

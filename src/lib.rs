@@ -19,6 +19,7 @@ pub mod oidc;
 pub mod package;
 pub mod registry;
 pub mod retry;
+pub mod scaffold;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use export_plugin_host::tool;
 use export_service::config::Config;
 use export_service::delivery::trial;
 use export_service::domain::Format;
+use export_service::scaffold;
 use export_service::server::{BoundService, shutdown_signal};
 use export_service::storage::{KeyLayout, ObjectStore};
 use export_service::worker::cleaner::Cleaner;
@@ -91,8 +92,25 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a record-mode validator project in a new directory NAME, in Rust, Python or
+    /// JavaScript, that builds outside this repository (the contract vendored into it); prints
+    /// how to build it and try it with `plugin run`.
+    New {
+        /// The plugin's name (lowercase letters, digits and '-'), also the directory's.
+        name: String,
+        /// The language: rust, python or js.
+        #[arg(long = "lang", value_parser = parse_language)]
+        language: scaffold::Language,
+        /// The directory to create (default: NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     #[command(flatten)]
     Registry(admin_cli::AdminCommand),
+}
+
+fn parse_language(text: &str) -> Result<scaffold::Language, String> {
+    text.parse()
 }
 
 fn parse_format(text: &str) -> Result<Format, String> {
@@ -212,6 +230,23 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
             ));
         }
         PluginCommand::Registry(_) => unreachable!("registry commands are sent to the admin API"),
+        PluginCommand::New {
+            name,
+            language,
+            dir,
+        } => {
+            let project = scaffold::project(language, &name)?;
+            let directory = dir.unwrap_or_else(|| PathBuf::from(&name));
+            scaffold::write(&project, &directory)?;
+            say(&format!("created {}", directory.display()));
+            say("build it, then try it on the bad sample:");
+            say(&format!("  cd {}", directory.display()));
+            say(&format!("  {}", project.build));
+            say(&format!(
+                "  export-service plugin run {} --input bad.csv --to json --config config.json",
+                project.component.display()
+            ));
+        }
         PluginCommand::Run {
             component,
             input,

@@ -34,4 +34,5 @@ mod quotas;
 mod rate_limit;
 mod record_mode;
 mod registry;
+mod scaffold;
 mod streamed_put;
