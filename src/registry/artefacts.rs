@@ -21,13 +21,14 @@ use crate::storage::{ObjectStore, StoreError};
 use export_plugin_host::{ArtefactDir, LoadedPlugin, PluginHost};
 
 /// Where artefacts live in the object store.
-pub const ARTEFACT_PREFIX: &str = "_plugins/artefacts/";
+pub const ARTEFACT_PREFIX: &str = "_plugins/cwasm/";
 
-/// The object key of an artefact for engines of `fingerprint` whose bytes have `sha256`:
-/// content-addressed, so replicas storing at once never overwrite each other's bytes with
-/// other bytes.
-pub fn artefact_key(fingerprint: &str, sha256: &str) -> String {
-    format!("{ARTEFACT_PREFIX}{fingerprint}/{sha256}.cwasm")
+/// The object key of an artefact whose bytes have `sha256`: content-addressed, so replicas
+/// storing at once never overwrite each other's bytes with other bytes (the engine fingerprint
+/// is in the record, not the key: s3s-fs names a multipart upload's file after its key, and a
+/// longer key goes past the file system's 255-byte names).
+pub fn artefact_key(sha256: &str) -> String {
+    format!("{ARTEFACT_PREFIX}{sha256}.cwasm")
 }
 
 /// How a replica got a plugin it did not hold compiled (the `source` label of
@@ -190,11 +191,12 @@ impl Artefacts {
                 return;
             }
         };
+        let artefact_sha256 = sha256(&artefact);
         let record = ArtefactRecord {
             digest: digest.to_owned(),
             fingerprint: fingerprint.clone(),
-            object_key: artefact_key(&fingerprint, &sha256(&artefact)),
-            sha256: sha256(&artefact),
+            object_key: artefact_key(&artefact_sha256),
+            sha256: artefact_sha256,
             size_bytes: artefact.len() as i64,
         };
         let mut reader: &[u8] = &artefact;

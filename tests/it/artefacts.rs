@@ -67,7 +67,7 @@ async fn replicas_load_the_artefact_compiled_at_push_and_never_a_tampered_one() 
     assert_eq!(status, 201, "{pushed}");
     let digest = pushed["plugin"]["digest"].as_str().unwrap().to_owned();
     let (key, sha256) = artefact_record(&first, &digest).await;
-    assert!(key.starts_with("_plugins/artefacts/"), "{key}");
+    assert!(key.starts_with("_plugins/cwasm/"), "{key}");
     assert_eq!(
         hex::encode(Sha256::digest(stored_bytes(&first, &key).await)),
         sha256

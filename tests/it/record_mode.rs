@@ -54,6 +54,14 @@ async fn validates_records(file: &str, name: &str) {
     let app = admin_app().await;
     let (status, pushed) = push(&app, plugin_component(file)).await;
     assert_eq!(status, 201, "{pushed}");
+    // Its compiled artefact (tens of MiB, stored in parts) is kept for the other replicas.
+    let artefacts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM plugin_artefacts WHERE digest = $1")
+            .bind(pushed["plugin"]["digest"].as_str().unwrap())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(artefacts, 1, "the artefact was stored");
     let bound = call(
         &app,
         reqwest::Method::PUT,
