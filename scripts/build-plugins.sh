@@ -44,7 +44,7 @@ done
 
 # JavaScript plugins (record mode). Without `http` and `fetch-event` the component imports
 # nothing the host does not grant.
-if ! (cd js && npm ls --depth=0 @bytecodealliance/componentize-js >/dev/null 2>&1); then
+if ! (cd js && npm ls --depth=0 >/dev/null 2>&1); then
   (cd js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 for app in js/*/app.js; do

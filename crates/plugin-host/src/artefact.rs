@@ -127,7 +127,10 @@ impl ArtefactDir {
         })?;
         let directory = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(directory)?;
-        let temporary = directory.join(format!(".{digest}.{}.tmp", std::process::id()));
+        // Unique per writer (process and call), so two writers never share a temporary file.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temporary = directory.join(format!(".{digest}.{}.{write}.tmp", std::process::id()));
         let written = std::fs::File::create(&temporary)
             .and_then(|mut file| file.write_all(artefact).and_then(|()| file.sync_all()))
             .and_then(|()| std::fs::rename(&temporary, &path));
