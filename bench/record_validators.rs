@@ -1,5 +1,6 @@
-//! The reference required-fields validator in Rust (streaming; its SDK splits the records),
-//! Python and JavaScript (record mode; the host splits them), against the same checks done
+//! The reference required-fields validator in Rust (streaming, its SDK splitting the records;
+//! and in record mode), Python and JavaScript (record mode: the host splits them), against the
+//! same checks done
 //! natively (the service's own splitter, `serde_json`, Rust) over the same CSV, measured in one
 //! run: per component, its size, the time to compile it and to load its precompiled artefact
 //! instead (what every other replica of a fleet, and every restart, pays), the median session
@@ -111,6 +112,7 @@ fn main() -> anyhow::Result<()> {
     println!("native {:.0}", records as f64 / median(&mut natives));
     for file in [
         "required_fields.wasm",
+        "required_fields_records.wasm",
         "required_fields_py.wasm",
         "required_fields_js.wasm",
     ] {

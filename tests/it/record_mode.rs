@@ -1,6 +1,8 @@
 //! Record mode (contract 1.2.0) through the real service: validators written in Python
-//! (`plugins/python/required-fields`, built with componentize-py) and JavaScript
-//! (`plugins/js/required-fields`, built with componentize-js) by scripts/build-plugins.sh get
+//! (`plugins/python/required-fields`, built with componentize-py), JavaScript
+//! (`plugins/js/required-fields`, built with componentize-js) and Rust
+//! (`plugins/required-fields-records`, the template `plugin new --lang rust` writes) by
+//! scripts/build-plugins.sh get
 //! the records the host split from CSV or JSON uploads and reject bad rows with their row and
 //! field, while good uploads are stored.
 
@@ -41,6 +43,11 @@ fn rows_and_fields(reply: &Reply) -> Vec<(Value, Value)> {
 #[tokio::test]
 async fn a_python_validator_in_record_mode_rejects_bad_rows_and_passes_good_uploads() {
     validates_records("required_fields_py.wasm", "required-fields-py").await;
+}
+
+#[tokio::test]
+async fn a_rust_validator_in_record_mode_rejects_bad_rows_and_passes_good_uploads() {
+    validates_records("required_fields_records.wasm", "required-fields-records").await;
 }
 
 #[tokio::test]
