@@ -517,19 +517,29 @@ def binding_version(service):
     return None
 
 
+def three_replicas(work, run):
+    """Three `serve` processes sharing `run`'s database and bucket (a fleet)."""
+    return [Service(work, run.database, run.bucket, name=f"replica-{index}", PLUGIN_RESYNC_INTERVAL="30s")
+            for index in range(3)]
+
+
+def admin_cli(replica):
+    """`export-service plugin <verb> …` against `replica`'s admin API."""
+    admin = ["--admin-url", f"http://127.0.0.1:{replica.private}", "--token", ADMIN_TOKEN]
+
+    def cli(verb, *arguments):
+        subprocess.run([str(BINARY), "plugin", verb, *admin, *arguments], check=True, stdout=subprocess.DEVNULL)
+    return cli
+
+
 def hot_reload(args, work, results):
     """Three replicas; bind a new version through one, time until all three use it, while
     uploads run on all three."""
     run = Run("reload")
     replicas = []
     try:
-        replicas = [Service(work, run.database, run.bucket, name=f"replica-{index}",
-                            PLUGIN_RESYNC_INTERVAL="30s") for index in range(3)]
-        admin = ["--admin-url", f"http://127.0.0.1:{replicas[0].private}", "--token", ADMIN_TOKEN]
-
-        def cli(verb, *arguments):
-            subprocess.run([str(BINARY), "plugin", verb, *admin, *arguments], check=True,
-                           stdout=subprocess.DEVNULL)
+        replicas = three_replicas(work, run)
+        cli = admin_cli(replicas[0])
 
         cli("push", str(ROOT / "plugins/dist/tagger_v1.wasm"))
         cli("push", str(ROOT / "plugins/dist/tagger_v2.wasm"))
@@ -592,15 +602,12 @@ def fleet_activation(args, work, results):
     run = Run("activation")
     replicas = []
     try:
-        replicas = [Service(work, run.database, run.bucket, name=f"replica-{index}",
-                            PLUGIN_RESYNC_INTERVAL="30s") for index in range(3)]
-        admin = ["--admin-url", f"http://127.0.0.1:{replicas[0].private}", "--token", ADMIN_TOKEN]
+        replicas = three_replicas(work, run)
+        cli = admin_cli(replicas[0])
         component = ROOT / "plugins/dist/required_fields_py.wasm"
-        subprocess.run([str(BINARY), "plugin", "push", *admin, str(component)], check=True,
-                       stdout=subprocess.DEVNULL)
+        cli("push", str(component))
         started = time.perf_counter()
-        subprocess.run([str(BINARY), "plugin", "bind", *admin, "exampleApp", "required-fields-py", "1.0.0"],
-                       check=True, stdout=subprocess.DEVNULL)
+        cli("bind", "exampleApp", "required-fields-py", "1.0.0")
         while any(binding_version(replica) != "1.0.0" for replica in replicas):
             if time.perf_counter() - started > 60:
                 raise RuntimeError("the Python validator did not reach every replica in 60 s")

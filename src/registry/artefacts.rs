@@ -14,10 +14,9 @@ use std::sync::Arc;
 
 use prometheus::IntCounterVec;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
 use crate::db::artefacts::{ArtefactRecord, ArtefactRepository};
-use crate::storage::{ObjectStore, StoreError};
+use crate::storage::ObjectStore;
 use export_plugin_host::{ArtefactDir, LoadedPlugin, PluginHost};
 
 /// Where artefacts live in the object store.
@@ -117,8 +116,7 @@ impl Artefacts {
         };
         let loading = host.clone();
         let owned_digest = digest.to_owned();
-        let loaded =
-            tokio::task::spawn_blocking(move || loading.load_artefact(&owned_digest, &bytes)).await;
+        let loaded = blocking(move || loading.load_artefact(&owned_digest, &bytes)).await;
         match loaded {
             Ok(Ok(plugin)) => {
                 self.count(source);
@@ -137,30 +135,58 @@ impl Artefacts {
     }
 
     /// The artefact's bytes, checked against the record: from the directory, else from the
-    /// object store (then kept in the directory).
+    /// object store (then kept in the directory). Hashing tens of MiB and the file I/O run off
+    /// the async threads.
     async fn bytes(&self, record: &ArtefactRecord) -> Result<(Vec<u8>, LoadSource), String> {
-        if let Some(directory) = &self.directory
-            && let Some(bytes) = directory.read(&record.digest, &record.fingerprint)
-        {
-            if sha256(&bytes) == record.sha256 {
-                return Ok((bytes, LoadSource::Disk));
-            }
-            tracing::warn!(digest = %record.digest, "the artefact on disk differs from the record; fetching it again");
-            self.forget_on_disk(record);
+        if let Some(bytes) = self.read_on_disk(record).await {
+            return Ok((bytes, LoadSource::Disk));
         }
         let bytes = self
-            .fetch(&record.object_key)
+            .store
+            .get_all(&record.object_key, self.max_bytes)
             .await
             .map_err(|error| error.to_string())?;
-        let actual = sha256(&bytes);
+        let directory = self.directory.clone();
+        let expected = record.clone();
+        let (bytes, actual) = blocking(move || {
+            let actual = sha256(&bytes);
+            if actual == expected.sha256 {
+                keep_on_disk(
+                    directory.as_ref(),
+                    &expected.digest,
+                    &expected.fingerprint,
+                    &bytes,
+                );
+            }
+            (bytes, actual)
+        })
+        .await?;
         if actual != record.sha256 {
             return Err(format!(
                 "its bytes have SHA-256 {actual}, not the recorded {}",
                 record.sha256
             ));
         }
-        self.keep_on_disk(&record.digest, &record.fingerprint, &bytes);
         Ok((bytes, LoadSource::Store))
+    }
+
+    /// The artefact from the directory, when it holds one matching the record (one that does
+    /// not is removed).
+    async fn read_on_disk(&self, record: &ArtefactRecord) -> Option<Vec<u8>> {
+        let directory = self.directory.clone()?;
+        let record = record.clone();
+        blocking(move || {
+            let bytes = directory.read(&record.digest, &record.fingerprint)?;
+            if sha256(&bytes) == record.sha256 {
+                return Some(bytes);
+            }
+            tracing::warn!(digest = %record.digest, "the artefact on disk differs from the record; fetching it again");
+            directory.remove(&record.digest, &record.fingerprint);
+            None
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Stores the artefact of `plugin`, just compiled by `host`, for the fleet (unless a usable
@@ -180,8 +206,15 @@ impl Artefacts {
             return;
         }
         let serialising = plugin.clone();
-        let artefact = match tokio::task::spawn_blocking(move || serialising.artefact()).await {
-            Ok(Ok(artefact)) => artefact,
+        let serialised = blocking(move || {
+            serialising.artefact().map(|artefact| {
+                let sha256 = sha256(&artefact);
+                (artefact, sha256)
+            })
+        })
+        .await;
+        let (artefact, artefact_sha256) = match serialised {
+            Ok(Ok(serialised)) => serialised,
             Ok(Err(failure)) => {
                 tracing::warn!(%digest, %failure, "cannot serialise the compiled plugin");
                 return;
@@ -191,7 +224,6 @@ impl Artefacts {
                 return;
             }
         };
-        let artefact_sha256 = sha256(&artefact);
         let record = ArtefactRecord {
             digest: digest.to_owned(),
             fingerprint: fingerprint.clone(),
@@ -221,19 +253,21 @@ impl Artefacts {
         match recorded {
             Ok(kept) => {
                 tracing::info!(%digest, %fingerprint, bytes = artefact.len(), "compiled artefact stored for the fleet");
-                if kept.sha256 == record.sha256 {
-                    self.keep_on_disk(digest, &fingerprint, &artefact);
+                if kept.sha256 == record.sha256
+                    && let Some(directory) = self.directory.clone()
+                {
+                    let _ = blocking(move || {
+                        keep_on_disk(
+                            Some(&directory),
+                            &record.digest,
+                            &record.fingerprint,
+                            &artefact,
+                        )
+                    })
+                    .await;
                 }
             }
             Err(error) => tracing::warn!(%digest, %error, "cannot record the compiled artefact"),
-        }
-    }
-
-    fn keep_on_disk(&self, digest: &str, fingerprint: &str, artefact: &[u8]) {
-        if let Some(directory) = &self.directory
-            && let Err(error) = directory.write(digest, fingerprint, artefact)
-        {
-            tracing::warn!(%digest, %error, "cannot keep the artefact on disk");
         }
     }
 
@@ -242,31 +276,24 @@ impl Artefacts {
             directory.remove(&record.digest, &record.fingerprint);
         }
     }
-
-    async fn fetch(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        fetch_bounded(&self.store, key, self.max_bytes).await
-    }
 }
 
-/// The object at `key`, refused when larger than `max_bytes`.
-pub(crate) async fn fetch_bounded(
-    store: &ObjectStore,
-    key: &str,
-    max_bytes: usize,
-) -> Result<Vec<u8>, StoreError> {
-    let object = store.get(key, None).await?;
-    if object.length > max_bytes as u64 {
-        return Err(StoreError::Other(format!(
-            "{key} is larger than the {max_bytes} bytes accepted"
-        )));
-    }
-    let mut bytes = Vec::with_capacity(object.length as usize);
-    let mut body = object.body;
-    // A body that breaks off is the store's passing trouble: the next resync retries.
-    body.read_to_end(&mut bytes)
+/// Runs `work` on the blocking pool (file I/O, hashing and serialising tens of MiB).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| StoreError::Unavailable(error.to_string()))?;
-    Ok(bytes)
+        .map_err(|error| error.to_string())
+}
+
+/// Keeps an artefact in `directory`, if one is configured; failing only costs a fetch later.
+fn keep_on_disk(directory: Option<&ArtefactDir>, digest: &str, fingerprint: &str, artefact: &[u8]) {
+    if let Some(directory) = directory
+        && let Err(error) = directory.write(digest, fingerprint, artefact)
+    {
+        tracing::warn!(%digest, %error, "cannot keep the artefact on disk");
+    }
 }
 
 fn sha256(bytes: &[u8]) -> String {

@@ -20,7 +20,7 @@ use crate::db::plugins::{
     VersionDeleted, VersionStored,
 };
 use crate::domain::{BindingKey, Format};
-use crate::registry::artefacts::{Artefacts, LoadSource, fetch_bounded};
+use crate::registry::artefacts::{Artefacts, LoadSource};
 use crate::registry::binding::{ANY_RESOURCE, Binding, BindingError, LiveBindings};
 use crate::registry::cases::{CaseRunner, TestCase};
 use crate::storage::ObjectStore;
@@ -509,7 +509,9 @@ impl Registry {
             Ok(None) => None,
             Err(broken) => Some(broken),
         };
-        let bytes = fetch_bounded(&self.store, object_key, self.max_component_bytes)
+        let bytes = self
+            .store
+            .get_all(object_key, self.max_component_bytes)
             .await
             .map_err(|error| RegistryError::Store(error.to_string()))?;
         let actual = hex::encode(Sha256::digest(&bytes));

@@ -10,7 +10,7 @@ mod s3;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::config::{ObjectLayout, StoreConfig};
 use exact_body::ExactLength;
@@ -142,6 +142,24 @@ impl ObjectStore {
             Self::S3(store) => store.get(key, range).await,
             Self::Local(store) => store.get(key, range).await,
         }
+    }
+
+    /// The whole object at `key` in memory (plugin components and artefacts), refused before
+    /// its body is read when it is larger than `max_bytes`.
+    pub async fn get_all(&self, key: &str, max_bytes: usize) -> Result<Vec<u8>, StoreError> {
+        let object = self.get(key, None).await?;
+        if object.length > max_bytes as u64 {
+            return Err(StoreError::Other(format!(
+                "{key} is larger than the {max_bytes} bytes accepted"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(object.length as usize);
+        let mut body = object.body;
+        // A body that breaks off is the store's passing trouble: the caller retries later.
+        body.read_to_end(&mut bytes)
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        Ok(bytes)
     }
 
     /// A short-lived URL that reads `key` directly from the store, answering with `headers`;
