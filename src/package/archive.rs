@@ -110,6 +110,47 @@ fn write_archive(
     Err(ArchiveError::Abandoned)
 }
 
+/// The exact length of the stored (level 0) archive of `entries` (name, size), in the order
+/// they will be written, dated `modified`.
+///
+/// The same writer runs with the same options, fed zeros of each entry's size, into a sink that
+/// only counts. A stored entry's layout depends on its name and size alone (its CRC has a fixed
+/// width), so the real archive has this length byte for byte. Knowing it lets the store take the
+/// archive as one streamed request rather than a multipart upload. The cost is one CRC-32 pass
+/// over zeros, a small fraction of reading and hashing the sources (`bench/results/NOTES.md`).
+pub fn stored_length(
+    modified: DateTime<Utc>,
+    entries: &[(String, u64)],
+) -> Result<u64, ArchiveError> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let base = entry_options(0, modified);
+    let mut writer = ZipWriter::new_stream(Counting(0));
+    for (name, size) in entries {
+        writer.start_file(name.as_str(), base.large_file(*size >= ZIP64_THRESHOLD))?;
+        let mut left = *size;
+        while left > 0 {
+            let step = left.min(ZEROS.len() as u64) as usize;
+            writer.write_all(&ZEROS[..step]).map_err(map_write)?;
+            left -= step as u64;
+        }
+    }
+    Ok(writer.finish()?.into_inner().0)
+}
+
+/// A sink that counts what is written to it.
+struct Counting(u64);
+
+impl Write for Counting {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0 += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn entry_options(level: u32, modified: DateTime<Utc>) -> SimpleFileOptions {
     let options = SimpleFileOptions::default()
         .unix_permissions(0o644)
@@ -297,6 +338,39 @@ mod tests {
             } else {
                 assert!(archive.len() > big.len(), "stored");
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stored_length_is_the_written_length() {
+        let rows: Vec<u8> = (0..50_000u32)
+            .flat_map(|n| format!("{n},row {n}\n").into_bytes())
+            .collect();
+        let named = |name: &str, data: &[u8]| (name.to_owned(), data.to_vec());
+        let shapes: Vec<Vec<(String, Vec<u8>)>> = vec![
+            vec![],
+            vec![named("empty.json", b"")],
+            vec![
+                named("a.csv", &rows),
+                named("ünïcode name with spaces.json", b"{}"),
+                named("meta.json", b"{\"k\": 1}"),
+            ],
+            (0..40)
+                .map(|index| named(&format!("many-{index}.csv"), &rows[..1000]))
+                .collect(),
+        ];
+        for entries in shapes {
+            let with_hints: Vec<(&str, Vec<u8>, u64)> = entries
+                .iter()
+                .map(|(name, data)| (name.as_str(), data.clone(), data.len() as u64))
+                .collect();
+            let (archive, _) = build(0, &with_hints).await.unwrap();
+            let sizes: Vec<(String, u64)> = entries
+                .iter()
+                .map(|(name, data)| (name.clone(), data.len() as u64))
+                .collect();
+            let predicted = stored_length(Utc::now(), &sizes).unwrap();
+            assert_eq!(predicted, archive.len() as u64, "{} entries", sizes.len());
         }
     }
 

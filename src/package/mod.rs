@@ -22,10 +22,10 @@ use crate::db::packaging::{ClaimedJob, JobRepository};
 use crate::db::sources::PACKAGING_CHANNEL;
 use crate::db::{DbError, ExportRepository};
 use crate::domain::progress::packaged_status;
-use crate::domain::{Archive, Export, SourceId, SourceStatus};
+use crate::domain::{Archive, Delivery, Export, SourceId, SourceStatus};
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, pause, retry_delay};
-use crate::storage::{KeyLayout, ObjectStore, PutError, StoreError};
+use crate::storage::{KeyLayout, ObjectBody, ObjectStore, PutError, StoreError};
 use crate::worker::lease::{LeaseKeeper, Renewal};
 use crate::worker::wakeup::{Wakeup, Woken};
 use archive::{ArchiveError, ArchiveSummary, Feed, Output};
@@ -58,9 +58,9 @@ pub enum PackageError {
     /// The archive writer's thread panicked or was cancelled.
     #[error("the archive writer's thread failed: {0}")]
     WriterTask(#[from] tokio::task::JoinError),
-    /// A stage stopped before the archive was complete without saying why; never stored.
+    /// A stage stopped before the archive was complete; never stored.
     #[error("the archive was not completed: {0}")]
-    Unfinished(&'static str),
+    Unfinished(String),
     /// A source's object is gone although its upload was recorded.
     #[error("the stored data of source {source_id} is missing from the object store")]
     SourceMissing {
@@ -230,11 +230,19 @@ impl Packager {
             self.settings.lease,
             progress.clone(),
         );
+        // Retries send even a stored archive as a multipart upload: were its length ever worked
+        // out wrong, the store would refuse every attempt alike, and the export would never be
+        // packaged.
+        let shape = match (self.settings.compression_level, job.attempts) {
+            (0, ..=1) => Shape::StoredOneRequest,
+            _ => Shape::Streamed,
+        };
         let built = build_archive(
             &self.store,
             &export,
             &key,
             self.settings.compression_level,
+            shape,
             &progress,
         )
         .await;
@@ -358,8 +366,14 @@ pub async fn build_archive(
     export: &Export,
     key: &str,
     compression_level: u32,
+    shape: Shape,
     progress: &AtomicU64,
 ) -> Result<ArchiveSummary, PackageError> {
+    let plan = plan(export);
+    let length = match (shape, compression_level) {
+        (Shape::StoredOneRequest, 0) => Some(stored_length(export, &plan).await?),
+        _ => None,
+    };
     let (feed, feed_receiver) = mpsc::channel::<Feed>(FEED_DEPTH);
     let (output, mut output_receiver) = mpsc::channel::<Output>(4);
     // Each stage owns its end of the channels, so one that stops closes them and the others
@@ -382,23 +396,93 @@ pub async fn build_archive(
                 })
         });
         let mut reader = StreamReader::new(Box::pin(chunks));
-        store.put(key, &mut reader, "application/zip").await
+        match length {
+            Some(length) => {
+                store
+                    .put_exact(key, length, &mut reader, "application/zip")
+                    .await
+            }
+            None => store.put(key, &mut reader, "application/zip").await,
+        }
     };
-    let (fed, consumed) = tokio::join!(feed_sources(store, export, feed, progress), consumer);
+    let (fed, consumed) = tokio::join!(feed_entries(store, plan, feed, progress), consumer);
     let written = writer.await?;
     // A source problem explains everything after it; then the store's own failure.
     match (fed, consumed, written) {
         (Err(Fed::Source(error)), _, _) => Err(error),
         (_, Err(PutError::Store(error)), _) => Err(PackageError::Store(error)),
         (_, _, Err(error)) => Err(error.into()),
-        (_, Err(PutError::Body(_)), _) => Err(PackageError::Unfinished(
-            "the writer's output ended without its last chunk",
+        (_, Err(PutError::Body(error)), _) => Err(PackageError::Unfinished(format!(
+            "the writer's output did not reach the store whole: {error}"
+        ))),
+        (Err(Fed::WriterGone), _, _) => Err(PackageError::Unfinished(
+            "the writer stopped taking input".to_owned(),
         )),
-        (Err(Fed::WriterGone), _, _) => {
-            Err(PackageError::Unfinished("the writer stopped taking input"))
-        }
         (Ok(()), Ok(_), Ok(summary)) => Ok(summary),
     }
+}
+
+/// How the archive reaches the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// As it is written, in parts (a multipart upload on S3): any compression level.
+    Streamed,
+    /// A stored (level 0) archive, whose length is worked out beforehand, as one streamed
+    /// request: on S3-compatible servers that assemble parts by copying them (s3s-fs, MinIO on
+    /// one disk), this writes the archive once instead of twice. At other levels it is
+    /// [`Shape::Streamed`].
+    StoredOneRequest,
+}
+
+/// One entry of the archive, in the order written, and where its bytes come from.
+struct Planned<'a> {
+    name: String,
+    bytes: u64,
+    content: Content<'a>,
+}
+
+/// Where an entry's bytes come from.
+enum Content<'a> {
+    /// A delivered source's stored object, checked against its recorded size and SHA-256.
+    Source(SourceId, &'a Delivery),
+    /// Text made here (`meta.json`, `README.md`).
+    Text(String),
+}
+
+/// Every delivered source, then `meta.json` and `README.md`.
+fn plan(export: &Export) -> Vec<Planned<'_>> {
+    let sources = export.sources.iter().filter_map(|source| {
+        let (SourceStatus::Complete, Some(delivery)) = (source.status, &source.delivery) else {
+            return None;
+        };
+        Some(Planned {
+            name: manifest::file_name(export, source),
+            bytes: delivery.bytes,
+            content: Content::Source(source.id, delivery),
+        })
+    });
+    let texts = [
+        ("meta.json", manifest::meta_json(export)),
+        ("README.md", manifest::readme(export)),
+    ]
+    .into_iter()
+    .map(|(name, text)| Planned {
+        name: name.to_owned(),
+        bytes: text.len() as u64,
+        content: Content::Text(text),
+    });
+    sources.chain(texts).collect()
+}
+
+/// The stored archive's length, worked out on a blocking thread (it runs a CRC over zeros as
+/// long as the sources).
+async fn stored_length(export: &Export, plan: &[Planned<'_>]) -> Result<u64, PackageError> {
+    let modified = export.created_at;
+    let entries: Vec<(String, u64)> = plan
+        .iter()
+        .map(|entry| (entry.name.clone(), entry.bytes))
+        .collect();
+    Ok(tokio::task::spawn_blocking(move || archive::stored_length(modified, &entries)).await??)
 }
 
 /// How many source chunks may wait for the archive writer: the next source is read while the
@@ -413,72 +497,78 @@ enum Fed {
     WriterGone,
 }
 
-/// Sends every delivered source, checked against its recorded size and SHA-256, then
-/// `meta.json` and `README.md`, then `Finish`.
-async fn feed_sources(
+/// Sends every planned entry in order, each source checked against its recorded size and
+/// SHA-256, then `Finish`.
+async fn feed_entries(
     store: &ObjectStore,
-    export: &Export,
+    plan: Vec<Planned<'_>>,
     feed: mpsc::Sender<Feed>,
     progress: &AtomicU64,
 ) -> Result<(), Fed> {
     let feed = &feed;
     let send = |message: Feed| async move { feed.send(message).await.map_err(|_| Fed::WriterGone) };
-    for source in &export.sources {
-        let (SourceStatus::Complete, Some(delivery)) = (source.status, &source.delivery) else {
-            continue;
-        };
-        let object = match store.get(&delivery.object_key, None).await {
-            Ok(object) => object,
-            Err(StoreError::NotFound(_)) => {
-                return Err(Fed::Source(PackageError::SourceMissing {
-                    source_id: source.id,
-                }));
-            }
-            Err(error) => return Err(Fed::Source(error.into())),
-        };
-        send(Feed::Entry {
-            name: manifest::file_name(export, source),
-            size_hint: delivery.bytes,
-        })
-        .await?;
-        let mut hasher = Sha256::new();
-        let mut bytes = 0u64;
-        let mut body = ReaderStream::with_capacity(object.body, SOURCE_READ);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|error| {
-                Fed::Source(PackageError::SourceRead {
-                    source_id: source.id,
-                    error,
+    for entry in plan {
+        match entry.content {
+            Content::Source(source_id, delivery) => {
+                let object = match store.get(&delivery.object_key, None).await {
+                    Ok(object) => object,
+                    Err(StoreError::NotFound(_)) => {
+                        return Err(Fed::Source(PackageError::SourceMissing { source_id }));
+                    }
+                    Err(error) => return Err(Fed::Source(error.into())),
+                };
+                send(Feed::Entry {
+                    name: entry.name,
+                    size_hint: entry.bytes,
                 })
-            })?;
-            hasher.update(&chunk);
-            bytes += chunk.len() as u64;
-            progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            send(Feed::Data(chunk)).await?;
+                .await?;
+                feed_source(source_id, delivery, object.body, feed, progress).await?;
+            }
+            Content::Text(text) => {
+                send(Feed::Entry {
+                    name: entry.name,
+                    size_hint: entry.bytes,
+                })
+                .await?;
+                send(Feed::Data(Bytes::from(text))).await?;
+            }
         }
-        let sha256 = hex::encode(hasher.finalize());
-        if bytes != delivery.bytes || sha256 != delivery.sha256 {
-            return Err(Fed::Source(PackageError::SourceAltered {
-                source_id: source.id,
-                detail: format!(
-                    "{bytes} bytes, sha256 {sha256}; expected {} bytes, sha256 {}",
-                    delivery.bytes, delivery.sha256
-                ),
-            }));
-        }
-    }
-    for (name, text) in [
-        ("meta.json", manifest::meta_json(export)),
-        ("README.md", manifest::readme(export)),
-    ] {
-        send(Feed::Entry {
-            name: name.to_owned(),
-            size_hint: text.len() as u64,
-        })
-        .await?;
-        send(Feed::Data(Bytes::from(text))).await?;
     }
     send(Feed::Finish).await
+}
+
+/// Sends one source's stored bytes, then checks them against what was uploaded.
+async fn feed_source(
+    source_id: SourceId,
+    delivery: &Delivery,
+    body: ObjectBody,
+    feed: &mpsc::Sender<Feed>,
+    progress: &AtomicU64,
+) -> Result<(), Fed> {
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut body = ReaderStream::with_capacity(body, SOURCE_READ);
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|error| Fed::Source(PackageError::SourceRead { source_id, error }))?;
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        feed.send(Feed::Data(chunk))
+            .await
+            .map_err(|_| Fed::WriterGone)?;
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    if bytes != delivery.bytes || sha256 != delivery.sha256 {
+        return Err(Fed::Source(PackageError::SourceAltered {
+            source_id,
+            detail: format!(
+                "{bytes} bytes, sha256 {sha256}; expected {} bytes, sha256 {}",
+                delivery.bytes, delivery.sha256
+            ),
+        }));
+    }
+    Ok(())
 }
 
 /// Source objects are read in pieces of this size.

@@ -19,8 +19,15 @@ const MIB: usize = 1024 * 1024;
 
 /// An app on its own bucket, with a client of that bucket to look at objects directly.
 async fn app_and_bucket() -> (TestApp, aws_sdk_s3::Client, String) {
+    app_and_bucket_with(&[]).await
+}
+
+/// [`app_and_bucket`] with more settings.
+async fn app_and_bucket_with(settings: &[(&str, &str)]) -> (TestApp, aws_sdk_s3::Client, String) {
     let bucket = format!("exsvc-test-{}", uuid::Uuid::new_v4().simple());
-    let app = TestApp::spawn_with(&[("EXPORT_SERVICE_BUCKET", bucket.as_str())]).await;
+    let mut settings = settings.to_vec();
+    settings.push(("EXPORT_SERVICE_BUCKET", bucket.as_str()));
+    let app = TestApp::spawn_with(&settings).await;
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(s3_endpoint())
@@ -149,6 +156,59 @@ async fn a_declared_length_is_one_put_of_exactly_the_uploaded_bytes() {
             Some(data.iter().filter(|byte| **byte == b'\n').count() as u64 - 1)
         );
     }
+}
+
+#[tokio::test]
+async fn a_stored_archive_is_one_put_of_exactly_its_worked_out_length() {
+    let (app, client, bucket) = app_and_bucket_with(&[("PACKAGE_COMPRESSION_LEVEL", "0")]).await;
+    let caller = Caller::user("org-1", "alice");
+    let (export, sources) = export_with_sources(&app, &caller, "csv", 2).await;
+    let sizes = [7 * MIB, 3 * MIB + 17];
+    let uploads: Vec<Vec<u8>> = sizes.iter().map(|size| csv_of(*size)).collect();
+    for (source, data) in sources.iter().zip(&uploads) {
+        let response = app
+            .upload_as(
+                &export,
+                "exampleApp",
+                source,
+                PSK,
+                Some("text/csv"),
+                data.clone(),
+            )
+            .await;
+        assert_eq!(response.status, 202, "{}", response.text);
+    }
+    app.wait_for_status(&caller, &export, "complete").await;
+
+    let keys = objects(&client, &bucket, &format!("org-1/{export}/")).await;
+    let archive_key = keys
+        .iter()
+        .find(|key| key.ends_with(".zip"))
+        .unwrap_or_else(|| panic!("no archive in {keys:?}"));
+    let head = head_of(&client, &bucket, archive_key).await;
+    assert!(
+        !head.e_tag().unwrap().contains('-'),
+        "a stored archive of known length is one PutObject, not a multipart upload: ETag {:?}",
+        head.e_tag()
+    );
+    let (_, archive) = app.download(&caller, &export).await;
+    assert_eq!(head.content_length(), Some(archive.len() as i64));
+    assert!(
+        archive.len() > sizes.iter().sum::<usize>(),
+        "stored, not compressed"
+    );
+    let entries = crate::data_path::unzip(&archive);
+    let mut found: Vec<&Vec<u8>> = entries
+        .iter()
+        .filter(|(name, _)| name.ends_with(".csv"))
+        .map(|(_, data)| data)
+        .collect();
+    found.sort_by_key(|data| data.len());
+    let mut expected: Vec<&Vec<u8>> = uploads.iter().collect();
+    expected.sort_by_key(|data| data.len());
+    assert_eq!(found, expected, "both sources, byte for byte");
+    assert!(entries.iter().any(|(name, _)| name == "meta.json"));
+    assert_eq!(open_multipart_uploads(&client, &bucket, "org-1/").await, 0);
 }
 
 #[tokio::test]
