@@ -85,3 +85,65 @@ fn plugin_new_makes_a_javascript_project_that_builds_and_runs() {
 fn plugin_new_makes_a_rust_project_that_builds_and_runs() {
     new_project_builds_and_runs("rust");
 }
+
+/// The SDK's validator of PLUGINS.md ("Rust, streaming: the SDK"), in a project outside the
+/// repository that takes the SDK as a git dependency of this repository: cargo fetches it
+/// whole, so nothing needs copying, and the component it builds runs.
+#[test]
+fn the_streaming_sdk_builds_as_a_git_dependency_outside_the_repository() {
+    let repository = env!("CARGO_MANIFEST_DIR");
+    let root = std::env::temp_dir().join(format!("sdk-git-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "acme-streaming"
+version = "0.3.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+export-plugin-sdk = {{ git = "file://{repository}" }}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("src/lib.rs"), STREAMING_VALIDATOR).unwrap();
+    std::fs::write(root.join("bad.csv"), "id,name\n1,a\n2,\n").unwrap();
+    std::fs::write(root.join("config.json"), r#"{"required": ["name"]}"#).unwrap();
+
+    let (ok, built) = run(
+        &root,
+        "cargo",
+        &["build", "--release", "--target", "wasm32-wasip2"],
+    );
+    assert!(ok, "{built}");
+    let component = "target/wasm32-wasip2/release/acme_streaming.wasm";
+    let (ok, report) = run(
+        &root,
+        BINARY,
+        &[
+            "plugin",
+            "run",
+            component,
+            "--input",
+            "bad.csv",
+            "--from",
+            "csv",
+            "--to",
+            "json",
+            "--config",
+            "config.json",
+        ],
+    );
+    assert!(!ok, "the bad sample is rejected: {report}");
+    assert!(report.contains("row 2 field name: is required"), "{report}");
+    assert!(report.contains("acme-streaming 0.3.0"), "{report}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The SDK's reference validator, built here outside its workspace.
+const STREAMING_VALIDATOR: &str = include_str!("../../plugins/required-fields/src/lib.rs");
