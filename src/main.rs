@@ -206,7 +206,10 @@ fn plugin_tool(command: PluginCommand) -> anyhow::Result<()> {
             say(&format!("digest:       sha256:{}", plugin.digest));
             say(&format!(
                 "mode:         {}",
-                if plugin.record_mode() {
+                if plugin.transforms_records() {
+                    "records, transforming (the service splits uploads into JSON records for \
+                     it and stores the records it returns)"
+                } else if plugin.record_mode() {
                     "records (the service splits uploads into JSON records for it)"
                 } else {
                     "streaming (it gets the uploaded bytes)"

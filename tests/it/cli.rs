@@ -292,7 +292,7 @@ fn plugin_check_and_run_work_offline() {
     );
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(report.contains("plugin:       csv-json 1.0.0"), "{report}");
-    assert!(report.contains("ok: the component implements export-service:plugin@1.2.0"));
+    assert!(report.contains("ok: the component implements export-service:plugin@1.3.0"));
 
     let directory = std::env::temp_dir().join(format!(
         "exsvc-plugin-run-{}",

@@ -140,7 +140,7 @@ fn the_csv_json_plugin_finds_invalid_utf8_anywhere_in_a_long_field() {
 #[test]
 fn a_plugin_built_against_the_1_0_contract_runs_unchanged() {
     // 1.0.0 had no `emit`: the plugin returns its output, and imports `host@1.0.0`, which the
-    // host's 1.2.0 interface satisfies (semver: a minor version only adds).
+    // host's 1.3.0 interface satisfies (semver: a minor version only adds).
     let host = PluginHost::new(PluginLimits::default()).unwrap();
     let plugin = host.load(&plugin_component("contract_1_0.wasm")).unwrap();
     assert_eq!(plugin.info.name, "contract-1-0");
@@ -171,7 +171,7 @@ fn a_plugin_of_another_major_contract_version_is_refused_naming_both_versions() 
     let error = refusal(&host, "contract_2_0.wasm");
     assert!(error.contains("unsupported contract"), "{error}");
     assert!(error.contains("export-service:plugin@2.0.0"), "{error}");
-    assert!(error.contains("plugins of 1.0 to 1.2.0"), "{error}");
+    assert!(error.contains("plugins of 1.0 to 1.3.0"), "{error}");
 }
 
 #[test]
@@ -398,8 +398,9 @@ fn components_of_the_wrong_world_or_with_ungranted_imports_are_refused() {
     let host = PluginHost::new(PluginLimits::default()).unwrap();
     let wrong = refusal(&host, "hostile_wrong_world.wasm");
     assert!(
-        wrong.contains("exports neither the export-service:plugin/processor interface")
-            && wrong.contains("nor the export-service:plugin/records one"),
+        wrong.contains("exports none of the export-service:plugin interfaces `processor`")
+            && wrong.contains("`records`")
+            && wrong.contains("`record-transforms`"),
         "{wrong}"
     );
     let greedy = refusal(&host, "hostile_capability.wasm");

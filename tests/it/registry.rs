@@ -196,7 +196,7 @@ async fn unusable_components_are_refused_with_the_reason() {
         ),
         (
             plugin_component("hostile_wrong_world.wasm"),
-            "exports neither",
+            "exports none of the export-service:plugin interfaces",
         ),
         (
             plugin_component("hostile_capability.wasm"),

@@ -5,10 +5,10 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// an earlier minor version of the same major version run unchanged.
-pub const CONTRACT_VERSION: &str = "1.2.0";
+pub const CONTRACT_VERSION: &str = "1.3.0";
 
 /// The `host` interface's name in the contract.
-pub(crate) const HOST_INTERFACE: &str = "export-service:plugin/host@1.2.0";
+pub(crate) const HOST_INTERFACE: &str = "export-service:plugin/host@1.3.0";
 
 /// The prefix of the contract's interface names; each ends in `@<version>`.
 const CONTRACT_PREFIX: &str = "export-service:plugin/";
@@ -70,10 +70,10 @@ mod tests {
     fn earlier_minor_versions_run_and_later_or_other_majors_do_not() {
         assert_eq!(unsupported_contract("1.0.0"), None);
         assert_eq!(unsupported_contract(CONTRACT_VERSION), None);
-        for version in ["1.3.0", "2.0.0", "0.9.0", "1.2.0-rc1", "one"] {
+        for version in ["1.4.0", "2.0.0", "0.9.0", "1.3.0-rc1", "one"] {
             let reason = unsupported_contract(version).expect(version);
             assert!(reason.contains(version), "{reason}");
-            assert!(reason.contains("1.0 to 1.2.0"), "{reason}");
+            assert!(reason.contains("1.0 to 1.3.0"), "{reason}");
         }
     }
 }

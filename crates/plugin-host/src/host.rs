@@ -15,11 +15,13 @@ use crate::cache::ComponentCache;
 use crate::contract::{CONTRACT_VERSION, built_against, unsupported_contract};
 use crate::failure::{PluginFailure, failure, guest_failure};
 use crate::limits::{MemoryCap, PluginLimits};
-use crate::records::RecordSplitter;
+use crate::records::{RecordSplitter, RecordWriter};
 use crate::session::{Guest, PluginSession, arm};
 use crate::state::{Emitted, FrozenClock, HostState, add_host_to_linker};
 use crate::waits::{self, WaitDeadline};
-use crate::{EPOCH_TICK, PluginInfo, SessionOptions, bindings, record_bindings};
+use crate::{
+    EPOCH_TICK, PluginInfo, SessionOptions, bindings, record_bindings, transform_bindings,
+};
 
 /// A compiled, checked plugin, ready to run sessions.
 pub struct LoadedPlugin {
@@ -40,6 +42,8 @@ pub(crate) enum Pre {
     Streaming(bindings::PluginPre<HostState>),
     /// The record world (1.2.0): it gets batches of records the host split.
     Records(record_bindings::RecordPluginPre<HostState>),
+    /// The record-transform world (1.3.0): it returns the records to store.
+    Transforms(transform_bindings::RecordTransformPluginPre<HostState>),
 }
 
 impl Pre {
@@ -47,6 +51,7 @@ impl Pre {
         match self {
             Self::Streaming(pre) => pre.instance_pre(),
             Self::Records(pre) => pre.instance_pre(),
+            Self::Transforms(pre) => pre.instance_pre(),
         }
     }
 }
@@ -54,7 +59,12 @@ impl Pre {
 impl LoadedPlugin {
     /// Whether it is a record-mode plugin (the host splits uploads into records for it).
     pub fn record_mode(&self) -> bool {
-        matches!(self.pre, Pre::Records(_))
+        matches!(self.pre, Pre::Records(_) | Pre::Transforms(_))
+    }
+
+    /// Whether it is a record-mode plugin that returns the records to store (contract 1.3.0).
+    pub fn transforms_records(&self) -> bool {
+        matches!(self.pre, Pre::Transforms(_))
     }
 
     /// The compiled component as bytes, for [`PluginHost::load_artefact`] on hosts of the same
@@ -283,19 +293,7 @@ impl PluginHost {
                 "the component imports something the host does not grant: {error:#}"
             ))
         })?;
-        let pre = match bindings::PluginPre::new(instance_pre.clone()) {
-            Ok(pre) => Pre::Streaming(pre),
-            Err(streaming) => match record_bindings::RecordPluginPre::new(instance_pre) {
-                Ok(pre) => Pre::Records(pre),
-                Err(records) => {
-                    return Err(PluginFailure::Invalid(format!(
-                        "the component exports neither the export-service:plugin/processor \
-                         interface ({streaming:#}) nor the export-service:plugin/records one \
-                         ({records:#})"
-                    )));
-                }
-            },
-        };
+        let pre = world_of(instance_pre)?;
         let mut store = self.store("(loading)", &self.limits);
         let cannot_instantiate =
             |error| PluginFailure::Invalid(format!("cannot instantiate: {error:#}"));
@@ -309,6 +307,11 @@ impl PluginHost {
                 .instantiate(&mut store)
                 .map_err(cannot_instantiate)?
                 .export_service_plugin_records()
+                .call_describe(&mut store),
+            Pre::Transforms(pre) => pre
+                .instantiate(&mut store)
+                .map_err(cannot_instantiate)?
+                .export_service_plugin_record_transforms()
                 .call_describe(&mut store),
         };
         let info = described
@@ -403,6 +406,19 @@ impl PluginHost {
                 let splitter = RecordSplitter::new(options.input_format);
                 (Guest::Records(instance, Box::new(splitter)), opened)
             }
+            Pre::Transforms(pre) => {
+                let instance = pre.instantiate(&mut store).map_err(|e| fail(&store, e))?;
+                let opened = instance
+                    .export_service_plugin_record_transforms()
+                    .transformer()
+                    .call_open(&mut store, options)
+                    .map_err(|e| fail(&store, e))?;
+                let records = Box::new((
+                    RecordSplitter::new(options.input_format),
+                    RecordWriter::new(options.output_format),
+                ));
+                (Guest::Transforms(instance, records), opened)
+            }
         };
         let resource = opened.map_err(|error| guest_failure(&name, error))?;
         Ok(PluginSession {
@@ -415,6 +431,29 @@ impl PluginHost {
             returned: Vec::new(),
         })
     }
+}
+
+/// The world a component implements, by the interface it exports.
+fn world_of(
+    instance_pre: wasmtime::component::InstancePre<HostState>,
+) -> Result<Pre, PluginFailure> {
+    let streaming = match bindings::PluginPre::new(instance_pre.clone()) {
+        Ok(pre) => return Ok(Pre::Streaming(pre)),
+        Err(error) => error,
+    };
+    let records = match record_bindings::RecordPluginPre::new(instance_pre.clone()) {
+        Ok(pre) => return Ok(Pre::Records(pre)),
+        Err(error) => error,
+    };
+    transform_bindings::RecordTransformPluginPre::new(instance_pre)
+        .map(Pre::Transforms)
+        .map_err(|transforms| {
+            PluginFailure::Invalid(format!(
+                "the component exports none of the export-service:plugin interfaces \
+                 `processor` ({streaming:#}), `records` ({records:#}) or `record-transforms` \
+                 ({transforms:#})"
+            ))
+        })
 }
 
 /// How much memory a compiled component is estimated to hold: its compiled image (code and

@@ -57,6 +57,16 @@ mod record_bindings {
         },
     });
 }
+mod transform_bindings {
+    wasmtime::component::bindgen!({
+        world: "record-transform-plugin",
+        path: "../../wit",
+        with: {
+            "export-service:plugin/types": super::bindings::export_service::plugin::types,
+            "export-service:plugin/host": super::bindings::export_service::plugin::host,
+        },
+    });
+}
 pub use bindings::export_service::plugin::types::{
     Capabilities, DataFormat, PluginError as GuestError, PluginInfo, RecordViolation, ResourceInfo,
     SessionOptions, StepOutput, Violation,

@@ -2,9 +2,11 @@
 //! converter and hands a record-mode plugin batches of them, each record one JSON object as
 //! text, so a plugin in any language checks records with its own JSON library and writes no
 //! splitter. The plugin reports problems by position in the batch; the host keeps the row
-//! numbers.
+//! numbers. A transforming plugin (contract 1.3.0) also returns the records to store, which the
+//! host writes in the output format.
 
-use export_convert::{ConvertError, Converter, CsvToJson, JsonRecords};
+use export_convert::{ConvertError, Converter, CsvToJson, JsonRecords, JsonToCsv};
+use serde::de::IgnoredAny;
 
 use crate::{DataFormat, RecordViolation, Violation};
 
@@ -83,6 +85,100 @@ impl RecordSplitter {
         self.next_row += count as u64;
         Some((first, self.pending.drain(..count).collect()))
     }
+}
+
+/// Writes the records a transforming plugin returns in the session's output format: a JSON
+/// array, or CSV through the service's own converter (the first record's keys are the header,
+/// as for any JSON converted to CSV).
+pub(crate) struct RecordWriter {
+    /// CSV is written by converting the JSON array as it grows.
+    csv: Option<JsonToCsv>,
+    /// Whether the array has been opened.
+    opened: bool,
+    /// Whether a record has been written (the next one needs a comma).
+    any: bool,
+    /// Records written so far, to name the one at fault.
+    written: u64,
+    /// The JSON text of the call in progress (the CSV converter's input).
+    json: Vec<u8>,
+}
+
+impl RecordWriter {
+    /// A writer of records in `format`.
+    pub(crate) fn new(format: DataFormat) -> Self {
+        Self {
+            csv: matches!(format, DataFormat::Csv).then(JsonToCsv::new),
+            opened: false,
+            any: false,
+            written: 0,
+            json: Vec::new(),
+        }
+    }
+
+    /// Appends `records`, each checked to be one JSON object, to `output`. The error, the
+    /// plugin's fault rather than the data's, names the first record that is not an object.
+    pub(crate) fn write(&mut self, records: &[String], output: &mut Vec<u8>) -> Result<(), String> {
+        self.json.clear();
+        if !self.opened {
+            self.json.push(b'[');
+            self.opened = true;
+        }
+        for record in records {
+            self.written += 1;
+            if !is_json_object(record) {
+                return Err(format!(
+                    "record {} it returned is not one JSON object: {}",
+                    self.written,
+                    excerpt(record)
+                ));
+            }
+            if self.any {
+                self.json.push(b',');
+            }
+            self.any = true;
+            self.json.extend_from_slice(record.as_bytes());
+        }
+        self.hand_on(output, false)
+    }
+
+    /// Closes the output (a JSON array's bracket, the CSV converter's rest).
+    pub(crate) fn finish(&mut self, output: &mut Vec<u8>) -> Result<(), String> {
+        self.json.clear();
+        if !self.opened {
+            self.json.push(b'[');
+            self.opened = true;
+        }
+        self.json.push(b']');
+        self.hand_on(output, true)
+    }
+
+    fn hand_on(&mut self, output: &mut Vec<u8>, last: bool) -> Result<(), String> {
+        let Some(converter) = &mut self.csv else {
+            output.extend_from_slice(&self.json);
+            return Ok(());
+        };
+        let describe = |error: ConvertError| format!("the records it returned {error}");
+        output.extend_from_slice(converter.push(&self.json).map_err(describe)?);
+        if last {
+            output.extend_from_slice(converter.finish().map_err(describe)?);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `text` is exactly one JSON object (a valid JSON value that opens with a brace is
+/// one), checked without building it.
+fn is_json_object(text: &str) -> bool {
+    text.trim_start().starts_with('{') && serde_json::from_str::<IgnoredAny>(text).is_ok()
+}
+
+/// The start of a record, for a message.
+fn excerpt(text: &str) -> String {
+    let mut end = text.len().min(80);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}", &text[..end])
 }
 
 fn split(
@@ -172,6 +268,58 @@ mod tests {
         assert_eq!(found[0].0, 1);
         assert_eq!(found[0].1[0], r#"{"a": 1}"#);
         assert_eq!(found[1].0, 3);
+    }
+
+    fn written(format: DataFormat, batches: &[&[&str]]) -> Result<String, String> {
+        let mut writer = RecordWriter::new(format);
+        let mut output = Vec::new();
+        for batch in batches {
+            let records: Vec<String> = batch.iter().map(|record| record.to_string()).collect();
+            writer.write(&records, &mut output)?;
+        }
+        writer.finish(&mut output)?;
+        Ok(String::from_utf8(output).unwrap())
+    }
+
+    #[test]
+    fn returned_records_are_written_as_a_json_array_or_as_csv() {
+        let batches: &[&[&str]] = &[
+            &[r#"{"id":"1","name":"a"}"#],
+            &[],
+            &[r#" {"id":"2","name":"b,c"}"#],
+        ];
+        let json = written(DataFormat::Json, batches).unwrap();
+        assert_eq!(json, r#"[{"id":"1","name":"a"}, {"id":"2","name":"b,c"}]"#);
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed[1]["name"], "b,c");
+        assert_eq!(
+            written(DataFormat::Csv, batches).unwrap(),
+            "id,name\n1,a\n2,\"b,c\"\n"
+        );
+        assert_eq!(written(DataFormat::Json, &[]).unwrap(), "[]");
+        assert_eq!(written(DataFormat::Csv, &[&[]]).unwrap(), "");
+    }
+
+    #[test]
+    fn a_returned_record_that_is_not_one_json_object_is_refused_by_position() {
+        for bad in [
+            r#"[1, 2]"#,
+            r#"{"a": 1} {"b": 2}"#,
+            r#"{"a": "#,
+            "7",
+            r#"{"a":1}]"#,
+        ] {
+            let error = written(DataFormat::Json, &[&[r#"{"a": 0}"#, bad]]).unwrap_err();
+            assert!(
+                error.starts_with("record 2 it returned is not one JSON object"),
+                "{bad}: {error}"
+            );
+        }
+        let error = written(DataFormat::Csv, &[&[r#"{"a": "1"}"#, r#"{"b": "2"}"#]]).unwrap_err();
+        assert!(
+            error.contains("record 2") && error.contains("'b'"),
+            "{error}"
+        );
     }
 
     #[test]

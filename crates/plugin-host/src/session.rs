@@ -10,10 +10,12 @@ use wasmtime::component::ResourceAny;
 use crate::failure::{PluginFailure, failure, guest_failure, output_too_large};
 use crate::host::LoadedPlugin;
 use crate::limits::PluginLimits;
-use crate::records::{RecordSplitter, unsplittable, with_rows};
+use crate::records::{RecordSplitter, RecordWriter, unsplittable, with_rows};
 use crate::state::HostState;
 use crate::waits::WaitDeadline;
-use crate::{EPOCH_TICK, GuestError, StepOutput, Violation, bindings, record_bindings};
+use crate::{
+    EPOCH_TICK, GuestError, StepOutput, Violation, bindings, record_bindings, transform_bindings,
+};
 
 /// One upload going through a plugin.
 pub struct PluginSession {
@@ -33,6 +35,11 @@ pub(crate) enum Guest {
     Streaming(bindings::Plugin),
     /// A record-mode plugin, with the splitter that turns chunks into its batches.
     Records(record_bindings::RecordPlugin, Box<RecordSplitter>),
+    /// A record-transforming plugin, with the splitter and the writer of what it returns.
+    Transforms(
+        transform_bindings::RecordTransformPlugin,
+        Box<(RecordSplitter, RecordWriter)>,
+    ),
 }
 
 /// What one call produced: its output, read in place from the plugin's memory (what it
@@ -100,6 +107,13 @@ impl PluginSession {
                 // A record-mode plugin only checks: the upload goes on as it came.
                 check_batches(instance, splitter, store, resource, chunk.to_vec())
             }
+            Guest::Transforms(instance, records) => {
+                let (splitter, writer) = &mut **records;
+                if let Err(error) = splitter.push(chunk) {
+                    return Ok(Err(GuestError::Rejected(vec![unsplittable(error)])));
+                }
+                transform_batches(instance, splitter, writer, store, resource)
+            }
         })
     }
 
@@ -128,6 +142,30 @@ impl PluginSession {
                     Err(error) => return Ok(Err(error)),
                 }
                 Ok(Ok(step))
+            }
+            Guest::Transforms(instance, records) => {
+                let (splitter, writer) = &mut **records;
+                if let Err(error) = splitter.finish() {
+                    return Ok(Err(GuestError::Rejected(vec![unsplittable(error)])));
+                }
+                let mut step = match transform_batches(instance, splitter, writer, store, resource)?
+                {
+                    Ok(step) => step,
+                    Err(error) => return Ok(Err(error)),
+                };
+                let (last, found) = match instance
+                    .export_service_plugin_record_transforms()
+                    .transformer()
+                    .call_finish(store, resource)?
+                {
+                    Ok(ended) => ended,
+                    Err(error) => return Ok(Err(error)),
+                };
+                step.violations.extend(found);
+                let written = writer
+                    .write(&last, &mut step.output)
+                    .and_then(|()| writer.finish(&mut step.output));
+                Ok(written.map(|()| step).map_err(GuestError::Failed))
             }
         })
     }
@@ -211,6 +249,35 @@ fn check_batches(
         match found {
             Ok(found) => violations.extend(with_rows(first, batch.len(), found)),
             Err(error) => return Ok(Err(error)),
+        }
+    }
+    Ok(Ok(StepOutput { output, violations }))
+}
+
+/// Hands every batch the splitter holds to a transforming plugin; the step's output is the
+/// records it returned, written in the output format, its violations those found, with their
+/// rows.
+fn transform_batches(
+    instance: &transform_bindings::RecordTransformPlugin,
+    splitter: &mut RecordSplitter,
+    writer: &mut RecordWriter,
+    store: &mut Store<HostState>,
+    resource: ResourceAny,
+) -> wasmtime::Result<Result<StepOutput, GuestError>> {
+    let mut output = Vec::new();
+    let mut violations = Vec::new();
+    while let Some((first, batch)) = splitter.next_batch() {
+        let transformed = match instance
+            .export_service_plugin_record_transforms()
+            .transformer()
+            .call_transform(&mut *store, resource, &batch)?
+        {
+            Ok(transformed) => transformed,
+            Err(error) => return Ok(Err(error)),
+        };
+        violations.extend(with_rows(first, batch.len(), transformed.violations));
+        if let Err(reason) = writer.write(&transformed.records, &mut output) {
+            return Ok(Err(GuestError::Failed(reason)));
         }
     }
     Ok(Ok(StepOutput { output, violations }))
