@@ -752,31 +752,35 @@ def main():
     work = pathlib.Path(os.environ.get("BENCH_WORK", "/var/tmp")) / f"exsvc-bench-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     results = []
-    try:
-        if "criterion" in only:
-            criterion(args, results)
-        if "data" in only:
-            data_path(args, work, results)
-        if "transfer" in only:
-            transfer(args, work, results)
-        if "concurrency" in only:
-            concurrency(args, work, results)
-        if "profile" in only:
-            profile(args, work, results)
-        if "archive" in only:
-            archive_writer(args, results)
-        if "reload" in only:
-            hot_reload(args, work, results)
-        if "records" in only:
-            record_validators(args, results)
-            fleet_activation(args, work, results)
-        if "list" in only:
-            list_latency(args, work, results)
-    finally:
+    sections = [("criterion", lambda: criterion(args, results)),
+                ("data", lambda: data_path(args, work, results)),
+                ("transfer", lambda: transfer(args, work, results)),
+                ("concurrency", lambda: concurrency(args, work, results)),
+                ("profile", lambda: profile(args, work, results)),
+                ("archive", lambda: archive_writer(args, results)),
+                ("reload", lambda: hot_reload(args, work, results)),
+                ("records", lambda: (record_validators(args, results), fleet_activation(args, work, results))),
+                ("list", lambda: list_latency(args, work, results))]
+    # A section that fails is reported and the others still run and are written; its services'
+    # logs stay in the work directory, whose large inputs are removed.
+    failed = []
+    for name, section in sections:
+        if name not in only:
+            continue
+        try:
+            section()
+        except Exception as error:  # noqa: BLE001 - any failure of a section is reported alike
+            log(f"section {name} FAILED: {error}")
+            failed.append(name)
+    if failed:
+        for big in [*work.glob("*.csv"), *work.glob("*.json")]:
+            big.unlink()
+        log(f"failed sections: {', '.join(failed)}; their logs are kept in {work}")
+    else:
         subprocess.run(["rm", "-rf", str(work)])
 
     if not results:
-        return
+        sys.exit(f"failed sections: {', '.join(failed)}" if failed else 0)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     machine = f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
     header = ("figure", "measured", "baseline (same run)", "ratio", "target", "met", "notes")
@@ -796,6 +800,8 @@ def main():
     print(f"\n{machine}; {time.strftime('%Y-%m-%d', time.gmtime())}; "
           f"{'quick' if args.quick else 'full'} run ({args.size_mib} MiB over {args.sources} sources); "
           f"written to {out.relative_to(ROOT)}")
+    if failed:
+        sys.exit(f"failed sections: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

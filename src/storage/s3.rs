@@ -25,6 +25,17 @@ use crate::config::S3Config;
 /// The largest object one `PutObject` may carry on S3.
 const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 
+/// The slowest rate at which a store is expected to assemble a multipart object: s3s-fs and
+/// MinIO on one disk read every part back and write it again before they answer
+/// CompleteMultipartUpload, and a replica's uploads and archives may all complete at once.
+const SLOWEST_ASSEMBLY_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+
+/// How long the store may take to answer CompleteMultipartUpload of `total` bytes before it
+/// counts as hung: the usual read timeout plus assembling at the slowest expected rate.
+fn assembly_timeout(read_timeout: Duration, total: u64) -> Duration {
+    read_timeout + Duration::from_secs(total / SLOWEST_ASSEMBLY_BYTES_PER_SEC)
+}
+
 /// A bucket.
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -268,6 +279,21 @@ impl S3Store {
             part = next;
             number += 1;
         }
+        // The store answers only once it has assembled the object, in time that grows with its
+        // size. The client's read timeout would cut a large one short, and its retry would then
+        // find the upload completed and gone (s3s-fs answers AccessDenied, S3 NoSuchUpload). So
+        // the answer is awaited for as long as assembling may take, and the call is made once:
+        // a failure fails the upload, which its sender retries whole.
+        let patience = assembly_timeout(self.read_timeout, total);
+        let once = aws_sdk_s3::config::Builder::new()
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .read_timeout(patience)
+                    .operation_attempt_timeout(patience)
+                    .operation_timeout(patience)
+                    .build(),
+            )
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(1));
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -278,6 +304,8 @@ impl S3Store {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .customize()
+            .config_override(once)
             .send()
             .await
             .map_err(classify)?;
@@ -521,4 +549,25 @@ fn aws_smithy_error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembling_a_large_object_is_awaited_longer_than_a_read() {
+        let read = Duration::from_secs(30);
+        assert_eq!(assembly_timeout(read, 0), read);
+        assert_eq!(
+            assembly_timeout(read, 5 * 1024 * 1024),
+            read + Duration::from_secs(1)
+        );
+        // 16 uploads of 350 MiB completing at once on s3s-fs took longer than the 30 s read
+        // timeout; each now has 30 s plus 87 s.
+        assert_eq!(
+            assembly_timeout(read, 350 * 1024 * 1024),
+            Duration::from_secs(30 + 87)
+        );
+    }
 }
