@@ -7,7 +7,7 @@
 #   bench/run.sh              # the full run: 1 GiB over 10 sources (about 15 minutes here)
 #   bench/run.sh --only data,list --size-mib 256    # see bench/bench.py --help
 #   bench/run.sh --only transfer,concurrency        # curl baselines; 16 concurrent uploads
-#   bench/run.sh --only profile                     # perf profiles of an upload and a download
+#   bench/run.sh --only profile                     # perf profiles of an upload, packaging, a download
 #   bench/run.sh --only records                     # Rust/Python/JS validators, artefact loads
 #
 # Each run also draws the table as bench/results/bench-<time>.svg (ratio against target).

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import http.client
 import urllib.parse
+import xml.etree.ElementTree as ElementTree
 
 CHUNK = 1024 * 1024
 
@@ -55,6 +56,32 @@ class S3:
         connection.close()
         if response.status >= 300 and response.status != 409:
             raise RuntimeError(f"S3 create bucket: {response.status}")
+
+    def delete_bucket(self, bucket):
+        """Deletes every object of `bucket`, then the bucket; a bucket never created is fine."""
+        while True:
+            connection, response = self._request("GET", f"/{bucket}")
+            # The listing's first page (up to 1000 keys); the loop lists again until none remain.
+            body = response.read()
+            connection.close()
+            if response.status == 404:
+                return
+            self._check_status(response.status, body, f"list {bucket}")
+            keys = [element.text for element in ElementTree.fromstring(body).iter()
+                    if element.tag.endswith("}Key") or element.tag == "Key"]
+            if not keys:
+                break
+            for key in keys:
+                connection, response = self._request("DELETE", f"/{bucket}/{key}")
+                self._check_status(response.status, response.read(), f"DELETE {key}")
+                connection.close()
+        connection, response = self._request("DELETE", f"/{bucket}")
+        self._check_status(response.status, response.read(), f"DELETE bucket {bucket}")
+        connection.close()
+
+    def _check_status(self, status, body, what):
+        if status >= 300:
+            raise RuntimeError(f"S3 {what}: {status} {body[:300]!r}")
 
     def put_file(self, bucket, key, path, size):
         with open(path, "rb") as body:

@@ -462,7 +462,13 @@ impl Delivery<'_> {
         hold: &mut UploadHold,
         error: DeliveryError,
     ) -> DeliveryError {
-        tracing::warn!(error = %error, "upload not stored");
+        // The tenant-facing message hides the store's own error; the operator needs it.
+        let cause =
+            std::iter::successors(std::error::Error::source(&error), |cause| cause.source())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
+        tracing::warn!(error = %error, cause = %cause, "upload not stored");
         if let DeliveryError::TooLarge { .. } = error {
             self.metrics.refuse("payload_size");
         }

@@ -235,17 +235,9 @@ impl Packager {
         // packaged.
         let shape = match (self.settings.compression_level, job.attempts) {
             (0, ..=1) => Shape::StoredOneRequest,
-            _ => Shape::Streamed,
+            (level, _) => Shape::Streamed { level },
         };
-        let built = build_archive(
-            &self.store,
-            &export,
-            &key,
-            self.settings.compression_level,
-            shape,
-            &progress,
-        )
-        .await;
+        let built = build_archive(&self.store, &export, &key, shape, &progress).await;
         heartbeat.stop();
         let summary = built?;
         let status = packaged_status(export.sources.iter().map(|source| source.status));
@@ -365,14 +357,13 @@ pub async fn build_archive(
     store: &ObjectStore,
     export: &Export,
     key: &str,
-    compression_level: u32,
     shape: Shape,
     progress: &AtomicU64,
 ) -> Result<ArchiveSummary, PackageError> {
     let plan = plan(export);
-    let length = match (shape, compression_level) {
-        (Shape::StoredOneRequest, 0) => Some(stored_length(export, &plan).await?),
-        _ => None,
+    let (compression_level, length) = match shape {
+        Shape::StoredOneRequest => (0, Some(stored_length(export, &plan).await?)),
+        Shape::Streamed { level } => (level, None),
     };
     let (feed, feed_receiver) = mpsc::channel::<Feed>(FEED_DEPTH);
     let (output, mut output_receiver) = mpsc::channel::<Output>(4);
@@ -425,12 +416,15 @@ pub async fn build_archive(
 /// How the archive reaches the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// As it is written, in parts (a multipart upload on S3): any compression level.
-    Streamed,
+    /// Compressed at `level` (0 stores) and sent as it is written, in parts (a multipart
+    /// upload on S3).
+    Streamed {
+        /// The Deflate level, 0–9.
+        level: u32,
+    },
     /// A stored (level 0) archive, whose length is worked out beforehand, as one streamed
     /// request: on S3-compatible servers that assemble parts by copying them (s3s-fs, MinIO on
-    /// one disk), this writes the archive once instead of twice. At other levels it is
-    /// [`Shape::Streamed`].
+    /// one disk), this writes the archive once instead of twice.
     StoredOneRequest,
 }
 

@@ -104,7 +104,7 @@ impl S3Store {
                 if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" {
                     Ok(())
                 } else {
-                    Err(classify(error))
+                    Err(classify("CreateBucket", error))
                 }
             }
         }
@@ -129,7 +129,7 @@ impl S3Store {
                 .disable_payload_signing()
                 .send()
                 .await
-                .map_err(classify)?;
+                .map_err(|error| classify("PutObject", error))?;
             return Ok(length);
         }
         let upload = self
@@ -140,7 +140,7 @@ impl S3Store {
             .content_type(content_type)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|error| classify("CreateMultipartUpload", error))?;
         let upload_id = upload
             .upload_id()
             .ok_or_else(|| StoreError::Other("no upload id in CreateMultipartUpload".into()))?
@@ -210,7 +210,7 @@ impl S3Store {
         let fed = tokio::select! {
             fed = feeding => fed?,
             answered = &mut put => {
-                answered.map_err(classify)?;
+                answered.map_err(|error| classify("PutObject", error))?;
                 return Err(StoreError::Other(
                     "the store answered before the whole body was sent".into(),
                 )
@@ -218,9 +218,9 @@ impl S3Store {
             }
         };
         let answered = match tokio::time::timeout(self.read_timeout, put).await {
-            Ok(answered) => answered.map_err(classify),
+            Ok(answered) => answered.map_err(|error| classify("PutObject", error)),
             Err(_) => Err(StoreError::Unavailable(format!(
-                "the store did not answer within {:?} of the whole object",
+                "PutObject: the store did not answer within {:?} of the whole object",
                 self.read_timeout
             ))),
         };
@@ -264,7 +264,7 @@ impl S3Store {
             } else {
                 tokio::join!(upload, read_part(body, self.part_size))
             };
-            let uploaded = uploaded.map_err(classify)?;
+            let uploaded = uploaded.map_err(|error| classify("UploadPart", error))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -308,7 +308,7 @@ impl S3Store {
             .config_override(once)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|error| classify("CompleteMultipartUpload", error))?;
         Ok(total)
     }
 
@@ -325,7 +325,7 @@ impl S3Store {
             if error.code() == Some("NoSuchKey") {
                 StoreError::NotFound(key.to_owned())
             } else {
-                classify(error)
+                classify("GetObject", error)
             }
         })?;
         let length = output
@@ -378,7 +378,7 @@ impl S3Store {
                 .content_length()
                 .and_then(|length| u64::try_from(length).ok())),
             Err(SdkError::ServiceError(error)) if error.err().is_not_found() => Ok(None),
-            Err(error) => Err(classify(error)),
+            Err(error) => Err(classify("HeadObject", error)),
         }
     }
 
@@ -392,7 +392,7 @@ impl S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(classify)?;
+            let page = page.map_err(|error| classify("ListObjectsV2", error))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -441,7 +441,7 @@ impl S3Store {
                         self.delete(key).await?;
                     }
                 }
-                Err(error) => return Err(classify(error)),
+                Err(error) => return Err(classify("DeleteObjects", error)),
             }
         }
         Ok(keys.len() as u64)
@@ -454,7 +454,7 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(|error| classify("DeleteObject", error))?;
         Ok(())
     }
 }
@@ -510,8 +510,9 @@ async fn read_part(
     }
 }
 
-/// Transport failures, timeouts and 5xx answers are worth retrying; the rest is not.
-fn classify<E, R>(error: SdkError<E, R>) -> StoreError
+/// Transport failures, timeouts and 5xx answers are worth retrying; the rest is not. The
+/// message names the S3 `call`, so a log says which request of an upload failed.
+fn classify<E, R>(call: &str, error: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -530,8 +531,8 @@ where
         _ => false,
     };
     let message = match error.code() {
-        Some(code) => format!("{code}: {}", error.message().unwrap_or_default()),
-        None => aws_smithy_error_chain(&error),
+        Some(code) => format!("{call}: {code}: {}", error.message().unwrap_or_default()),
+        None => format!("{call}: {}", aws_smithy_error_chain(&error)),
     };
     if retryable {
         StoreError::Unavailable(message)
@@ -554,6 +555,19 @@ fn aws_smithy_error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_call_is_named_and_a_timeout_is_worth_retrying() {
+        let error: SdkError<aws_sdk_s3::operation::upload_part::UploadPartError, ()> =
+            SdkError::timeout_error("no answer");
+        match classify("UploadPart", error) {
+            StoreError::Unavailable(message) => {
+                assert!(message.starts_with("UploadPart: "), "{message}");
+                assert!(message.contains("no answer"), "{message}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
 
     #[test]
     fn assembling_a_large_object_is_awaited_longer_than_a_read() {

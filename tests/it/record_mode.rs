@@ -46,6 +46,18 @@ async fn upload_for(
 }
 
 /// The one data file of `export`'s archive, once packaged.
+/// Binds version 1.0.0 of `plugin` with `config` to every upload of exampleApp.
+async fn bind(app: &TestApp, plugin: &str, config: Value) {
+    let (status, body) = call(
+        app,
+        reqwest::Method::PUT,
+        "/bindings/exampleApp",
+        Some(json!({"plugin": plugin, "version": "1.0.0", "config": config})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 async fn stored_data(app: &TestApp, export: &str, extension: &str) -> String {
     let caller = Caller::user("org-1", "alice");
     app.wait_for_status(&caller, export, "complete").await;
@@ -63,18 +75,12 @@ async fn a_record_transformer_has_the_records_it_returns_stored_in_their_place()
     let app = admin_app().await;
     let (status, pushed) = push(&app, plugin_component("mask_fields.wasm")).await;
     assert_eq!(status, 201, "{pushed}");
-    let bound = call(
+    bind(
         &app,
-        reqwest::Method::PUT,
-        "/bindings/exampleApp",
-        Some(json!({
-            "plugin": "mask-fields",
-            "version": "1.0.0",
-            "config": {"mask": ["ssn"], "drop_empty": ["id"], "required": ["name"]},
-        })),
+        "mask-fields",
+        json!({"mask": ["ssn"], "drop_empty": ["id"], "required": ["name"]}),
     )
     .await;
-    assert_eq!(bound.0, 200, "{}", bound.1);
 
     // CSV in, CSV out (written by the host from the records returned), JSON for the export.
     let csv = "id,name,ssn\n1,ada,123-45-6789\n,ghost,000\n2,\"bob, jr\",987\n";
@@ -158,18 +164,12 @@ async fn validates_records(file: &str, name: &str) {
             .await
             .unwrap();
     assert_eq!(artefacts, 1, "the artefact was stored");
-    let bound = call(
+    bind(
         &app,
-        reqwest::Method::PUT,
-        "/bindings/exampleApp",
-        Some(json!({
-            "plugin": name,
-            "version": "1.0.0",
-            "config": {"required": ["id", "name"], "numeric": ["amount"]},
-        })),
+        name,
+        json!({"required": ["id", "name"], "numeric": ["amount"]}),
     )
     .await;
-    assert_eq!(bound.0, 200, "{}", bound.1);
 
     // A CSV upload with a row missing its name and holding a non-number: both found, by row.
     let bad_csv = "id,name,amount\n1,a,3\n2,,x\n3,c,4\n";
