@@ -783,7 +783,8 @@ def main():
     parser.add_argument("--concurrent-mib", type=int, help="size of each of the 16 concurrent uploads (default 256)")
     parser.add_argument("--only",
                         help="comma-separated: data,transfer,concurrency,archive,criterion,reload,list,records; "
-                             "profile (not in the default set) writes perf profiles of an upload and a download")
+                             "profile (not in the default set) writes perf profiles of an upload, packaging "
+                             "and a download")
     args = parser.parse_args()
     args.size_mib = args.size_mib or (128 if args.quick else 1024)
     args.sources = args.sources or (4 if args.quick else 10)
