@@ -48,7 +48,7 @@ class S3:
 
     def _check(self, response, what):
         if response.status >= 300:
-            raise RuntimeError(f"S3 {what}: {response.status} {response.read()[:300]!r}")
+            self._check_status(response.status, response.read(), what)
 
     def create_bucket(self, bucket):
         connection, response = self._request("PUT", f"/{bucket}", b"", 0)
