@@ -260,10 +260,12 @@ impl S3Store {
                 .customize()
                 .disable_payload_signing()
                 .send();
+            // A short part is the last; after a full one the body may still end exactly there.
             let (uploaded, next) = if length < self.part_size {
-                (upload.await, Ok(Part::empty()))
+                (upload.await, None)
             } else {
-                tokio::join!(upload, read_part(body, self.part_size))
+                let (uploaded, next) = tokio::join!(upload, read_part(body, self.part_size));
+                (uploaded, Some(next))
             };
             let uploaded = uploaded.map_err(|error| classify("UploadPart", error))?;
             parts.push(
@@ -273,11 +275,10 @@ impl S3Store {
                     .build(),
             );
             total += length as u64;
-            let next = next?;
-            if next.is_empty() {
-                break;
+            match next.transpose()? {
+                Some(next) if !next.is_empty() => part = next,
+                _ => break,
             }
-            part = next;
             number += 1;
         }
         // The store answers only once it has assembled the object, in time that grows with its
@@ -499,18 +500,11 @@ impl Drop for AbortOnDrop {
 /// (`bench/results/NOTES.md`). A mapping's pages are committed only as data arrives, so a small
 /// body costs little, and they leave the process the moment the part is dropped.
 struct Part {
-    buffer: Option<memmap2::MmapMut>,
+    buffer: memmap2::MmapMut,
     len: usize,
 }
 
 impl Part {
-    fn empty() -> Self {
-        Self {
-            buffer: None,
-            len: 0,
-        }
-    }
-
     fn len(&self) -> usize {
         self.len
     }
@@ -527,9 +521,7 @@ impl Part {
 
 impl AsRef<[u8]> for Part {
     fn as_ref(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .map_or(&[], |buffer| &buffer[..self.len])
+        &self.buffer[..self.len]
     }
 }
 
@@ -551,10 +543,7 @@ async fn read_part(
         }
         len += read;
     }
-    Ok(Part {
-        buffer: Some(buffer),
-        len,
-    })
+    Ok(Part { buffer, len })
 }
 
 /// Transport failures, timeouts and 5xx answers are worth retrying; the rest is not. The
